@@ -1,0 +1,26 @@
+"""`python -m benchmarks [NAME ...] [--runs N]`: run the named benchmarks (default: all)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+#: Every benchmark module, in the order a trace flows through moetrace.
+BENCHMARKS = ["simulate", "read", "analyze", "predict", "report", "record"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median is shown)")
+    args = parser.parse_args()
+    unknown = sorted(set(args.names) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]} (known: {', '.join(BENCHMARKS)})")
+    for name in args.names or BENCHMARKS:
+        importlib.import_module(f"benchmarks.bench_{name}").main(runs=args.runs)
+
+
+if __name__ == "__main__":
+    main()

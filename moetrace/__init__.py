@@ -1,0 +1,20 @@
+"""moetrace: record, analyze and forecast per-expert token loads of MoE training.
+
+The public API is re-exported here; the CLI (``moetrace.cli``) is a thin layer over it.
+"""
+
+from moetrace.errors import MoetraceError, TraceError
+from moetrace.trace import Loads, Trace, TraceMetadata, read_trace, write_trace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Loads",
+    "MoetraceError",
+    "Trace",
+    "TraceError",
+    "TraceMetadata",
+    "__version__",
+    "read_trace",
+    "write_trace",
+]
