@@ -1,0 +1,5 @@
+"""`python -m moetrace` runs the CLI."""
+
+from moetrace.cli import main
+
+main()
