@@ -1,0 +1,214 @@
+"""The rolling-origin backtest engine: one function for every predictor, horizon and report.
+
+For each origin t (the last step a predictor may see) the engine fits the predictor on
+``loads.upto(t)``, forecasts once with the largest horizon that fits in the trace, and scores
+every horizon H on the prefix t+1 .. t+H against the actual shares (steps missing from the
+trace are skipped). Settings are checked before any predictor runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moetrace.errors import ParameterError
+from moetrace.metrics import score
+from moetrace.predictors.base import Predictor, PredictorOptions, make_predictor
+from moetrace.trace.shares import Loads
+
+#: Origins spread over the trace when neither a stride nor a count is given.
+DEFAULT_ORIGINS = 12
+#: Steps of history the first origin needs by default.
+DEFAULT_MIN_HISTORY = 1000
+
+#: ``progress(done, total, label)``: called after each fitted origin.
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One predictor at one horizon: each metric as an (origins, layers) array.
+
+    Rows of origins where the horizon does not fit in the trace are NaN (``fits`` is False).
+    """
+
+    fits: np.ndarray  # (N,) bool
+    metrics: dict[str, np.ndarray]  # name -> (N, L) float; "zero_actuals" -> (N, L) counts
+    steps_scored: np.ndarray  # (N,) actual steps present in t+1 .. t+H
+
+
+@dataclass(frozen=True)
+class Example:
+    """Every predictor's forecast of one layer from one origin, kept for the report's figure."""
+
+    origin: int
+    layer: int  # position in ``loads.layers``
+    steps: np.ndarray  # (H,) forecast step numbers origin+1 .. origin+H
+    forecasts: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (H, E)
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Scores of every predictor and horizon at every origin, with what they were made from."""
+
+    origins: np.ndarray  # (N,) step numbers
+    stable: np.ndarray | None  # (N, L) bool: each layer's state at each origin (None: unknown)
+    layers: tuple[int, ...]
+    horizons: tuple[int, ...]
+    predictors: tuple[str, ...]
+    scores: dict[tuple[str, int], Scores]
+    seconds: dict[str, float]  # fit + forecast time per predictor
+    example: Example | None
+    min_history: int
+
+
+def choose_origins(steps: np.ndarray, horizons: Sequence[int], *, min_history: int,
+                   stride: int | None = None, n_origins: int | None = None) -> np.ndarray:
+    """Origin steps from the first with ``min_history`` steps of history up to last - min(H).
+
+    Origins are every ``stride`` steps, or ``n_origins`` spread evenly (default
+    :data:`DEFAULT_ORIGINS`); each is snapped down to a step present in the trace.
+    """
+    if stride is not None and n_origins is not None:
+        raise ParameterError("give either --stride or --origins, not both")
+    if stride is not None and stride <= 0:
+        raise ParameterError(f"--stride must be a positive number of steps, got {stride}")
+    if n_origins is not None and n_origins <= 0:
+        raise ParameterError(f"--origins must be a positive count, got {n_origins}")
+    if min_history <= 0:
+        raise ParameterError(f"the minimum history must be at least 1 step, got {min_history}")
+    steps = np.asarray(steps, dtype=np.int64)
+    shortest = min(horizons)
+    if len(steps) < min_history:
+        raise ParameterError(f"the trace has {len(steps)} steps; a backtest needs at least "
+                             f"{min_history} steps of history before its first origin")
+    first, last = int(steps[min_history - 1]), int(steps[-1]) - shortest
+    if first > last:
+        raise ParameterError(
+            f"the trace's steps {steps[0]}..{steps[-1]} are too short for a backtest: "
+            f"{min_history} steps of history end at step {first}, and a {shortest}-step horizon "
+            f"from there ends after the last step {steps[-1]}")
+    if stride is not None:
+        targets = np.arange(first, last + 1, stride)
+    else:
+        count = n_origins or DEFAULT_ORIGINS
+        targets = np.unique(np.round(np.linspace(first, last, count)).astype(np.int64))
+    snapped = steps[np.searchsorted(steps, targets, side="right") - 1]
+    return np.unique(snapped)
+
+
+def _predictor(spec: str | Predictor, options: PredictorOptions | None) -> Predictor:
+    return make_predictor(spec, options) if isinstance(spec, str) else spec
+
+
+def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequence[int], *,
+             options: PredictorOptions | None = None, stable: np.ndarray | None = None,
+             origins: Sequence[int] | None = None, stride: int | None = None,
+             n_origins: int | None = None, min_history: int = DEFAULT_MIN_HISTORY,
+             example_layer: int = 0, progress: Progress | None = None) -> BacktestResult:
+    """Backtest each predictor (a registered name or a predictor object) at every origin.
+
+    ``stable`` is an (L, T) bool array over ``loads.steps`` (True = stable) used to label each
+    origin with its layers' states. ``origins`` overrides the origin grid of
+    :func:`choose_origins`. Each predictor is fitted on the same object at increasing origins.
+    """
+    horizons = tuple(sorted({int(h) for h in horizons}))
+    if not horizons or horizons[0] <= 0:
+        raise ParameterError(f"horizons must be positive numbers of steps, got {list(horizons)}")
+    if not predictors:
+        raise ParameterError("no predictors to backtest")
+    if not 0 <= example_layer < loads.n_layers:
+        raise ParameterError(f"no layer position {example_layer}: the loads hold "
+                             f"{loads.n_layers} layers")
+    steps = loads.steps
+    if origins is None:
+        grid = choose_origins(steps, horizons, min_history=min_history, stride=stride,
+                              n_origins=n_origins)
+    else:
+        grid = _check_origins(np.asarray(origins, dtype=np.int64), steps, horizons)
+    models = [_predictor(p, options) for p in predictors]
+    names = tuple(m.name for m in models)
+    if len(set(names)) != len(names):
+        raise ParameterError(f"predictor names must be unique, got {', '.join(names)}")
+    origin_stable = _origin_states(stable, loads, grid)
+
+    last = int(steps[-1])
+    shares = loads.shares
+    n, n_layers = len(grid), loads.n_layers
+    metrics = {(name, h): _empty(n, n_layers) for name in names for h in horizons}
+    scored = {(name, h): np.zeros(n, dtype=np.int64) for name in names for h in horizons}
+    fits = {h: grid + h <= last for h in horizons}
+    example_at = int(np.nonzero(fits[horizons[-1]])[0][-1]) if fits[horizons[-1]].any() else n - 1
+    example = Example(int(grid[example_at]), example_layer,
+                      np.arange(grid[example_at] + 1, grid[example_at] + 1 + max(
+                          h for h in horizons if fits[h][example_at])))
+    seconds: dict[str, float] = {}
+    total, done = len(models) * n, 0
+    for model, name in zip(models, names):
+        start = time.perf_counter()
+        for i, t in enumerate(grid):
+            t = int(t)
+            reach = max(h for h in horizons if fits[h][i])
+            forecast = np.asarray(model.fit(loads.upto(t)).forecast(reach))
+            _check_forecast(forecast, name, t, (n_layers, reach, loads.n_experts))
+            lo = int(np.searchsorted(steps, t, side="right"))
+            for h in horizons:
+                if not fits[h][i]:
+                    continue
+                hi = int(np.searchsorted(steps, t + h, side="right"))
+                ahead = steps[lo:hi] - t - 1
+                values = score(forecast[:, ahead], shares[:, lo:hi])
+                for key, value in values.items():
+                    metrics[(name, h)][key][i] = value
+                scored[(name, h)][i] = hi - lo
+            if i == example_at:
+                example.forecasts[name] = forecast[example_layer].copy()
+            done += 1
+            if progress is not None:
+                progress(done, total, f"{name} @ step {t}")
+        seconds[name] = time.perf_counter() - start
+    scores = {key: Scores(fits[key[1]], metrics[key], scored[key]) for key in metrics}
+    return BacktestResult(grid, origin_stable, loads.layers, horizons, names, scores, seconds,
+                          example, min_history)
+
+
+def _empty(n: int, n_layers: int) -> dict[str, np.ndarray]:
+    names = ("error_rate", "mean_error_ratio", "window_error", "imbalance_error", "zero_actuals")
+    return {k: np.full((n, n_layers), np.nan) for k in names}
+
+
+def _check_origins(grid: np.ndarray, steps: np.ndarray, horizons: tuple[int, ...]) -> np.ndarray:
+    """Explicit origins must be increasing steps of the trace with room for the shortest horizon."""
+    if grid.size == 0:
+        raise ParameterError("no origins given")
+    grid = np.unique(grid)
+    missing = grid[~np.isin(grid, steps)]
+    if missing.size:
+        raise ParameterError(f"origin {missing[0]} is not a step of the trace")
+    late = grid[grid + horizons[0] > steps[-1]]
+    if late.size:
+        raise ParameterError(f"origin {late[0]} leaves no room for a {horizons[0]}-step horizon "
+                             f"before the last step {steps[-1]}")
+    if grid[0] == steps[0]:
+        raise ParameterError(f"origin {grid[0]} is the first step: a predictor needs history")
+    return grid
+
+
+def _origin_states(stable: np.ndarray | None, loads: Loads, grid: np.ndarray) -> np.ndarray | None:
+    """Each layer's state at each origin as an (N, L) bool array."""
+    if stable is None:
+        return None
+    stable = np.asarray(stable, dtype=bool)
+    if stable.shape != (loads.n_layers, loads.n_steps):
+        raise ParameterError(f"state labels have shape {stable.shape}, expected "
+                             f"{(loads.n_layers, loads.n_steps)} (layers, steps)")
+    return stable[:, np.searchsorted(loads.steps, grid)].T
+
+
+def _check_forecast(forecast: np.ndarray, name: str, origin: int, shape: tuple) -> None:
+    if forecast.shape != shape:
+        raise ParameterError(f"predictor '{name}' at origin {origin} forecast shape "
+                             f"{forecast.shape}, expected {shape} (layers, horizon, experts)")

@@ -1,0 +1,73 @@
+"""Forecast error metrics over load shares: pure numpy functions, defined in docs/metrics.md.
+
+Every function takes forecast shares ``f`` and actual shares ``a`` of the same shape
+``(..., H, E)`` (leading axes are typically layers or origins, then steps, then experts) and
+returns one value per leading index, shape ``(...)``. Shares are fractions (0.013 for 1.3%).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def step_error(f: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Per-step error rate: sum over experts of |f - a|, shape ``(..., H)``."""
+    return np.abs(np.asarray(f) - np.asarray(a)).sum(axis=-1)
+
+
+def error_rate(f: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Mean over the H steps of sum over experts of |f - a| (twice the total variation distance)."""
+    return step_error(f, a).mean(axis=-1)
+
+
+def mean_error_ratio(f: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over steps and experts of |f - a| / a, skipping a = 0; also the count skipped.
+
+    Returns ``(ratio, zero_actuals)``; ``ratio`` is NaN where every actual share is zero.
+    """
+    f, a = np.asarray(f, dtype=np.float64), np.asarray(a, dtype=np.float64)
+    present = a > 0
+    ratio = np.divide(np.abs(f - a), a, out=np.zeros_like(a), where=present)
+    n = present.sum(axis=(-2, -1))
+    total = ratio.sum(axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    zeros = a.shape[-2] * a.shape[-1] - n
+    return mean, zeros
+
+
+def window_error(f: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Sum over experts of |mean f - mean a|, the means taken over the H steps.
+
+    The error of the average load over the window, which is what a placement held for the
+    whole window pays for.
+    """
+    return np.abs(np.asarray(f).mean(axis=-2) - np.asarray(a).mean(axis=-2)).sum(axis=-1)
+
+
+def imbalance_ratio(shares: np.ndarray) -> np.ndarray:
+    """Max/mean load of each step: E * max share / sum of shares, shape ``(..., H)``."""
+    shares = np.asarray(shares, dtype=np.float64)
+    return shares.shape[-1] * shares.max(axis=-1) / shares.sum(axis=-1)
+
+
+def imbalance_error(f: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Mean over steps of the relative error of the forecast max/mean ratio: |r_f - r_a| / r_a."""
+    r_f, r_a = imbalance_ratio(f), imbalance_ratio(a)
+    return (np.abs(r_f - r_a) / r_a).mean(axis=-1)
+
+
+#: Metric names in the order reports show them.
+METRICS = ("error_rate", "mean_error_ratio", "window_error", "imbalance_error")
+
+
+def score(f: np.ndarray, a: np.ndarray) -> dict[str, np.ndarray]:
+    """All metrics at once, plus ``zero_actuals`` (the a = 0 entries the ratio skipped)."""
+    ratio, zeros = mean_error_ratio(f, a)
+    return {
+        "error_rate": error_rate(f, a),
+        "mean_error_ratio": ratio,
+        "window_error": window_error(f, a),
+        "imbalance_error": imbalance_error(f, a),
+        "zero_actuals": zeros,
+    }

@@ -1,0 +1,145 @@
+"""The rolling-origin engine against oracle predictors whose errors are known exactly."""
+
+import numpy as np
+import pytest
+
+from moetrace.backtest import backtest, choose_origins
+from moetrace.errors import ParameterError
+from moetrace.trace.shares import Loads
+
+BASE = np.array([40, 30, 20, 10])  # shares 0.4, 0.3, 0.2, 0.1 at every step
+
+
+def constant_loads(n_steps=60, n_layers=2, steps=None):
+    steps = np.arange(n_steps) if steps is None else np.asarray(steps)
+    counts = np.broadcast_to(BASE, (n_layers, len(steps), 4)).copy()
+    return Loads(steps.astype(np.int64), counts, tuple(range(n_layers)))
+
+
+class Oracle:
+    """Forecasts the true future shares (plus ``offset``); records the origins it was fitted at."""
+
+    def __init__(self, truth: Loads, offset=0.0, name="oracle"):
+        self.truth, self.offset, self.name = truth, np.asarray(offset), name
+        self.seen = []
+
+    def fit(self, history):
+        self.origin = int(history.steps[-1])
+        self.seen.append(self.origin)
+        return self
+
+    def forecast(self, horizon):
+        steps = self.truth.steps
+        out = np.full((self.truth.n_layers, horizon, self.truth.n_experts),
+                      1 / self.truth.n_experts)
+        ahead = steps[(steps > self.origin) & (steps <= self.origin + horizon)]
+        out[:, ahead - self.origin - 1] = self.truth.shares[:, np.searchsorted(steps, ahead)]
+        return out + self.offset
+
+
+def test_exact_oracle_scores_zero_everywhere():
+    rng = np.random.default_rng(1)
+    counts = rng.integers(0, 50, size=(3, 80, 5))
+    counts[:, :, 0] += 1
+    loads = Loads(np.arange(80), counts, (0, 1, 2))
+    oracle = Oracle(loads)
+    result = backtest(loads, [oracle], [10, 20], min_history=10, stride=7)
+    for h in (10, 20):
+        s = result.scores[("oracle", h)]
+        for name in ("error_rate", "mean_error_ratio", "window_error", "imbalance_error"):
+            values = s.metrics[name][s.fits]
+            assert values.size and np.allclose(values, 0.0), name
+        assert np.isnan(s.metrics["error_rate"][~s.fits]).all()
+    assert oracle.seen == result.origins.tolist()
+    assert result.origins[0] == 9 and (result.origins + 10 <= 79).all()
+
+
+def test_constant_offset_gives_hand_computed_errors():
+    loads = constant_loads()
+    offset = np.array([0.02, -0.02, 0.0, 0.0])
+    result = backtest(loads, [Oracle(loads, offset, name="off")], [5], min_history=20,
+                      n_origins=4)
+    m = result.scores[("off", 5)].metrics
+    assert np.allclose(m["error_rate"], 0.04)
+    assert np.allclose(m["window_error"], 0.04)
+    assert np.allclose(m["mean_error_ratio"], (0.02 / 0.4 + 0.02 / 0.3) / 4)
+    assert np.allclose(m["imbalance_error"], (4 * 0.42 - 1.6) / 1.6)
+    assert np.all(m["zero_actuals"] == 0)
+    assert m["error_rate"].shape == (4, 2)
+
+
+def test_shorter_horizons_are_scored_on_the_prefix_of_one_forecast():
+    loads = constant_loads(40, 1)
+    calls = []
+
+    class Counting(Oracle):
+        def forecast(self, horizon):
+            calls.append(horizon)
+            return super().forecast(horizon)
+
+    result = backtest(loads, [Counting(loads)], [3, 8], origins=[10, 35])
+    assert calls == [8, 3]  # origin 35 only has room for the 3-step horizon
+    assert result.scores[("oracle", 8)].fits.tolist() == [True, False]
+    assert result.scores[("oracle", 3)].steps_scored.tolist() == [3, 3]
+
+
+def test_gaps_in_the_trace_are_skipped_when_scoring():
+    steps = np.r_[0:30, 33:50]  # steps 30-32 missing
+    loads = constant_loads(steps=steps, n_layers=1)
+    offset = np.zeros(4)
+    result = backtest(loads, [Oracle(loads, offset)], [6], origins=[28])
+    s = result.scores[("oracle", 6)]
+    assert s.steps_scored.tolist() == [3]  # 29..34 present: 29, 33, 34
+    assert s.metrics["error_rate"][0, 0] == pytest.approx(0.0)
+
+
+def test_origins_are_labelled_with_each_layers_state():
+    loads = constant_loads(50, 2)
+    stable = np.zeros((2, 50), dtype=bool)
+    stable[0, 20:] = True
+    stable[1, 35:] = True
+    result = backtest(loads, [Oracle(loads)], [5], stable=stable, origins=[10, 25, 40])
+    assert result.stable.tolist() == [[False, False], [True, False], [True, True]]
+
+
+def test_progress_is_reported_for_every_fit():
+    loads = constant_loads(50, 1)
+    seen = []
+    backtest(loads, [Oracle(loads, name="a"), Oracle(loads, name="b")], [5], origins=[10, 20],
+             progress=lambda done, total, label: seen.append((done, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_choose_origins_stride_and_count():
+    steps = np.arange(100)
+    assert choose_origins(steps, [10], min_history=20, stride=30).tolist() == [19, 49, 79]
+    spread = choose_origins(steps, [10, 20], min_history=20, n_origins=5)
+    assert spread[0] == 19 and spread[-1] == 89 and len(spread) == 5
+    gappy = np.r_[0:50, 70:100]
+    assert set(choose_origins(gappy, [5], min_history=10, stride=10)) <= set(gappy)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(min_history=95), "too short"),
+    (dict(min_history=200), "at least 200 steps"),
+    (dict(min_history=10, stride=0), "--stride"),
+    (dict(min_history=10, stride=5, n_origins=3), "not both"),
+])
+def test_bad_settings_are_refused_up_front(kwargs, message):
+    with pytest.raises(ParameterError, match=message):
+        choose_origins(np.arange(100), [10], **kwargs)
+
+
+def test_bad_origins_and_forecasts_are_refused():
+    loads = constant_loads(30, 1)
+    with pytest.raises(ParameterError, match="not a step"):
+        backtest(loads, [Oracle(loads)], [5], origins=[100])
+    with pytest.raises(ParameterError, match="no room"):
+        backtest(loads, [Oracle(loads)], [5], origins=[27])
+
+    class Wrong(Oracle):
+        def forecast(self, horizon):
+            return super().forecast(horizon)[:, :-1]
+
+    with pytest.raises(ParameterError, match="forecast shape"):
+        backtest(loads, [Wrong(loads)], [5], origins=[10])

@@ -1,0 +1,65 @@
+"""Each metric on a tiny hand-made example (the worked example of docs/metrics.md)."""
+
+import numpy as np
+import pytest
+
+from moetrace.metrics import (
+    error_rate,
+    imbalance_error,
+    imbalance_ratio,
+    mean_error_ratio,
+    score,
+    step_error,
+    window_error,
+)
+
+# docs/metrics.md, "Worked example": 3 experts, 2 steps, a constant forecast.
+F = np.array([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]])
+A = np.array([[0.4, 0.4, 0.2], [0.6, 0.4, 0.0]])
+
+
+def test_error_rate_is_mean_of_per_step_absolute_errors():
+    assert step_error(F, A) == pytest.approx([0.2, 0.4])
+    assert error_rate(F, A) == pytest.approx(0.3)
+
+
+def test_error_rate_is_twice_total_variation_distance():
+    rng = np.random.default_rng(0)
+    f, a = rng.dirichlet(np.ones(8), size=5), rng.dirichlet(np.ones(8), size=5)
+    tv = 0.5 * np.abs(f - a).sum(axis=1)
+    assert error_rate(f, a) == pytest.approx(2 * tv.mean())
+
+
+def test_mean_error_ratio_skips_and_counts_zero_actuals():
+    ratio, zeros = mean_error_ratio(F, A)
+    assert ratio == pytest.approx((0.25 + 0.25 + 0 + 0.1 / 0.6 + 0.25) / 5)
+    assert zeros == 1
+
+
+def test_mean_error_ratio_all_zero_is_nan():
+    ratio, zeros = mean_error_ratio(np.array([[0.5, 0.5]]), np.array([[0.0, 0.0]]))
+    assert np.isnan(ratio) and zeros == 2
+
+
+def test_window_error_compares_window_means():
+    assert window_error(F, A) == pytest.approx(0.2)
+    # A forecast right on average but wrong at every step has no window error.
+    a = np.array([[0.6, 0.4], [0.4, 0.6]])
+    f = np.array([[0.4, 0.6], [0.6, 0.4]])
+    assert window_error(f, a) == pytest.approx(0.0)
+    assert error_rate(f, a) == pytest.approx(0.4)
+
+
+def test_imbalance_error_is_relative_error_of_max_over_mean():
+    assert imbalance_ratio(A) == pytest.approx([1.2, 1.8])
+    assert imbalance_error(F, A) == pytest.approx((0.3 / 1.2 + 0.3 / 1.8) / 2)
+
+
+def test_leading_axes_are_kept():
+    f = np.stack([F, A])  # (2 layers, H, E)
+    a = np.stack([A, A])
+    out = score(f, a)
+    assert out["error_rate"] == pytest.approx([0.3, 0.0])
+    assert out["window_error"] == pytest.approx([0.2, 0.0])
+    assert out["zero_actuals"].tolist() == [1, 1]
+    assert out["imbalance_error"][1] == 0.0
