@@ -1,4 +1,4 @@
-"""Load-share predictors behind one protocol, registered by name."""
+"""Load-share predictors behind one protocol, registered by name in one explicit registry."""
 
 from moetrace.predictors.base import (
     REGISTRY,
@@ -7,5 +7,10 @@ from moetrace.predictors.base import (
     make_predictor,
     register,
 )
+from moetrace.predictors.naive import NaivePredictor
+from moetrace.predictors.sw_avg import SlidingWindowAveragePredictor
+
+register("naive", NaivePredictor)
+register("sw_avg", SlidingWindowAveragePredictor)
 
 __all__ = ["REGISTRY", "Predictor", "PredictorOptions", "make_predictor", "register"]

@@ -11,7 +11,7 @@ is given.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -29,6 +29,8 @@ class PredictorOptions:
     order: tuple[int, int, int] | None = None  # ARIMA (p, d, q); None: chosen automatically
     seed: int = 0
     train: Loads | None = None  # a separate training trace (LSTM), None: the history itself
+    #: called as progress(task, done, total) during long fits; the CLI shows a progress bar.
+    progress: Callable[[str, int, int], None] | None = field(default=None, compare=False)
 
 
 class Predictor(Protocol):

@@ -1,0 +1,115 @@
+"""Forecast a trace with one or more registered predictors and return the long frame.
+
+The library call behind ``moetrace predict``: choose the origin, fit each predictor on the
+history up to it, forecast the next H steps, and shape the result as the long table
+(``predictor, origin, step, layer, expert, share``) plus a per-layer summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from moetrace.atomic import atomic_file
+from moetrace.errors import ParameterError
+from moetrace.predictors.base import REGISTRY, PredictorOptions, make_predictor
+from moetrace.trace.read import read_trace
+from moetrace.trace.shares import Loads
+
+#: Columns and dtypes of a written forecast.
+FORECAST_SCHEMA = {"predictor": pl.String, "origin": pl.Int64, "step": pl.Int64,
+                   "layer": pl.Int32, "expert": pl.Int32, "share": pl.Float64}
+
+
+@dataclass(frozen=True)
+class Forecasts:
+    """Forecast shares of several predictors from one origin, for steps origin+1..origin+H."""
+
+    origin: int
+    steps: np.ndarray  # (H,) step numbers forecast
+    layers: tuple[int, ...]
+    shares: dict[str, np.ndarray]  # predictor -> (L, H, E)
+
+    def frame(self) -> pl.DataFrame:
+        """The long table, one row per (predictor, step, layer, expert)."""
+        parts = []
+        for name, arr in self.shares.items():
+            n_layers, horizon, n_experts = arr.shape
+            layer = np.repeat(np.asarray(self.layers, dtype=np.int32), horizon * n_experts)
+            step = np.tile(np.repeat(self.steps.astype(np.int64), n_experts), n_layers)
+            expert = np.tile(np.arange(n_experts, dtype=np.int32), n_layers * horizon)
+            parts.append(pl.DataFrame({"step": step, "layer": layer, "expert": expert,
+                                       "share": arr.reshape(-1)}).with_columns(
+                pl.lit(name).alias("predictor"), pl.lit(self.origin, pl.Int64).alias("origin")))
+        return pl.concat(parts).select(list(FORECAST_SCHEMA))
+
+    def summary(self, top: int = 3) -> pl.DataFrame:
+        """Per predictor and layer: hottest and coldest experts (mean forecast share) and the
+        forecast max/mean imbalance (max share x experts, averaged over the horizon)."""
+        rows = []
+        for name, arr in self.shares.items():
+            mean = arr.mean(axis=1)  # (L, E)
+            order = np.argsort(-mean, axis=1, kind="stable")
+            imbalance = (arr.max(axis=2) * arr.shape[2]).mean(axis=1)
+            for i, layer in enumerate(self.layers):
+                rows.append({
+                    "predictor": name, "layer": layer,
+                    "hottest": [int(e) for e in order[i, :top]],
+                    "hottest_share": [float(mean[i, e]) for e in order[i, :top]],
+                    "coldest": [int(e) for e in order[i, ::-1][:top]],
+                    "coldest_share": [float(mean[i, e]) for e in order[i, ::-1][:top]],
+                    "imbalance": float(imbalance[i]),
+                })
+        return pl.DataFrame(rows)
+
+
+def resolve_predictors(names: list[str] | str) -> list[str]:
+    """'all' -> every registered predictor (registry order); otherwise the names, checked."""
+    names = [names] if isinstance(names, str) else list(names)
+    if "all" in names:
+        return list(REGISTRY)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ParameterError(f"unknown predictor '{unknown[0]}' "
+                             f"(known: {', '.join(REGISTRY)}, all)")
+    return list(dict.fromkeys(names))
+
+
+def forecast_loads(loads: Loads, predictors: list[str] | str, horizon: int,
+                   at: int | None = None, options: PredictorOptions | None = None) -> Forecasts:
+    """Fit each predictor on ``loads`` up to step ``at`` (default: the last step) and forecast
+    the next ``horizon`` steps."""
+    if horizon <= 0:
+        raise ParameterError(f"--horizon must be a positive number of steps, got {horizon}")
+    names = resolve_predictors(predictors)
+    if loads.n_steps == 0:
+        raise ParameterError("the trace has no steps to forecast from")
+    first, last = int(loads.steps[0]), int(loads.steps[-1])
+    if at is not None and not first <= at <= last:
+        raise ParameterError(f"--at {at} is outside the trace's steps {first}..{last}")
+    history = loads.upto(last if at is None else at)
+    origin = int(history.steps[-1])
+    options = options or PredictorOptions()
+    shares = {}
+    for name in names:
+        predictor = make_predictor(name, options)
+        shares[name] = predictor.fit(history).forecast(horizon)
+    steps = np.arange(origin + 1, origin + horizon + 1, dtype=np.int64)
+    return Forecasts(origin, steps, tuple(int(x) for x in loads.layers), shares)
+
+
+def forecast_trace(path: str | Path, predictors: list[str] | str, horizon: int,
+                   at: int | None = None, options: PredictorOptions | None = None) -> Forecasts:
+    """Read the trace at ``path`` and forecast it (see :func:`forecast_loads`)."""
+    return forecast_loads(read_trace(path).loads(), predictors, horizon, at, options)
+
+
+def write_forecasts(forecasts: Forecasts, path: str | Path) -> Path:
+    """Write the long forecast table as Parquet, atomically."""
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        forecasts.frame().write_parquet(tmp, compression="zstd")
+    return path

@@ -1,0 +1,69 @@
+"""The common skeleton of every predictor: validate, bucket, forecast buckets once, expand.
+
+Subclasses implement ``_fit(buckets)`` on the (L, n, E) bucket means of the history and
+``_forecast_buckets(k)`` for the next k buckets. Public ``fit``/``forecast`` check their inputs
+once; the longest bucket forecast is cached, so forecast(1000) after forecast(2000) (or the
+reverse) from the same fit costs nothing: every predictor here forecasts recursively, so a
+shorter forecast is a prefix of a longer one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moetrace.errors import ParameterError
+from moetrace.predictors.base import PredictorOptions
+from moetrace.predictors.buckets import bucket_means, expand_buckets, n_buckets, normalize_shares
+from moetrace.trace.shares import Loads
+
+
+class BucketPredictor:
+    """Fit on bucket means of the history, forecast bucket means, expand back to steps."""
+
+    name = "?"
+    default_bucket = 1
+    min_buckets = 1  # fewest complete buckets of history the predictor can work with
+
+    def __init__(self, options: PredictorOptions | None = None):
+        self.options = options or PredictorOptions()
+        self.bucket = self.default_bucket if self.options.bucket is None else self.options.bucket
+        if self.bucket <= 0:
+            raise ParameterError(f"{self.name}: bucket must be a positive number of steps, "
+                                 f"got {self.bucket}")
+        self.origin: int | None = None
+        self._cache: np.ndarray | None = None
+
+    def fit(self, history: Loads) -> "BucketPredictor":
+        """Fit on ``history``; every step of it is at or before the origin (its last step)."""
+        need = self.min_buckets * self.bucket
+        if history.n_steps < need:
+            raise ParameterError(
+                f"{self.name}: needs at least {need} steps of history ({self.min_buckets} "
+                f"bucket(s) of {self.bucket}), got {history.n_steps}"
+                + (f" up to step {int(history.steps[-1])}" if history.n_steps else ""))
+        self._fit(bucket_means(history.shares, self.bucket), history)
+        self.origin = int(history.steps[-1])
+        self._cache = None
+        return self
+
+    def forecast(self, horizon: int) -> np.ndarray:
+        """Shares for steps origin+1 .. origin+horizon, shape (layers, horizon, experts)."""
+        if self.origin is None:
+            raise ParameterError(f"{self.name}: call fit(history) before forecast()")
+        if int(horizon) != horizon or horizon <= 0:
+            raise ParameterError(f"{self.name}: horizon must be a positive number of steps, "
+                                 f"got {horizon}")
+        k = n_buckets(int(horizon), self.bucket)
+        if self._cache is None or self._cache.shape[1] < k:
+            self._cache = normalize_shares(self._forecast_buckets(k))
+        return expand_buckets(self._cache[:, :k], self.bucket, int(horizon))
+
+    def _fit(self, buckets: np.ndarray, history: Loads) -> None:
+        raise NotImplementedError
+
+    def _forecast_buckets(self, k: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _report(self, task: str, done: int, total: int) -> None:
+        if self.options.progress is not None:
+            self.options.progress(task, done, total)
