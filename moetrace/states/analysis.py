@@ -1,0 +1,209 @@
+"""`analyze_loads`: per layer, the fluctuation statistics, noise floor and transient/stable states.
+
+One layer is processed at a time, so beyond the trace's counts only a few (steps x experts)
+float arrays are alive at once. See docs/analysis.md for the method and its parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moetrace.errors import ParameterError
+from moetrace.states import noise, stats
+from moetrace.states.noise import NoiseFloor
+from moetrace.states.segment import (
+    STABLE,
+    TRANSIENT,
+    Segment,
+    segments_from_labels,
+    stable_from,
+    stable_points,
+    step_labels,
+)
+from moetrace.trace.shares import Loads
+
+DEFAULT_WINDOW = 100
+DEFAULT_SENSITIVITY = 1.0
+#: a window is "as quiet as noise" when its share variance is at most this multiple of the
+#: layer's noise variance
+DEFAULT_STABLE_RATIO = 2.0
+STATES = (TRANSIENT, STABLE, "all")
+
+#: per-window statistics kept for --out, each (layers, windows)
+WINDOW_STATS = ("var_mean", "var_max", "range_mean", "range_max", "std_mean", "noise_var",
+                "excess")
+#: per-step statistics kept for --out and the report, each (layers, steps)
+STEP_STATS = ("max_mean", "cv", "entropy", "top10_share", "noise_floor")
+
+
+@dataclass
+class LayerAnalysis:
+    """One layer's states, fluctuation, imbalance and noise floor (states with steps only)."""
+
+    layer: int
+    segments: list[Segment]
+    stable_from: int | None
+    noise_floor: dict[str, NoiseFloor]
+    fluctuation: dict[str, float]  # mean windowed std of the shares, over the state's windows
+    imbalance: dict[str, float]  # mean max/mean load over the state's steps
+    noise_scale: float = 1.0  # empirical noise variance over the multinomial one (>= 1)
+
+
+@dataclass
+class Analysis:
+    """The result of :func:`analyze_loads`; arrays are indexed [layer position, step position]."""
+
+    steps: np.ndarray  # (T,) step numbers
+    layers: list[LayerAnalysis]
+    stable: np.ndarray  # (L, T) bool: the layer is in the stable state at that step
+    model_stable_from: int | None
+    model_segments: list[Segment]
+    window: int
+    sensitivity: float
+    stable_ratio: float
+    top_k: int
+    window_steps: np.ndarray  # (W,) the centre step of each window
+    window_stats: dict[str, np.ndarray] = field(repr=False)  # name -> (L, W), see WINDOW_STATS
+    step_stats: dict[str, np.ndarray] = field(repr=False)  # name -> (L, T), see STEP_STATS
+
+    @property
+    def verdict(self) -> str:
+        """One line for the whole model: when it became stable, or which layers still fluctuate."""
+        still = [la.layer for la in self.layers if la.stable_from is None]
+        if still:
+            names = _join([str(x) for x in still])
+            noun = "layer" if len(still) == 1 else "layers"
+            verb = "is" if len(still) == 1 else "are"
+            return f"{noun} {names} {verb} still fluctuating at the last step"
+        if self.model_stable_from == int(self.steps[0]):
+            return "stable from the first step in all layers"
+        return f"stable from step {self.model_stable_from} in all layers"
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def check_parameters(n_steps: int, window: int, sensitivity: float, stable_ratio: float,
+                     top_k: int) -> None:
+    """Raise ParameterError for settings the data cannot support."""
+    if window < 2:
+        raise ParameterError(f"--window must be at least 2 steps, got {window}")
+    if n_steps < window:
+        raise ParameterError(f"the trace has {n_steps} steps, fewer than the window of {window}; "
+                             "pass a smaller --window")
+    if not sensitivity > 0:
+        raise ParameterError(f"--sensitivity must be positive, got {sensitivity}")
+    if not stable_ratio > 1:
+        raise ParameterError(f"--stable-ratio must be above 1, got {stable_ratio}")
+    if top_k < 1:
+        raise ParameterError(f"top-k must be at least 1, got {top_k}")
+
+
+def analyze_loads(loads: Loads, *, window: int = DEFAULT_WINDOW,
+                  sensitivity: float = DEFAULT_SENSITIVITY,
+                  stable_ratio: float = DEFAULT_STABLE_RATIO, top_k: int = 1,
+                  progress: Callable[[int, int], None] | None = None) -> Analysis:
+    """Segment every layer of ``loads`` into transient and stable states and measure each.
+
+    ``progress(done, total)`` is called after each layer.
+    """
+    n_layers, n_steps, _ = loads.counts.shape
+    check_parameters(n_steps, window, sensitivity, stable_ratio, top_k)
+    stride = max(1, window // 4)
+    starts = np.arange(0, n_steps - window + 1)
+    centres = starts + window // 2
+    picked = np.arange(0, len(starts), stride)
+    stable = np.zeros((n_layers, n_steps), dtype=bool)
+    window_stats = {k: np.empty((n_layers, len(starts))) for k in WINDOW_STATS}
+    step_stats = {k: np.empty((n_layers, n_steps)) for k in STEP_STATS}
+    layers = []
+    for i in range(n_layers):
+        counts = loads.counts[i]
+        if (counts.sum(axis=1) == 0).any():
+            step = int(loads.steps[int(np.argmax(counts.sum(axis=1) == 0))])
+            raise ParameterError(f"layer {loads.layers[i]} routes no tokens at step {step}")
+        scale, half_sq = _layer_statistics(counts, window, top_k, stable_ratio, window_stats,
+                                           step_stats, i)
+        point_stable = stable_points(window_stats["excess"][i, picked],
+                                     lag=-(-window // stride), sensitivity=sensitivity,
+                                     stable_ratio=stable_ratio)
+        stable[i] = step_labels(point_stable, centres[picked], n_steps)
+        layers.append(_summarize_layer(loads, i, stable[i], stable[i, centres], half_sq,
+                                       window_stats, step_stats, scale))
+        del half_sq
+        if progress is not None:
+            progress(i + 1, n_layers)
+    model_segments = segments_from_labels(stable.all(axis=0), loads.steps)
+    return Analysis(
+        steps=loads.steps, layers=layers, stable=stable,
+        model_stable_from=stable_from(model_segments), model_segments=model_segments,
+        window=window, sensitivity=sensitivity, stable_ratio=stable_ratio, top_k=top_k,
+        window_steps=loads.steps[centres], window_stats=window_stats, step_stats=step_stats)
+
+
+def _layer_statistics(counts: np.ndarray, w: int, top_k: int, stable_ratio: float,
+                      window_stats: dict, step_stats: dict, i: int) -> tuple[float, np.ndarray]:
+    """Fill row ``i`` of the window and step statistics.
+
+    Returns the layer's noise scale and the half squared successive differences of its shares
+    (T-1, E), which the empirical noise floor needs once the states are known.
+
+    ``excess`` is log(window variance / noise variance), where the noise variance is the
+    multinomial one times the layer's noise scale: the median, over windows whose variance
+    step-to-step noise explains, of the empirical over the multinomial noise variance (at
+    least 1). So routing noisier than independent sampling does not read as fluctuation.
+    """
+    totals = counts.sum(axis=1)
+    shares = counts / totals[:, None].astype(np.float64)
+    for name, value in stats.step_imbalance(shares).items():
+        step_stats[name][i] = value
+    sampling = noise.multinomial_share_var(shares, totals, top_k)
+    noise_var = stats.moving_mean(sampling.mean(axis=1), w)
+    np.sqrt(sampling, out=sampling)
+    step_stats["noise_floor"][i] = noise.SQRT_2_OVER_PI * sampling.sum(axis=1)
+    del sampling
+    var = stats.windowed_variance(shares, w)
+    window_stats["var_mean"][i] = var.mean(axis=1)
+    window_stats["var_max"][i] = var.max(axis=1)
+    window_stats["std_mean"][i] = np.sqrt(var, out=var).mean(axis=1)
+    del var
+    rng = stats.windowed_range(shares, w)
+    window_stats["range_mean"][i] = rng.mean(axis=1)
+    window_stats["range_max"][i] = rng.max(axis=1)
+    del rng
+    half_sq = noise.successive_half_sq_diff(shares)
+    del shares
+    steady = stats.moving_mean(half_sq.mean(axis=1), w - 1)
+    fluct = window_stats["var_mean"][i]
+    white = fluct <= stable_ratio * steady
+    scale = max(1.0, float(np.median(steady[white] / noise_var[white]))) if white.any() else 1.0
+    window_stats["noise_var"][i] = scale * noise_var
+    window_stats["excess"][i] = np.log(np.maximum(fluct, 1e-300) / (scale * noise_var))
+    return scale, half_sq
+
+
+def _summarize_layer(loads: Loads, i: int, stable: np.ndarray, window_stable: np.ndarray,
+                     half_sq: np.ndarray, window_stats: dict, step_stats: dict,
+                     scale: float) -> LayerAnalysis:
+    """Segments and per-state fluctuation, imbalance and noise floor of one layer."""
+    segments = segments_from_labels(stable, loads.steps)
+    floors, fluctuation, imbalance = {}, {}, {}
+    for state in STATES:
+        at = np.ones_like(stable) if state == "all" else (stable == (state == STABLE))
+        if not at.any():
+            continue
+        win = np.ones_like(window_stable) if state == "all" else \
+            (window_stable == (state == STABLE))
+        floors[state] = NoiseFloor(
+            multinomial=float(step_stats["noise_floor"][i, at].mean()),
+            empirical=noise.empirical_floor(half_sq, at[1:] & at[:-1]))
+        fluctuation[state] = float(window_stats["std_mean"][i, win].mean()) if win.any() \
+            else float("nan")
+        imbalance[state] = float(step_stats["max_mean"][i, at].mean())
+    return LayerAnalysis(layer=int(loads.layers[i]), segments=segments,
+                         stable_from=stable_from(segments), noise_floor=floors,
+                         fluctuation=fluctuation, imbalance=imbalance, noise_scale=scale)
