@@ -64,8 +64,8 @@ class SimConfig:
     depth_ratio: float = 0.5  # deepest layer's transient amplitude relative to the first
     reentry_amplitude: float = 0.5  # a re-entry's amplitude relative to the layer's own
     base_spread: float = 0.5  # sd of the log base preferences: persistently hot/cold experts
-    drift: float = 0.12  # stationary sd of the slow stable drift of each expert's logit
-    drift_knot: int = 500  # steps between the drift's random knots
+    drift: float = 0.04  # stationary sd of the slow stable drift of each expert's logit
+    drift_knot: int = 2_000  # steps between the drift's random knots
     drift_memory: int = 20_000  # mean-reversion time of the drift, in steps
     swing_knot: int = 400  # steps between knots of the transient's slow swings
     jolt_knot: int = 40  # steps between knots of the transient's fast swings and collapses
