@@ -153,9 +153,8 @@ def _layer_statistics(counts: np.ndarray, w: int, top_k: int, stable_ratio: floa
     (T-1, E), which the empirical noise floor needs once the states are known.
 
     ``excess`` is log(window variance / noise variance), where the noise variance is the
-    multinomial one times the layer's noise scale: the median, over windows whose variance
-    step-to-step noise explains, of the empirical over the multinomial noise variance (at
-    least 1). So routing noisier than independent sampling does not read as fluctuation.
+    multinomial one times the layer's noise scale (:func:`moetrace.states.noise.noise_scale`),
+    so routing noisier than independent sampling does not read as fluctuation.
     """
     totals = counts.sum(axis=1)
     shares = counts / totals[:, None].astype(np.float64)
@@ -179,8 +178,7 @@ def _layer_statistics(counts: np.ndarray, w: int, top_k: int, stable_ratio: floa
     del shares
     steady = stats.moving_mean(half_sq.mean(axis=1), w - 1)
     fluct = window_stats["var_mean"][i]
-    white = fluct <= stable_ratio * steady
-    scale = max(1.0, float(np.median(steady[white] / noise_var[white]))) if white.any() else 1.0
+    scale = noise.noise_scale(fluct, steady, noise_var, stable_ratio)
     window_stats["noise_var"][i] = scale * noise_var
     window_stats["excess"][i] = np.log(np.maximum(fluct, 1e-300) / (scale * noise_var))
     return scale, half_sq
@@ -200,7 +198,7 @@ def _summarize_layer(loads: Loads, i: int, stable: np.ndarray, window_stable: np
             (window_stable == (state == STABLE))
         floors[state] = NoiseFloor(
             multinomial=float(step_stats["noise_floor"][i, at].mean()),
-            empirical=noise.empirical_floor(half_sq, at[1:] & at[:-1]))
+            empirical=noise.empirical_floor(half_sq, at[1:] & at[:-1]), scale=scale)
         fluctuation[state] = float(window_stats["std_mean"][i, win].mean()) if win.any() \
             else float("nan")
         imbalance[state] = float(step_stats["max_mean"][i, at].mean())

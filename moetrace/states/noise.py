@@ -27,23 +27,30 @@ SQRT_2_OVER_PI = float(np.sqrt(2.0 / np.pi))
 
 @dataclass(frozen=True)
 class NoiseFloor:
-    """Per-step error-rate floor of one layer in one state, as fractions (0.0125 = 1.25%)."""
+    """Per-step error-rate floor of one layer in one state, as fractions (0.0125 = 1.25%).
+
+    ``scale`` is the layer's noise scale (:func:`noise_scale`): how much noisier than
+    independent sampling its routing is, measured where the shares move no more than noise.
+    """
 
     multinomial: float
     empirical: float
+    scale: float = 1.0
 
     @property
     def value(self) -> float:
-        """The floor shown: the lower of the two estimates.
+        """The floor shown: the multinomial one corrected by the noise scale, capped by the
+        empirical one.
 
-        The multinomial one is exact for independently routed tokens; the empirical one also
-        counts real movement between steps. The lower one never claims more noise than either
-        supports (it is the multinomial one whenever routing is at least as noisy as independent
-        sampling, which is the usual case).
+        For independently routed tokens (scale 1) that is the multinomial floor, unless the
+        data move even less. Correlated routing (tokens of one sequence choosing alike) makes
+        the real noise larger than multinomial; the scale carries that over from the quiet
+        windows without counting a fluctuating state's real movement as noise.
         """
+        calibrated = self.multinomial * float(np.sqrt(self.scale))
         if np.isnan(self.empirical):
-            return self.multinomial
-        return min(self.multinomial, self.empirical)
+            return calibrated
+        return min(calibrated, self.empirical)
 
 
 def multinomial_share_var(shares: np.ndarray, totals: np.ndarray, top_k: int = 1) -> np.ndarray:
@@ -79,3 +86,22 @@ def empirical_floor(half_sq_diff: np.ndarray, pairs: np.ndarray) -> float:
         return float("nan")
     var = half_sq_diff[pairs].mean(axis=0)
     return SQRT_2_OVER_PI * float(np.sqrt(var).sum())
+
+
+def noise_scale(window_var: np.ndarray, window_steady: np.ndarray, window_sampling: np.ndarray,
+                stable_ratio: float) -> float:
+    """How much noisier than independent sampling the layer's routing is (at least 1).
+
+    Inputs are per window, averaged over experts: the share variance, half the mean squared
+    successive difference and the multinomial sampling variance. The scale is the median of
+    steady / sampling over "white" windows (variance at most ``stable_ratio`` times the
+    step-to-step noise: no movement beyond noise), but never above the 5% quantile of that
+    ratio over all windows: noise cannot exceed what the quietest windows show, which keeps a
+    trace that is transient throughout (with large step-to-step jitter) from passing its
+    jitter off as noise.
+    """
+    ratio = window_steady / window_sampling
+    white = window_var <= stable_ratio * window_steady
+    if not white.any():
+        return 1.0
+    return max(1.0, min(float(np.median(ratio[white])), float(np.quantile(ratio, 0.05))))
