@@ -4,6 +4,7 @@ The public API is re-exported here; the CLI (``moetrace.cli``) is a thin layer o
 """
 
 from moetrace.errors import MoetraceError, TraceError
+from moetrace.simulate import simulate_trace
 from moetrace.trace import Loads, Trace, TraceMetadata, read_trace, write_trace
 
 __version__ = "0.1.0"
@@ -16,5 +17,6 @@ __all__ = [
     "TraceMetadata",
     "__version__",
     "read_trace",
+    "simulate_trace",
     "write_trace",
 ]
