@@ -135,6 +135,10 @@ def _bad(tmp_path, small_counts, case: str):
         frame.with_columns(pl.when(pl.col("step") == 4).then(None).otherwise(pl.col("tokens"))
                            .alias("tokens")).write_parquet(path)
         return path, "null or NaN token counts at step 4, layer 0"
+    if case == "null-expert":
+        frame.with_columns(pl.when(pl.col("step") == 1).then(None).otherwise(pl.col("expert"))
+                           .alias("expert")).write_parquet(path)
+        return path, "null expert index at step 1, layer 0"
     if case == "duplicate":
         pl.concat([frame, frame.filter(pl.col("step") == 1)]).write_parquet(path)
         return path, "duplicate rows for the same (step, layer, expert) at step 1, layer 0"
@@ -158,7 +162,7 @@ def _bad(tmp_path, small_counts, case: str):
 
 
 BAD_CASES = ["missing", "not-parquet", "empty-file", "truncated", "missing-column", "fractional",
-             "string-tokens", "string-step", "negative", "null", "duplicate", "expert-counts",
+             "string-tokens", "string-step", "negative", "null", "null-expert", "duplicate", "expert-counts",
              "zero-step", "layer-missing-at-step", "empty-trace", "empty-dir"]
 
 

@@ -233,23 +233,28 @@ def _check_count_type(name: str, dtype: pl.DataType, file: Path) -> None:
 
 
 def _summarize(lazy: pl.LazyFrame, has_rank: bool, label: str) -> pl.DataFrame:
-    """One aggregating pass: per (step, layer[, rank]) row counts, token sums and checks."""
-    tokens = pl.col(TOKENS)
+    """One streaming pass: per (step, layer[, rank]) row counts, token sums and checks.
+
+    Distinct experts per group are counted with 64-bit masks per block of 64 experts (OR of
+    2**(expert % 64)), which finds duplicate rows in constant memory, unlike ``n_unique``.
+    """
+    tokens, expert = pl.col(TOKENS), pl.col(EXPERT)
+    is_float = lazy.collect_schema()[TOKENS].is_float()
     keys = [STEP, LAYER] + ([RANK] if has_rank else [])
+    bit = pl.lit(2.0).pow((expert % 64).cast(pl.Float64)).cast(pl.UInt64)
     try:
-        summary = (
-            lazy.group_by(keys)
+        blocks = (
+            lazy.group_by(*keys, (expert // 64).alias("block"))
             .agg(
                 pl.len().alias("rows"),
-                pl.col(EXPERT).n_unique().alias("unique_experts"),
-                pl.col(EXPERT).min().alias("min_expert"),
-                pl.col(EXPERT).max().alias("max_expert"),
-                tokens.null_count().alias("null_tokens"),
-                (tokens.is_nan().sum() if lazy.collect_schema()[TOKENS].is_float()
-                 else pl.lit(0)).alias("nan_tokens"),
+                bit.bitwise_or().alias("mask"),
+                expert.null_count().alias("null_experts"),
+                expert.min().alias("min_expert"),
+                expert.max().alias("max_expert"),
+                (tokens.null_count() + (tokens.is_nan().sum() if is_float else 0))
+                .alias("null_tokens"),
                 tokens.min().alias("min_tokens"),
-                (tokens != tokens.floor()).sum().alias("fractional")
-                if lazy.collect_schema()[TOKENS].is_float() else pl.lit(0).alias("fractional"),
+                ((tokens != tokens.floor()).sum() if is_float else pl.lit(0)).alias("fractional"),
                 tokens.sum().alias(TOKENS),
             )
             .collect(engine="streaming")
@@ -257,8 +262,15 @@ def _summarize(lazy: pl.LazyFrame, has_rank: bool, label: str) -> pl.DataFrame:
     except pl.exceptions.PolarsError as exc:
         raise TraceError(f"cannot read the trace's rows (truncated or corrupt?): "
                          f"{_first_line(exc)}", path=label) from None
-    if summary.height == 0:
+    if blocks.height == 0:
         raise TraceError("empty trace: no rows", path=label)
+    summary = blocks.group_by(keys).agg(
+        pl.col("rows").sum(),
+        pl.col("mask").bitwise_count_ones().sum().alias("unique_experts"),
+        pl.col("null_experts").sum(), pl.col("min_expert").min(), pl.col("max_expert").max(),
+        pl.col("null_tokens").sum(),
+        pl.col("min_tokens").min(), pl.col("fractional").sum(), pl.col(TOKENS).sum(),
+    )
     _check_rows(summary, keys, label)
     return summary.with_columns(pl.col(TOKENS).cast(pl.Int64))
 
@@ -278,7 +290,8 @@ def _check_rows(summary: pl.DataFrame, keys: list[str], label: str) -> None:
         if summary.get_column(col).null_count():
             raise TraceError(f"column '{col}' has null values", path=label)
     checks = [
-        (pl.col("null_tokens") + pl.col("nan_tokens") > 0, "null or NaN token counts"),
+        (pl.col("null_experts") > 0, "null expert index"),
+        (pl.col("null_tokens") > 0, "null or NaN token counts"),
         (pl.col("min_tokens") < 0, "negative token counts"),
         (pl.col("fractional") > 0, "fractional token counts (tokens must be whole numbers)"),
         (pl.col("min_expert") < 0, "negative expert index"),
