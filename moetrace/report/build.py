@@ -17,8 +17,8 @@ import numpy as np
 from moetrace import __version__
 from moetrace.atomic import atomic_dir
 from moetrace.backtest import DEFAULT_MIN_HISTORY, BacktestResult, Progress, backtest
-from moetrace.errors import OutputExistsError
-from moetrace.predictors.base import PredictorOptions
+from moetrace.errors import OutputExistsError, ParameterError
+from moetrace.predictors.base import REGISTRY, PredictorOptions
 from moetrace.report import paper
 from moetrace.report.document import report_blocks
 from moetrace.report.figures import write_figures
@@ -52,6 +52,10 @@ def build_report(trace: str | Path, out: str | Path, *,
     out = Path(out)
     if out.exists() and not force:  # fail before minutes of work, not after
         raise OutputExistsError("exists already; pass --force to replace it", path=out)
+    unknown = [name for name in predictors if name not in REGISTRY]
+    if unknown:
+        raise ParameterError(f"unknown predictor '{unknown[0]}' (known: "
+                             f"{', '.join(sorted(REGISTRY))})")
     options = options or PredictorOptions()
     opened = read_trace(trace)
     loads = opened.loads()
