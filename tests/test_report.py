@@ -1,0 +1,114 @@
+"""build_report end to end on a small simulated trace: JSON schema, HTML, Markdown, atomicity."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from report_data import FAST, small_trace
+
+from moetrace.errors import OutputExistsError, ParameterError
+from moetrace.report import SCHEMA_VERSION, build_report
+
+ROW_FIELDS = {"predictor": str, "horizon": int, "state": str, "layer": (int, type(None)),
+              "error_rate": float, "mean_error_ratio": float, "window_error": float,
+              "imbalance_error": float, "noise_floor": float, "origins": int, "pairs": int,
+              "zero_actuals": int, "error_rate_p10": float, "error_rate_p90": float}
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    return small_trace(tmp_path_factory.mktemp("trace"))
+
+
+@pytest.fixture(scope="module")
+def report(trace, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "rep"
+    return build_report(trace, out, predictors=["naive", "sw_avg"], command="moetrace report x",
+                        **FAST)
+
+
+def test_json_follows_the_documented_schema(report):
+    doc = json.loads((report.path / "report.json").read_text())
+    assert doc["schema"] == "moetrace.report" and doc["schema_version"] == SCHEMA_VERSION
+    assert {"trace", "parameters", "states", "origins", "results", "timings", "paper",
+            "figures"} <= doc.keys()
+    assert doc["trace"]["n_layers"] == 2 and doc["trace"]["n_experts"] == 8
+    rows = doc["results"]
+    for row in rows:
+        for field, kind in ROW_FIELDS.items():
+            assert isinstance(row[field], kind), (field, row)
+        assert row["state"] in ("transient", "stable", "all")
+        assert 0 <= row["error_rate"] <= 2 and 0 <= row["noise_floor"] < 0.5
+        assert row["error_rate_p10"] <= row["error_rate_p90"]
+    keys = {(r["predictor"], r["horizon"], r["state"], r["layer"]) for r in rows}
+    for p in ("naive", "sw_avg"):
+        for h in (100, 200):
+            assert (p, h, "all", None) in keys and (p, h, "all", 0) in keys
+    assert len(keys) == len(rows)
+    assert len(doc["origins"]) == 5
+    assert all(len(o["stable"]) == 2 for o in doc["origins"])
+
+
+def test_json_numbers_match_the_returned_rows(report):
+    doc = json.loads((report.path / "report.json").read_text())
+    assert doc["results"] == [r.to_dict() for r in report.rows]
+
+
+def test_html_is_self_contained_with_every_figure(report):
+    html = (report.path / "report.html").read_text()
+    figures = sorted(p.name for p in (report.path / "figures").glob("*.png"))
+    assert figures == sorted(["error_vs_origin_100.png", "error_vs_origin_200.png",
+                              "forecast_vs_actual.png", "error_by_layer.png"])
+    embedded = re.findall(r'data-file="figures/([^"]+)" src="data:image/png;base64,', html)
+    assert sorted(embedded) == figures
+    assert not re.search(r'(src|href)\s*=\s*"(?!data:)', html)
+    assert "http" not in html.split("<body>")[0]
+    assert "<script" not in html and "<link" not in html
+
+
+def test_markdown_has_every_section_and_figure(report):
+    md = (report.path / "report.md").read_text()
+    for heading in ("## The trace", "## States per layer", "## Headline", "## Per layer",
+                    "## Next to the paper", "## How the numbers were computed"):
+        assert heading in md
+    for fig in (report.path / "figures").glob("*.png"):
+        assert f"(figures/{fig.name})" in md
+    assert "the paper's figures on its own traces" in md
+    assert "moetrace report x" in md
+
+
+def test_existing_output_is_not_clobbered(trace, tmp_path):
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="--force"):
+        build_report(trace, out, predictors=["naive"], **FAST)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    build_report(trace, out, predictors=["naive"], force=True, **FAST)
+    assert not (out / "keep.txt").exists() and (out / "report.json").exists()
+
+
+def test_report_failing_while_written_leaves_nothing_behind(trace, tmp_path, monkeypatch):
+    import moetrace.report.build as build
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(build, "render_html", broken)  # after report.json and report.md
+    out = tmp_path / "rep"
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_report(trace, out, predictors=["naive"], **FAST)
+    assert list(tmp_path.iterdir()) == []
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_report(trace, out, predictors=["naive"], force=True, **FAST)
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_unknown_predictor_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ParameterError, match="unknown predictor 'nope'"):
+        build_report(tmp_path / "missing.parquet", tmp_path / "out", predictors=["nope"])
