@@ -1,0 +1,110 @@
+"""Machine-readable outputs of an analysis: the versioned JSON and the --out directory.
+
+The JSON schema (``moetrace.analysis``, version :data:`SCHEMA_VERSION`) is documented in
+docs/analysis.md. The --out directory holds ``states.parquet`` (one row per layer and step),
+``windows.parquet`` (one row per layer and window) and ``figures/layer_<L>.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from moetrace.atomic import atomic_dir, atomic_file
+from moetrace.states.analysis import Analysis, LayerAnalysis
+from moetrace.states.segment import STABLE, TRANSIENT, Segment
+from moetrace.trace.shares import Loads
+
+SCHEMA = "moetrace.analysis"
+SCHEMA_VERSION = 1
+
+
+def _number(x: float) -> float | None:
+    """JSON has no NaN: a statistic that has no data becomes null."""
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def _segments(segments: list[Segment]) -> list[dict[str, Any]]:
+    return [{"start": s.start, "end": s.end, "state": s.state} for s in segments]
+
+
+def _layer(la: LayerAnalysis) -> dict[str, Any]:
+    return {
+        "layer": la.layer,
+        "stable_from": la.stable_from,
+        "segments": _segments(la.segments),
+        "noise_floor": {state: {"value": _number(f.value), "multinomial": _number(f.multinomial),
+                                "empirical": _number(f.empirical), "scale": f.scale}
+                        for state, f in la.noise_floor.items()},
+        "fluctuation": {k: _number(v) for k, v in la.fluctuation.items()},
+        "imbalance": {k: _number(v) for k, v in la.imbalance.items()},
+        "noise_scale": la.noise_scale,
+    }
+
+
+def to_json_dict(analysis: Analysis, trace: str | None = None) -> dict[str, Any]:
+    """Everything the terminal table shows, plus segments and parameters (schema v1)."""
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "trace": trace,
+        "parameters": {"window": analysis.window, "sensitivity": analysis.sensitivity,
+                       "stable_ratio": analysis.stable_ratio, "top_k": analysis.top_k},
+        "steps": {"first": int(analysis.steps[0]), "last": int(analysis.steps[-1]),
+                  "count": int(len(analysis.steps))},
+        "model": {"stable_from": analysis.model_stable_from,
+                  "segments": _segments(analysis.model_segments),
+                  "verdict": analysis.verdict},
+        "layers": [_layer(la) for la in analysis.layers],
+    }
+
+
+def write_json(analysis: Analysis, path: str | Path, trace: str | None = None) -> Path:
+    """Write :func:`to_json_dict` to ``path`` atomically."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(to_json_dict(analysis, trace), indent=2) + "\n")
+    return Path(path)
+
+
+def states_frame(analysis: Analysis) -> pl.DataFrame:
+    """One row per (layer, step): the state label and the per-step statistics."""
+    n_layers, n_steps = analysis.stable.shape
+    layer_ids = np.array([la.layer for la in analysis.layers], dtype=np.int32)
+    stable = analysis.stable.ravel()
+    return pl.DataFrame({
+        "layer": np.repeat(layer_ids, n_steps),
+        "step": np.tile(analysis.steps, n_layers),
+        "state": pl.Series(np.where(stable, STABLE, TRANSIENT)).cast(pl.Categorical),
+        "stable": stable,
+        **{k: v.ravel() for k, v in analysis.step_stats.items()},
+    })
+
+
+def windows_frame(analysis: Analysis) -> pl.DataFrame:
+    """One row per (layer, window), the window identified by its centre step."""
+    n_layers, n_windows = analysis.window_stats["var_mean"].shape
+    layer_ids = np.array([la.layer for la in analysis.layers], dtype=np.int32)
+    return pl.DataFrame({
+        "layer": np.repeat(layer_ids, n_windows),
+        "centre_step": np.tile(analysis.window_steps, n_layers),
+        **{k: v.ravel() for k, v in analysis.window_stats.items()},
+    })
+
+
+def write_out_dir(analysis: Analysis, loads: Loads, out: str | Path, *,
+                  force: bool = False) -> Path:
+    """Write the Parquet tables and the per-layer figures into ``out``, all or nothing."""
+    from moetrace.states.figures import layer_figure
+
+    with atomic_dir(out, force=force) as tmp:
+        states_frame(analysis).write_parquet(tmp / "states.parquet")
+        windows_frame(analysis).write_parquet(tmp / "windows.parquet")
+        (tmp / "figures").mkdir()
+        for i, la in enumerate(analysis.layers):
+            layer_figure(analysis, i, loads.counts[i], tmp / "figures" / f"layer_{la.layer}.png")
+    return Path(out)

@@ -1,0 +1,38 @@
+"""From a trace to an analysis and its outputs: what `moetrace analyze` does, as one call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from moetrace.errors import OutputExistsError
+from moetrace.states.analysis import Analysis, analyze_loads
+from moetrace.states.export import write_json, write_out_dir
+from moetrace.trace import Trace, read_trace
+
+
+def analyze(trace: Trace, **options) -> Analysis:
+    """:func:`analyze_loads` over all of ``trace``; top-k from its metadata unless given."""
+    options.setdefault("top_k", trace.metadata.top_k or 1)
+    return analyze_loads(trace.loads(), **options)
+
+
+def analyze_trace(path: str | Path, *, json_path: str | Path | None = None,
+                  out_dir: str | Path | None = None, force: bool = False,
+                  progress: Callable[[int, int], None] | None = None,
+                  **options) -> Analysis:
+    """Read the trace at ``path``, analyze it, and write the JSON and --out directory if asked.
+
+    An existing ``out_dir`` is refused (before any work) unless ``force`` is set.
+    """
+    if out_dir is not None and Path(out_dir).exists() and not force:
+        raise OutputExistsError("exists already; pass --force to replace it", path=out_dir)
+    trace = read_trace(path)
+    options.setdefault("top_k", trace.metadata.top_k or 1)
+    loads = trace.loads()
+    analysis = analyze_loads(loads, progress=progress, **options)
+    if json_path is not None:
+        write_json(analysis, json_path, trace=str(path))
+    if out_dir is not None:
+        write_out_dir(analysis, loads, out_dir, force=force)
+    return analysis
