@@ -116,7 +116,7 @@ def analyze_loads(loads: Loads, *, window: int = DEFAULT_WINDOW,
     stride = max(1, window // 4)
     starts = np.arange(0, n_steps - window + 1)
     centres = starts + window // 2
-    picked = np.arange(0, len(starts), stride)
+    picked = np.unique(np.append(np.arange(0, len(starts), stride), len(starts) - 1))
     stable = np.zeros((n_layers, n_steps), dtype=bool)
     window_stats = {k: np.empty((n_layers, len(starts))) for k in WINDOW_STATS}
     step_stats = {k: np.empty((n_layers, n_steps)) for k in STEP_STATS}
@@ -131,7 +131,7 @@ def analyze_loads(loads: Loads, *, window: int = DEFAULT_WINDOW,
         point_stable = stable_points(window_stats["excess"][i, picked],
                                      lag=-(-window // stride), sensitivity=sensitivity,
                                      stable_ratio=stable_ratio)
-        stable[i] = step_labels(point_stable, centres[picked], n_steps)
+        stable[i] = step_labels(point_stable, starts[picked], window, n_steps)
         layers.append(_summarize_layer(loads, i, stable[i], stable[i, centres], half_sq,
                                        window_stats, step_stats, scale))
         del half_sq

@@ -9,7 +9,7 @@ documented in docs/analysis.md:
    own noise (estimated from differences between non-overlapping windows), so it means the
    same for 16 or 128 experts, 100k or 1M tokens per step.
 2. Each piece is stable if its mean excess is at most ``log(stable_ratio)``.
-3. Pieces map back to steps (each window speaks for its centre step) and runs of equal state
+3. A step is stable if a stable window covers it (:func:`step_labels`); runs of equal state
    become :class:`Segment` objects.
 """
 
@@ -87,14 +87,19 @@ def stable_points(excess: np.ndarray, *, lag: int, sensitivity: float,
     return stable
 
 
-def step_labels(point_stable: np.ndarray, centres: np.ndarray, n_steps: int) -> np.ndarray:
-    """Spread per-window labels to every step position: each step takes its nearest centre."""
-    if len(centres) == 0:
-        return np.zeros(n_steps, dtype=bool)
-    # boundaries halfway between successive centres; steps before the first centre and after
-    # the last one take the first and last label
-    mids = (centres[:-1] + centres[1:] + 1) // 2
-    return point_stable[np.searchsorted(mids, np.arange(n_steps), side="right")]
+def step_labels(window_stable: np.ndarray, starts: np.ndarray, window: int,
+                n_steps: int) -> np.ndarray:
+    """A step is stable if some stable window covers it, transient otherwise.
+
+    A stable window moved no more than noise over its whole span, so all its steps are
+    stable; a transient window only says that *some* of its steps moved. Labelling by
+    coverage keeps a boundary where the quiet windows begin (or end, for a re-entry) instead
+    of half a window into the quiet stretch.
+    """
+    edges = np.zeros(n_steps + 1, dtype=np.int64)
+    np.add.at(edges, starts[window_stable], 1)
+    np.add.at(edges, np.minimum(starts[window_stable] + window, n_steps), -1)
+    return np.cumsum(edges[:-1]) > 0
 
 
 def segments_from_labels(stable: np.ndarray, steps: np.ndarray) -> list[Segment]:
