@@ -16,6 +16,13 @@ from pathlib import Path
 from moetrace.errors import OutputExistsError
 
 
+def _default_mode(directory: bool) -> int:
+    """The mode a plain open()/mkdir() would give under the current umask (mkstemp uses 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def _temp_sibling(dest: Path, *, directory: bool) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{dest.name}."
@@ -33,6 +40,7 @@ def atomic_file(dest: str | Path) -> Iterator[Path]:
     tmp = _temp_sibling(dest, directory=False)
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(directory=False))
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -51,6 +59,7 @@ def atomic_dir(dest: str | Path, *, force: bool = False) -> Iterator[Path]:
     tmp = _temp_sibling(dest, directory=True)
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(directory=True))
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
             os.replace(dest, old)
