@@ -31,6 +31,7 @@ DEFAULT_SENSITIVITY = 1.0
 #: layer's noise variance
 DEFAULT_STABLE_RATIO = 2.0
 STATES = (TRANSIENT, STABLE, "all")
+_TINY = 1e-300
 
 #: per-window statistics kept for --out, each (layers, windows)
 WINDOW_STATS = ("var_mean", "var_max", "range_mean", "range_max", "std_mean", "noise_var",
@@ -161,7 +162,8 @@ def _layer_statistics(counts: np.ndarray, w: int, top_k: int, stable_ratio: floa
     for name, value in stats.step_imbalance(shares).items():
         step_stats[name][i] = value
     sampling = noise.multinomial_share_var(shares, totals, top_k)
-    noise_var = stats.moving_mean(sampling.mean(axis=1), w)
+    # floored so a layer that sends every token to one expert (no sampling noise) still divides
+    noise_var = np.maximum(stats.moving_mean(sampling.mean(axis=1), w), _TINY)
     np.sqrt(sampling, out=sampling)
     step_stats["noise_floor"][i] = noise.SQRT_2_OVER_PI * sampling.sum(axis=1)
     del sampling
@@ -180,7 +182,7 @@ def _layer_statistics(counts: np.ndarray, w: int, top_k: int, stable_ratio: floa
     fluct = window_stats["var_mean"][i]
     scale = noise.noise_scale(fluct, steady, noise_var, stable_ratio)
     window_stats["noise_var"][i] = scale * noise_var
-    window_stats["excess"][i] = np.log(np.maximum(fluct, 1e-300) / (scale * noise_var))
+    window_stats["excess"][i] = np.log(np.maximum(fluct, _TINY) / (scale * noise_var))
     return scale, half_sq
 
 
