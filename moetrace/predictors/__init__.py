@@ -7,10 +7,12 @@ from moetrace.predictors.base import (
     make_predictor,
     register,
 )
+from moetrace.predictors.arima import ArimaPredictor
 from moetrace.predictors.naive import NaivePredictor
 from moetrace.predictors.sw_avg import SlidingWindowAveragePredictor
 
 register("naive", NaivePredictor)
 register("sw_avg", SlidingWindowAveragePredictor)
+register("arima", ArimaPredictor)
 
 __all__ = ["REGISTRY", "Predictor", "PredictorOptions", "make_predictor", "register"]
