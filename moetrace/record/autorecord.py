@@ -1,0 +1,82 @@
+"""Recording inside a process started by `moetrace record -- CMD`, without touching its code.
+
+A global forward pre-hook sees each model the first time it runs (the outermost module's
+pre-hook fires before its children's), attaches the adapters to the MoE layers under it,
+and marks its whole subtree as seen so later calls cost one set lookup. Steps end at the
+global optimizer step hook; the recorder closes at interpreter exit. Settings come from
+the environment that :mod:`moetrace.record.launch` sets.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import weakref
+from typing import Any
+
+from torch import nn
+from torch.nn.modules.module import register_module_forward_pre_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from moetrace.record.adapters import describe_model, find_moe_modules, hook_layer
+from moetrace.record.recorder import TraceRecorder
+
+ENV_DIR = "MOETRACE_RECORD_DIR"
+ENV_FLUSH_EVERY = "MOETRACE_RECORD_FLUSH_EVERY"
+ENV_COUNT_EVAL = "MOETRACE_RECORD_COUNT_EVAL"
+
+
+class AutoRecorder:
+    """Hooks MoE layers of every model this process runs into one lazily made recorder."""
+
+    def __init__(self, out_dir: str, flush_every: int, count_eval: bool):
+        self.out_dir = out_dir
+        self.flush_every = flush_every
+        self.count_eval = count_eval
+        self.recorder: TraceRecorder | None = None  # made at the first MoE layer found
+        self.layers = 0
+        self._seen: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+        self._hooks: list[Any] = []
+
+    def _recorder(self) -> TraceRecorder:
+        if self.recorder is None:
+            self.recorder = TraceRecorder(self.out_dir, flush_every=self.flush_every,
+                                          count_eval=self.count_eval)
+            self._hooks.append(register_optimizer_step_post_hook(lambda *_: self.step()))
+        return self.recorder
+
+    def pre_forward(self, module: nn.Module, args: Any) -> None:
+        if module in self._seen:
+            return
+        found = list(find_moe_modules(module, skip=self._seen.__contains__))
+        self._seen.update(module.modules())
+        if not found:
+            return
+        rec = self._recorder()
+        top_k = None
+        for _name, moe, _kind, reader in found:
+            self._hooks.append(hook_layer(moe, self.layers, reader, rec))
+            self.layers += 1
+            top_k = top_k or reader.k(moe)
+        if rec.metadata.model is None:
+            describe_model(rec, module, top_k)
+
+    def step(self) -> None:
+        if self.recorder is not None:
+            self.recorder.step()
+
+    def close(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+        if self.recorder is not None:
+            self.recorder.close()
+
+
+def start() -> AutoRecorder:
+    """Start recording this process into ``$MOETRACE_RECORD_DIR`` (called by sitecustomize)."""
+    auto = AutoRecorder(os.environ[ENV_DIR], int(os.environ.get(ENV_FLUSH_EVERY, "100")),
+                        os.environ.get(ENV_COUNT_EVAL, "0") == "1")
+    auto._hooks.append(register_module_forward_pre_hook(auto.pre_forward))
+    atexit.register(auto.close)
+    return auto

@@ -1,0 +1,168 @@
+"""The demo trainer: train the small MoE GPT on CPU and record its real expert-load trace.
+
+The text is the Python standard library's own source (present on any machine with Python),
+read as bytes. Recording goes through the same :class:`TraceRecorder` and :func:`attach`
+a user's run would use: the router of every layer is hooked, and the global optimizer-step
+hook ends each step. Deterministic for a given seed, Python version and thread count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sysconfig
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from moetrace.errors import ParameterError
+from moetrace.record.demo_model import DemoConfig, DemoMoEGPT, TopKRouter
+from moetrace.trace.read import read_trace
+from moetrace.trace.schema import EXPERT, LAYER, STEP, TOKENS, TraceMetadata
+from moetrace.trace.write import write_trace
+
+#: Bytes of standard-library source used as the corpus (the first files in path order).
+CORPUS_BYTES = 4_000_000
+_SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
+
+#: progress(step done, total steps, training loss of that step)
+Progress = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What a demo run produced: the trace (None if not recorded) and its learning curve."""
+
+    path: Path | None
+    config: DemoConfig
+    steps: int
+    seed: int
+    losses: np.ndarray  # (steps,) next-byte cross-entropy of each step's batch
+    aux_losses: np.ndarray  # (steps,) balance loss (1.0 = perfectly balanced)
+    step_seconds: np.ndarray  # (steps,) wall time of each optimizer step
+    corpus: str
+
+
+def stdlib_corpus(root: str | Path | None = None, max_bytes: int = CORPUS_BYTES) -> torch.Tensor:
+    """The bytes of ``.py`` files under ``root`` (default: the standard library), path order."""
+    root = Path(root or sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in root.rglob("*.py")
+                   if not _SKIP_DIRS.intersection(p.relative_to(root).parts))
+    chunks, size = [], 0
+    for file in files:
+        if size >= max_bytes:
+            break
+        data = file.read_bytes()[: max_bytes - size]
+        chunks.append(data)
+        size += len(data)
+    if size < 10_000:
+        raise ParameterError(f"found only {size} bytes of Python source under {root}; "
+                             "the demo needs a standard library with .py sources")
+    return torch.frombuffer(bytearray(b"".join(chunks)), dtype=torch.uint8).long()
+
+
+def learning_rate(step: int, steps: int, peak: float, warmup: int = 100) -> float:
+    """Linear warm-up then cosine decay to a tenth of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def train_demo(out: str | Path | None, *, steps: int = 3000, seed: int = 0,
+               config: DemoConfig = DemoConfig(), lr: float = 3e-3, flush_every: int = 100,
+               threads: int = 1, corpus: torch.Tensor | None = None,
+               progress: Progress | None = None) -> DemoResult:
+    """Train the demo MoE GPT for ``steps`` optimizer steps, recording its loads into ``out``.
+
+    ``out`` is a directory of ``rank=0/part-*.parquet`` files as the recorder writes them, or,
+    if it ends in ``.parquet``, one consolidated file written at the end. ``out=None`` trains
+    without recording (the benchmark's baseline). Torch runs on ``threads`` threads for the
+    call (one by default: the same numbers on every machine, and no thread contention).
+    """
+    if steps < 1:
+        raise ParameterError(f"--steps must be at least 1, got {steps}")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _train(out, steps, seed, config, lr, flush_every, corpus, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(out: str | Path | None, steps: int, seed: int, config: DemoConfig, lr: float,
+           flush_every: int, corpus: torch.Tensor | None,
+           progress: Progress | None) -> DemoResult:
+    data = stdlib_corpus() if corpus is None else corpus
+    torch.manual_seed(seed)
+    model = DemoMoEGPT(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    batches = torch.Generator().manual_seed(seed)
+    offsets = torch.arange(config.seq_len + 1)
+    out = None if out is None else Path(out)
+    parts_dir = out
+    if out is not None and out.suffix == ".parquet":
+        parts_dir = out.with_name(f".{out.name}.parts-{os.getpid()}")
+    recorder = handle = None
+    losses, aux_losses, seconds = (np.zeros(steps) for _ in range(3))
+    try:
+        if parts_dir is not None:
+            recorder, handle = _start_recording(model, parts_dir, config, seed, flush_every)
+        for step in range(steps):
+            start = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, steps, lr)
+            first = torch.randint(0, len(data) - config.seq_len - 1, (config.batch_size,),
+                                  generator=batches)
+            batch = data[first[:, None] + offsets]
+            lm, aux = model(batch[:, :-1], batch[:, 1:])
+            (lm + config.aux_loss_coef * aux).backward()
+            optimizer.step()  # the recorder's optimizer hook ends the step here
+            optimizer.zero_grad(set_to_none=True)
+            seconds[step] = time.perf_counter() - start
+            losses[step], aux_losses[step] = lm.item(), aux.item()
+            if progress is not None:
+                progress(step + 1, steps, losses[step])
+        if recorder is not None:
+            handle.remove()
+            recorder.close()
+            if parts_dir != out:
+                _consolidate(parts_dir, out)
+    finally:
+        if handle is not None:  # the optimizer-step hook is global: never leave it behind
+            handle.remove()
+        if recorder is not None:
+            recorder.close()
+        if parts_dir is not None and parts_dir != out:
+            shutil.rmtree(parts_dir, ignore_errors=True)
+    return DemoResult(out, config, steps, seed, losses, aux_losses, seconds,
+                      corpus=f"{len(data)} bytes of Python standard-library source")
+
+
+def _start_recording(model: DemoMoEGPT, parts_dir: Path, config: DemoConfig, seed: int,
+                     flush_every: int):
+    """A recorder on ``parts_dir`` attached to every router of ``model``, as a user would."""
+    from moetrace.record import TraceRecorder, attach, from_indices
+
+    metadata = TraceMetadata(
+        model="moetrace-demo-moe-gpt", n_layers=config.n_layers, n_experts=config.n_experts,
+        top_k=config.top_k, tokens_per_step=config.tokens_per_step,
+        extra={"demo_config": asdict(config), "seed": seed, "corpus": "python-stdlib"})
+    recorder = TraceRecorder(parts_dir, flush_every=flush_every, rank=0, metadata=metadata)
+    reader = from_indices(lambda module, inputs, output: output[1], n_experts=config.n_experts)
+    return recorder, attach(model, recorder, modules={TopKRouter: reader})
+
+
+def _consolidate(parts_dir: Path, dest: Path) -> None:
+    """Merge the recorder's part files into one canonical trace file, atomically."""
+    trace = read_trace(parts_dir)
+    frame = (trace.lazy.group_by(STEP, LAYER, EXPERT).agg(pl.col(TOKENS).sum())
+             .sort(STEP, LAYER, EXPERT).collect())
+    extra = {k: v for k, v in trace.metadata.extra.items() if k != "rank"}
+    write_trace(frame, dest, replace(trace.metadata, extra=extra))

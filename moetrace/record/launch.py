@@ -1,0 +1,105 @@
+"""`moetrace record -o DIR -- CMD`: run a training command with recording switched on.
+
+The command runs unchanged; a ``sitecustomize`` first on its PYTHONPATH (the user's own
+PYTHONPATH and sitecustomize are kept) starts :mod:`moetrace.record.autorecord` in every
+Python process that imports torch, including each rank that torchrun or the deepspeed
+launcher starts (each writes ``DIR/rank=R/``). The child's exit status is passed back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from moetrace.errors import MoetraceError, OutputExistsError, ParameterError
+from moetrace.record import autorecord
+from moetrace.record.recorder import eval_dir
+from moetrace.trace import Trace, read_trace
+
+SITECUSTOMIZE_DIR = Path(__file__).with_name("_autorecord")
+_RANK_DIR = re.compile(r"^rank=\d+$")
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """What a recorded command left: its exit status and the trace, if any could be read."""
+
+    returncode: int  # as a shell reports it: 128 + N when killed by signal N
+    out_dir: Path
+    trace: Trace | None
+    problem: str | None  # why there is no trace (nothing recorded, or unreadable)
+    ranks: int
+
+
+def child_env(out_dir: Path, *, flush_every: int, count_eval: bool,
+              base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The command's environment: ours first on PYTHONPATH, the recording settings set."""
+    env = dict(os.environ if base is None else base)
+    path = [str(SITECUSTOMIZE_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(path)
+    env[autorecord.ENV_DIR] = str(out_dir.resolve())
+    env[autorecord.ENV_FLUSH_EVERY] = str(flush_every)
+    env[autorecord.ENV_COUNT_EVAL] = "1" if count_eval else "0"
+    return env
+
+
+def _clear(out_dir: Path, force: bool) -> None:
+    """Refuse to mix runs in one directory; with ``force`` remove a previous recording only."""
+    for path in (out_dir, eval_dir(out_dir)):
+        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+            continue
+        if not force:
+            raise OutputExistsError("exists already; pass --force to replace it", path=path)
+        foreign = [p.name for p in path.iterdir()] if path.is_dir() else [path.name]
+        foreign = [n for n in foreign if not _RANK_DIR.match(n) and not n.startswith(".")]
+        if foreign:
+            raise ParameterError(f"is not a recorded trace directory (holds {foreign[0]}); "
+                                 "refusing to replace it", path=path)
+        shutil.rmtree(path)
+
+
+def _wait(proc: subprocess.Popen) -> int:
+    """Wait for the child; Ctrl-C reaches it through the terminal, SIGTERM is forwarded."""
+    def forward(signum, _frame):
+        proc.send_signal(signum)
+    previous = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGINT, signal.SIG_IGN), (signal.SIGTERM, forward))}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
+
+
+def record_command(command: Sequence[str], out_dir: str | Path, *, flush_every: int = 100,
+                   count_eval: bool = False, force: bool = False) -> RecordedRun:
+    """Run ``command`` with recording on into ``out_dir``; read back what it recorded."""
+    if not command:
+        raise ParameterError("no command to record: put it after --")
+    if flush_every < 1:
+        raise ParameterError(f"--flush-every must be at least 1, got {flush_every}")
+    out_dir = Path(out_dir)
+    _clear(out_dir, force)
+    env = child_env(out_dir, flush_every=flush_every, count_eval=count_eval)
+    try:
+        proc = subprocess.Popen(list(command), env=env)
+    except (FileNotFoundError, PermissionError) as exc:
+        raise ParameterError(f"cannot run {command[0]!r}: {exc.strerror}") from None
+    code = _wait(proc)
+    ranks = sum(1 for p in out_dir.glob("rank=*") if any(p.glob("part-*.parquet"))) \
+        if out_dir.is_dir() else 0
+    if ranks == 0:
+        return RecordedRun(code, out_dir, None, "no MoE layer was recorded (is the model one "
+                           "of the known frameworks, and did it run a training step?)", 0)
+    try:
+        trace = read_trace(out_dir)
+    except MoetraceError as exc:
+        return RecordedRun(code, out_dir, None, str(exc), ranks)
+    return RecordedRun(code, out_dir, trace, None, ranks)
