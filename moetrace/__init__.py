@@ -3,7 +3,9 @@
 The public API is re-exported here; the CLI (``moetrace.cli``) is a thin layer over it.
 """
 
+from moetrace.backtest import backtest
 from moetrace.errors import MoetraceError, TraceError
+from moetrace.report import build_report
 from moetrace.simulate import simulate_trace
 from moetrace.trace import Loads, Trace, TraceMetadata, read_trace, write_trace
 
@@ -16,6 +18,8 @@ __all__ = [
     "TraceError",
     "TraceMetadata",
     "__version__",
+    "backtest",
+    "build_report",
     "read_trace",
     "simulate_trace",
     "write_trace",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moetrace import __version__
+import moetrace
 from moetrace.atomic import atomic_dir
 from moetrace.backtest import DEFAULT_MIN_HISTORY, BacktestResult, Progress, backtest
 from moetrace.errors import OutputExistsError, ParameterError
@@ -102,7 +102,7 @@ def report_document(trace: Trace, analysis: Analysis, result: BacktestResult, ro
     return {
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
-        "moetrace_version": __version__,
+        "moetrace_version": moetrace.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "trace": {
             "path": trace.path, "model": trace.metadata.model, "n_layers": trace.n_layers,

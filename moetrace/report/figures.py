@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from moetrace.backtest import BacktestResult
 from moetrace.report.results import Row, find
 from moetrace.trace.shares import Loads
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _TRANSIENT, _STABLE = "#f6d7b0", "#d4ecd4"
 _DPI = 110
@@ -26,6 +29,13 @@ class FigureFile:
 
     name: str
     caption: str
+
+
+def _figure(**kwargs) -> Figure:
+    """A new figure; matplotlib is imported only when a report draws (keeps the CLI quick)."""
+    from matplotlib.figure import Figure
+
+    return Figure(dpi=_DPI, layout="constrained", **kwargs)
 
 
 def _colors(result: BacktestResult) -> dict[str, str]:
@@ -48,7 +58,7 @@ def origin_floor(result: BacktestResult, floors: dict[str, np.ndarray] | None) -
 def error_vs_origin(result: BacktestResult, horizon: int, steps: np.ndarray,
                     stable_from: int | None, floors: dict[str, np.ndarray] | None) -> Figure:
     """Layer-mean error rate at each origin for every predictor, model states shaded."""
-    fig = Figure(figsize=(8, 4), dpi=_DPI, layout="constrained")
+    fig = _figure(figsize=(8, 4))
     ax = fig.add_subplot()
     first, last = int(steps[0]), int(steps[-1])
     if result.stable is not None:
@@ -84,7 +94,7 @@ def forecast_vs_actual(result: BacktestResult, loads: Loads, experts: int = 4) -
     mid = int(np.searchsorted(steps, ex.origin, side="right"))
     actual = loads.shares[ex.layer, lo:hi]
     busiest = np.argsort(loads.shares[ex.layer, mid:hi].mean(axis=0))[::-1][:experts]
-    fig = Figure(figsize=(9, 5.5), dpi=_DPI, layout="constrained")
+    fig = _figure(figsize=(9, 5.5))
     axes = fig.subplots(2, (len(busiest) + 1) // 2, sharex=True, squeeze=False).ravel()
     colors = _colors(result)
     for ax, e in zip(axes, busiest):
@@ -104,7 +114,7 @@ def forecast_vs_actual(result: BacktestResult, loads: Loads, experts: int = 4) -
 
 def error_by_layer(result: BacktestResult, rows: list[Row]) -> Figure:
     """Error rate per layer (all origins) for every predictor and horizon, with the noise floor."""
-    fig = Figure(figsize=(9, 3.2 * len(result.horizons)), dpi=_DPI, layout="constrained")
+    fig = _figure(figsize=(9, 3.2 * len(result.horizons)))
     axes = fig.subplots(len(result.horizons), 1, squeeze=False).ravel()
     colors = _colors(result)
     x = np.arange(len(result.layers))
