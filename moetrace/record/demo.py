@@ -67,8 +67,9 @@ def stdlib_corpus(root: str | Path | None = None, max_bytes: int = CORPUS_BYTES)
     return torch.frombuffer(bytearray(b"".join(chunks)), dtype=torch.uint8).long()
 
 
-def learning_rate(step: int, steps: int, peak: float, warmup: int = 100) -> float:
-    """Linear warm-up then cosine decay to a tenth of the peak."""
+def learning_rate(step: int, steps: int, peak: float) -> float:
+    """Linear warm-up (100 steps, a tenth of short runs), then cosine decay to peak / 10."""
+    warmup = min(100, max(1, steps // 10))
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)

@@ -1,5 +1,7 @@
 """DeepSpeed MoE: ``deepspeed.moe.sharded_moe.TopKGate``, whose forward returns
-``(l_aux, combine_weights, dispatch_mask, exp_counts)``.
+``(l_aux, combine_weights, dispatch_mask, exp_counts)``, or with sparse routes (what
+``MOELayer`` uses in recent releases) ``(l_aux, capacity, E, indices, locations, gates,
+exp_counts)``: ``exp_counts`` is last in both.
 
 ``exp_counts`` is the gate's own per-expert count of routed tokens (top-1, top-2 and top-k
 gating alike), taken before capacity dropping, i.e. the demand on each expert.
@@ -22,7 +24,7 @@ def matches(cls: type) -> bool:
 
 
 def _exp_counts(module: nn.Module, inputs: tuple, output: Any) -> torch.Tensor:
-    return output[3]
+    return output[-1]
 
 
 READER = Reader(_exp_counts, counts=True, top_k=lambda m: getattr(m, "k", None))

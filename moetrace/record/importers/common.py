@@ -27,6 +27,7 @@ class Imported:
 
     rows: pl.LazyFrame  # step, layer, expert, tokens in the source's numbering; may repeat keys
     top_k: int | None = None
+    n_experts: int | None = None  # when the format knows it (else the largest id + 1)
     model: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -51,7 +52,7 @@ def write_imported(imported: Imported, out: str | Path, src: str | Path, fmt: st
     if frame.height == 0:
         raise TraceError(f"no routing counts found in this {fmt} dump", path=src)
     frame = _checked_counts(frame, src)
-    n_experts = _experts(frame, n_experts, src)
+    n_experts = _experts(frame, imported.n_experts if n_experts is None else n_experts, src)
     source_layers = frame.get_column(LAYER).unique().sort().to_list()
     frame = frame.with_columns((pl.col(LAYER).rank("dense") - 1).cast(pl.Int32)).sort(
         STEP, LAYER, EXPERT)

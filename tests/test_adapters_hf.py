@@ -1,0 +1,94 @@
+"""HF transformers adapter against real tiny randomly initialised MoE models (no download).
+
+Each model trains two optimizer steps of two micro-batches each (gradient accumulation);
+the recorded counts must equal the top-k of the router logits the model itself returns
+with ``output_router_logits=True``, summed per step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from moetrace.record import TraceRecorder, attach  # noqa: E402
+from moetrace.trace import read_trace  # noqa: E402
+
+VOCAB, N_EXPERTS, TOP_K = 64, 8, 2
+_COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, num_experts_per_tok=TOP_K, max_position_embeddings=64)
+
+CONFIGS = {
+    "mixtral": lambda: transformers.MixtralConfig(**_COMMON, intermediate_size=32,
+                                                  num_local_experts=N_EXPERTS),
+    "qwen2_moe": lambda: transformers.Qwen2MoeConfig(
+        **_COMMON, intermediate_size=32, moe_intermediate_size=16, num_experts=N_EXPERTS,
+        shared_expert_intermediate_size=16),
+    "qwen3_moe": lambda: transformers.Qwen3MoeConfig(
+        **_COMMON, intermediate_size=32, moe_intermediate_size=16, num_experts=N_EXPERTS,
+        head_dim=8),
+}
+
+
+def _train(model, rec_dir, *, steps=2, micro_batches=2, flush_every=1):
+    """Train with gradient accumulation; return the expected counts[layer, step, expert]."""
+    rec = TraceRecorder(rec_dir, flush_every=flush_every)
+    handle = attach(model, rec)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    n_layers = len(handle.layers)
+    expected = np.zeros((n_layers, steps, N_EXPERTS), dtype=np.int64)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        for _ in range(micro_batches):
+            ids = torch.randint(0, VOCAB, (2, 6), generator=gen)
+            out = model(ids, labels=ids, output_router_logits=True)
+            (out.loss / micro_batches).backward()
+            for layer, logits in enumerate(out.router_logits):
+                chosen = torch.topk(logits.detach(), TOP_K, dim=-1).indices
+                expected[layer, step] += np.bincount(chosen.reshape(-1).numpy(),
+                                                     minlength=N_EXPERTS)
+        opt.step()
+        opt.zero_grad()
+    rec.close()
+    handle.remove()
+    return handle, expected
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_counts_match_the_models_own_routing(tmp_path, name):
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(CONFIGS[name]())
+    model.train()
+    handle, expected = _train(model, tmp_path / "t")
+    assert [x.kind for x in handle.layers] == ["hf", "hf"]
+    assert all(x.name.endswith(".gate") for x in handle.layers)
+    trace = read_trace(tmp_path / "t")
+    assert trace.steps.tolist() == [0, 1]
+    np.testing.assert_array_equal(trace.loads().counts, expected)
+    assert expected.sum(axis=2).tolist() == [[2 * 2 * 6 * TOP_K] * 2] * 2  # 2 batches x 12 x k
+    meta = trace.metadata
+    assert (meta.model, meta.top_k, meta.n_experts, meta.source) == (
+        type(model).__name__, TOP_K, N_EXPERTS, "recorded")
+    assert meta.tokens_per_step == 24  # layer 0 slots of the first step / top_k
+
+
+@pytest.mark.parametrize("use_reentrant", [True, False])
+def test_gradient_checkpointing_counts_each_token_once(tmp_path, use_reentrant):
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(CONFIGS["mixtral"]())
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    else:  # transformers before the rename
+        model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    model.train()
+    router = model.model.layers[0].mlp.gate
+    calls = []
+    counter = router.register_forward_hook(lambda *_: calls.append(1))
+    _, expected = _train(model, tmp_path / "t", steps=1, micro_batches=1)
+    counter.remove()
+    assert len(calls) == 2  # the router ran again when its layer was recomputed in backward
+    np.testing.assert_array_equal(read_trace(tmp_path / "t").loads().counts, expected)
