@@ -25,15 +25,17 @@ def mean_error_ratio(f: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
     Returns ``(ratio, zero_actuals)``; ``ratio`` is NaN where every actual share is zero.
     """
-    f, a = np.asarray(f, dtype=np.float64), np.asarray(a, dtype=np.float64)
+    a = np.asarray(a, dtype=np.float64)
+    return _ratio_of(np.abs(np.asarray(f) - a), a)
+
+
+def _ratio_of(diff: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     present = a > 0
-    ratio = np.divide(np.abs(f - a), a, out=np.zeros_like(a), where=present)
+    total = np.divide(diff, a, out=np.zeros_like(a), where=present).sum(axis=(-2, -1))
     n = present.sum(axis=(-2, -1))
-    total = ratio.sum(axis=(-2, -1))
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
-    zeros = a.shape[-2] * a.shape[-1] - n
-    return mean, zeros
+    return mean, a.shape[-2] * a.shape[-1] - n
 
 
 def window_error(f: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -62,10 +64,12 @@ METRICS = ("error_rate", "mean_error_ratio", "window_error", "imbalance_error")
 
 
 def score(f: np.ndarray, a: np.ndarray) -> dict[str, np.ndarray]:
-    """All metrics at once, plus ``zero_actuals`` (the a = 0 entries the ratio skipped)."""
-    ratio, zeros = mean_error_ratio(f, a)
+    """All metrics at once (|f - a| taken once), plus ``zero_actuals`` (a = 0 entries skipped)."""
+    f, a = np.asarray(f, dtype=np.float64), np.asarray(a, dtype=np.float64)
+    diff = np.abs(f - a)
+    ratio, zeros = _ratio_of(diff, a)
     return {
-        "error_rate": error_rate(f, a),
+        "error_rate": diff.sum(axis=-1).mean(axis=-1),
         "mean_error_ratio": ratio,
         "window_error": window_error(f, a),
         "imbalance_error": imbalance_error(f, a),

@@ -63,3 +63,15 @@ def test_leading_axes_are_kept():
     assert out["window_error"] == pytest.approx([0.2, 0.0])
     assert out["zero_actuals"].tolist() == [1, 1]
     assert out["imbalance_error"][1] == 0.0
+
+
+def test_score_agrees_with_each_metric():
+    rng = np.random.default_rng(3)
+    f, a = rng.dirichlet(np.ones(6), size=(2, 7)), rng.dirichlet(np.ones(6), size=(2, 7))
+    a[0, 0, 0] = 0.0
+    out = score(f, a)
+    assert out["error_rate"] == pytest.approx(error_rate(f, a))
+    assert out["mean_error_ratio"] == pytest.approx(mean_error_ratio(f, a)[0])
+    assert out["zero_actuals"].tolist() == [1, 0]
+    assert out["window_error"] == pytest.approx(window_error(f, a))
+    assert out["imbalance_error"] == pytest.approx(imbalance_error(f, a))
