@@ -15,6 +15,8 @@ $(BIN)/moetrace: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[lstm,dev]"
+	# DeepSpeed (recorder adapter tests) is an sdist that builds against the installed torch.
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet --no-build-isolation "deepspeed>=0.14"
 	touch $(BIN)/moetrace
 
 venv: $(BIN)/moetrace

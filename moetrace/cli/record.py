@@ -38,12 +38,18 @@ def record(
         "--tokens-per-step", help="Override tokens per layer per step.")] = None,
     flush_every: Annotated[int, typer.Option(
         "--flush-every", help="Steps per part file when recording (crash safety).")] = 100,
+    count_eval: Annotated[bool, typer.Option(
+        "--count-eval", help="Also record eval forwards, into the sibling trace DIR-eval.")
+    ] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace a previous recording in DIR.")] = False,
 ) -> None:
     """Get a trace: simulate one, record a real training run, or import one.
 
     Record a command:  moetrace record -o DIR -- python train.py --lr 3e-4
     """
-    sources = [s for s in (simulate, demo or None, from_format, ctx.args or None) if s]
+    command = None if from_format else ctx.args  # with --from, the extra argument is SRC
+    sources = [s for s in (simulate, demo or None, from_format, command or None) if s]
     if len(sources) != 1:
         raise ParameterError("give exactly one of --simulate PRESET, --demo, --from FORMAT SRC, "
                              "or a training command after --")
@@ -54,8 +60,61 @@ def record(
                               experts=experts, top_k=top_k, tokens_per_step=tokens_per_step)
         console.print(f"wrote simulated trace [bold]{path}[/]")
     elif from_format:
-        raise ParameterError("--from is not available yet (record issue)")
+        _import(from_format, ctx.args, out, experts=experts)
     elif demo:
-        raise ParameterError("--demo is not available yet (record issue)")
+        _train_demo(out, steps=steps, seed=seed, flush_every=flush_every)
     else:
-        raise ParameterError("recording a command is not available yet (record issue)")
+        _record_command(command, out, flush_every=flush_every, count_eval=count_eval, force=force)
+
+
+def _record_command(command: list[str], out: Path, *, flush_every: int, count_eval: bool,
+                    force: bool) -> None:
+    """Run the training command recorded, say where the trace went, pass its exit code on."""
+    from moetrace.record.launch import record_command
+
+    run = record_command(command, out, flush_every=flush_every, count_eval=count_eval,
+                         force=force)
+    if run.trace is None:
+        typer.echo(f"moetrace: warning: {run.problem}", err=True)
+    else:
+        t = run.trace
+        console.print(f"recorded trace [bold]{run.out_dir}[/]: {t.n_steps} steps x "
+                      f"{t.n_layers} MoE layers x {t.n_experts} experts from {run.ranks} "
+                      f"rank(s), {t.metadata.model or 'unknown model'}", soft_wrap=True)
+    if run.returncode:
+        typer.echo(f"moetrace: the command exited with status {run.returncode}", err=True)
+    raise SystemExit(run.returncode)
+
+
+def _train_demo(out: Path, *, steps: int | None, seed: int, flush_every: int) -> None:
+    """Train the demo MoE GPT with a progress bar; one summary line at the end."""
+    from rich.progress import Progress
+
+    from moetrace.record.demo import train_demo
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("training the demo MoE GPT", total=steps or 3000)
+
+        def progress(done: int, total: int, loss: float) -> None:
+            bar.update(task, completed=done, description=f"training the demo MoE GPT, "
+                                                         f"loss {loss:.2f}")
+
+        result = train_demo(out, steps=steps or 3000, seed=seed, flush_every=flush_every,
+                            progress=progress)
+    cfg = result.config
+    window = max(1, result.steps // 10)  # loss over the first and last tenth of the run
+    first, last = result.losses[:window].mean(), result.losses[-window:].mean()
+    console.print(f"recorded demo trace [bold]{result.path}[/]: {result.steps} steps x "
+                  f"{cfg.n_layers} MoE layers x {cfg.n_experts} experts (top-{cfg.top_k}, "
+                  f"{cfg.tokens_per_step} tokens/step); loss {first:.2f} -> {last:.2f}")
+
+
+def _import(fmt: str, args: list[str], out: Path, *, experts: int | None) -> None:
+    """Convert another tool's dump (SRC, the one extra argument) into a canonical trace."""
+    from moetrace.record.importers import import_trace
+
+    if len(args) != 1:
+        raise ParameterError(f"--from {fmt} takes exactly one SRC (file or directory), "
+                             f"got {len(args)}")
+    path = import_trace(fmt, args[0], out, n_experts=experts)
+    console.print(f"imported {fmt} dump {args[0]} into [bold]{path}[/]")
