@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -29,8 +30,11 @@ def test_table_and_verdict(trace):
     out = result.output
     assert "noise" in out and "max/mean" in out and "segments" in out
     assert "verdict: stable from step" in out and "in all layers" in out
-    for layer in ("0", "1", "2"):
-        assert f"\n│ {' ' * 4}{layer} │" in out
+    truth = read_trace(trace).metadata.extra["true_boundaries"]
+    for layer, true in enumerate(truth):
+        row = re.search(rf"^\s*{layer}\s+(\d+)\s+T 0, S (\d+)\s", out, re.M)
+        assert row is not None, out
+        assert row.group(1) == row.group(2) and abs(int(row.group(1)) - true) <= 75
 
 
 def test_json_has_the_documented_schema(trace, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.progress import Progress
 from rich.table import Table
 
@@ -48,11 +49,10 @@ def _floor(la: LayerAnalysis) -> str:
 
 def render(analysis: Analysis, title: str) -> None:
     """The per-layer table and the model's verdict."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("layer", "stable\nfrom", "segments", "fluct.\nT", "fluct.\nS", "max/mean\nT",
                  "max/mean\nS", "noise\nfloor"):
-        table.add_column(name, justify="left" if name == "segments" else "right",
-                         no_wrap=name != "segments")
+        table.add_column(name, justify="left" if name == "segments" else "right")
     for la in analysis.layers:
         table.add_row(str(la.layer), "never" if la.stable_from is None else str(la.stable_from),
                       _segments(la),
