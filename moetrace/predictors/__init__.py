@@ -15,4 +15,14 @@ register("naive", NaivePredictor)
 register("sw_avg", SlidingWindowAveragePredictor)
 register("arima", ArimaPredictor)
 
+
+def _lstm(options: PredictorOptions) -> Predictor:
+    """torch is an optional extra, imported only when an LSTM is asked for."""
+    from moetrace.predictors.lstm import LSTMPredictor
+
+    return LSTMPredictor(options)
+
+
+register("lstm", _lstm)
+
 __all__ = ["REGISTRY", "Predictor", "PredictorOptions", "make_predictor", "register"]
