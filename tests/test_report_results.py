@@ -9,7 +9,7 @@ from moetrace.trace.shares import Loads
 
 
 class Offset:
-    """Forecasts the constant shares of ``base`` plus a per-layer offset on the first two experts."""
+    """Forecasts the constant shares ``base`` plus a per-layer offset on the first two experts."""
 
     name = "offset"
 

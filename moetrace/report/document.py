@@ -174,23 +174,29 @@ def _paper_section(doc: dict) -> list[Block]:
                      f"{fig['qualifier']} {fig['error'] * 100:g}% ({fig['note']})",
                      pct(ours["error_rate"]) if ours else "—",
                      pct(ours["mean_error_ratio"]) if ours else "—",
-                     pct(ours["noise_floor"]) if ours else "—"))
+                     pct(ours["noise_floor"]) if ours else "—",
+                     _times(ours["error_rate"], ours["noise_floor"]) if ours else "—"))
     return [
         Heading(2, "Next to the paper"),
         Paragraph(f"{paper['caveat']} Source: {paper['citation']}. This trace is compared with "
                   f"the paper's {mine} setup (the one with the nearest number of experts); "
-                  "moetrace's figures are from this trace, stable state, mean over layers."),
+                  "moetrace's figures are from this trace, stable state, mean over layers; the "
+                  "other setup's rows are shown for reference only."),
         Table(("paper's model", "predictor", "horizon", "the paper's figure (its own trace)",
-               "this trace: error rate", "this trace: mean error ratio", "noise floor"),
+               "this trace: error rate", "this trace: mean error ratio", "noise floor",
+               "error rate / noise floor"),
               tuple(rows)),
     ]
+
+
+def _times(value: float | None, floor: float | None) -> str:
+    return "—" if value is None or not floor else f"{value / floor:.2f}x"
 
 
 def _method_section(doc: dict) -> list[Block]:
     p = doc["parameters"]
     origins = doc["origins"]
-    spacing = (f"every {p['stride']:,} steps" if p["stride"]
-               else f"{p['n_origins']} spread evenly")
+    spacing = f"every {p['stride']:,} steps" if p["stride"] else "spread evenly"
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in doc["timings"]["backtest_seconds"].items())
     return [
         Heading(2, "How the numbers were computed"),

@@ -37,10 +37,10 @@ class PaperFigure:
 
 FIGURES = (
     PaperFigure("GPT-3 125M", "sw_avg", 1000, 0.0025, "about"),
-    PaperFigure("GPT-3 125M", "arima", 1000, 0.005, "about", "stable state, ARIMA(5,1,5)"),
+    PaperFigure("GPT-3 125M", "arima", 1000, 0.005, "about", "stable state; ARIMA(5,1,5)"),
     PaperFigure("GPT-3 125M", "lstm", 1000, 0.01, "under", "after about 5,000 iterations"),
     PaperFigure("GPT-3 350M", "sw_avg", 1000, 0.013, "about"),
-    PaperFigure("GPT-3 350M", "sw_avg", 2000, 0.017, "about", "stable state (1.8% in the abstract)"),
+    PaperFigure("GPT-3 350M", "sw_avg", 2000, 0.017, "about", "stable state; 1.8% in the abstract"),
     PaperFigure("GPT-3 350M", "arima", 1000, 0.014, "about"),
     PaperFigure("GPT-3 350M", "lstm", 1000, 0.10, "under",
                 "per 1,000-iteration block, from the second block"),
@@ -49,7 +49,7 @@ FIGURES = (
 
 def closest_model(n_experts: int) -> str:
     """The paper's setup nearest to a trace: 350M has 128 experts per layer, 125M has 16."""
-    return "GPT-3 350M" if n_experts > 16 * 4 else "GPT-3 125M"
+    return "GPT-3 350M" if n_experts >= 64 else "GPT-3 125M"
 
 
 def figure_for(model: str, predictor: str, horizon: int) -> PaperFigure | None:
