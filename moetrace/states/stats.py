@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d, minimum_filter1d
+from scipy.special import entr
 
 #: Share of experts counted as "the busiest" by :func:`step_imbalance` (``top10_share``).
 TOP_FRACTION = 0.10
@@ -64,9 +65,8 @@ def step_imbalance(shares: np.ndarray) -> dict[str, np.ndarray]:
     """
     n_experts = shares.shape[1]
     top = max(1, int(np.ceil(TOP_FRACTION * n_experts)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.where(shares > 0, np.log(np.where(shares > 0, shares, 1.0)), 0.0)
-    entropy = -(shares * logs).sum(axis=1) / np.log(n_experts) if n_experts > 1 else \
+    # entr(p) = -p log p, and 0 at p = 0
+    entropy = entr(shares).sum(axis=1) / np.log(n_experts) if n_experts > 1 else \
         np.ones(shares.shape[0])
     busiest = np.partition(shares, n_experts - top, axis=1)[:, n_experts - top:].sum(axis=1)
     return {
