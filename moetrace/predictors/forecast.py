@@ -94,17 +94,26 @@ def forecast_loads(loads: Loads, predictors: list[str] | str, horizon: int,
     origin = int(history.steps[-1])
     options = options or PredictorOptions()
     shares = {}
-    for name in names:
-        predictor = make_predictor(name, options)
-        shares[name] = predictor.fit(history).forecast(horizon)
+    for i, name in enumerate(names):
+        if options.progress is not None:
+            options.progress("predictors", i, len(names))
+        shares[name] = make_predictor(name, options).fit(history).forecast(horizon)
+    if options.progress is not None:
+        options.progress("predictors", len(names), len(names))
     steps = np.arange(origin + 1, origin + horizon + 1, dtype=np.int64)
     return Forecasts(origin, steps, tuple(int(x) for x in loads.layers), shares)
 
 
 def forecast_trace(path: str | Path, predictors: list[str] | str, horizon: int,
-                   at: int | None = None, options: PredictorOptions | None = None) -> Forecasts:
-    """Read the trace at ``path`` and forecast it (see :func:`forecast_loads`)."""
-    return forecast_loads(read_trace(path).loads(), predictors, horizon, at, options)
+                   at: int | None = None, options: PredictorOptions | None = None,
+                   out: str | Path | None = None) -> Forecasts:
+    """Read the trace at ``path``, forecast it (see :func:`forecast_loads`) and, if ``out`` is
+    given, write the long table there."""
+    names = resolve_predictors(predictors)  # fail on a bad name before reading the trace
+    forecasts = forecast_loads(read_trace(path).loads(), names, horizon, at, options)
+    if out is not None:
+        write_forecasts(forecasts, out)
+    return forecasts
 
 
 def write_forecasts(forecasts: Forecasts, path: str | Path) -> Path:
