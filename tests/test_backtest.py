@@ -5,6 +5,7 @@ import pytest
 
 from moetrace.backtest import backtest, choose_origins
 from moetrace.errors import ParameterError
+from moetrace.predictors import REGISTRY
 from moetrace.trace.shares import Loads
 
 BASE = np.array([40, 30, 20, 10])  # shares 0.4, 0.3, 0.2, 0.1 at every step
@@ -143,3 +144,20 @@ def test_bad_origins_and_forecasts_are_refused():
 
     with pytest.raises(ParameterError, match="forecast shape"):
         backtest(loads, [Wrong(loads)], [5], origins=[10])
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_registered_predictor_runs_through_the_engine(name):
+    rng = np.random.default_rng(5)
+    p = rng.dirichlet(np.ones(6) * 5, size=2)
+    counts = np.stack([rng.multinomial(5000, p[layer], size=1500) for layer in range(2)])
+    loads = Loads(np.arange(1500), counts, (0, 1))
+    result = backtest(loads, [name], [100, 200], min_history=800, n_origins=3)
+    for h in (100, 200):
+        s = result.scores[(name, h)]
+        assert s.metrics["error_rate"].shape == (3, 2)
+        rate = s.metrics["error_rate"][s.fits]
+        assert rate.size
+        assert np.all((rate >= 0) & (rate <= 2))
+        # sampling noise alone gives about 0.03 here; a forecast of stationary shares stays near
+        assert np.all(rate < 0.2), (name, h, rate)
