@@ -1,0 +1,73 @@
+"""lstm: learns a periodic toy trace (beats naive), deterministic, separate training trace,
+retraining policy, torch settings restored, and the error without the torch extra."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from predictor_data import constant, periodic, random_walk
+
+from moetrace.errors import MissingExtraError, ParameterError
+from moetrace.predictors import PredictorOptions, make_predictor
+
+torch = pytest.importorskip("torch")
+
+
+def _error(forecast: np.ndarray, truth: np.ndarray) -> float:
+    """Mean total-variation distance between forecast and true shares."""
+    return float(np.abs(forecast - truth).sum(-1).mean() / 2)
+
+
+def test_lstm_beats_naive_on_a_strongly_periodic_trace():
+    loads = periodic(n_steps=2000, period=40)
+    options = PredictorOptions(bucket=5, seed=0)
+    history, truth = loads.upto(1599), loads.shares[:, 1600:1800]
+    lstm = make_predictor("lstm", options).fit(history).forecast(200)
+    naive = make_predictor("naive", options).fit(history).forecast(200)
+    assert _error(lstm, truth) < 0.6 * _error(naive, truth)
+
+
+def test_same_seed_same_forecast():
+    loads = random_walk(n_steps=600, seed=2)
+    options = PredictorOptions(bucket=10, seed=4)
+    a = make_predictor("lstm", options).fit(loads).forecast(100)
+    b = make_predictor("lstm", options).fit(loads).forecast(100)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_separate_training_trace_is_used_once_and_checked():
+    train = periodic(n_layers=1, n_steps=1000)
+    p = make_predictor("lstm", PredictorOptions(bucket=5, train=train))
+    target = periodic(n_layers=1, n_steps=600)
+    model = p.fit(target.upto(300)).model
+    assert p.fit(target.upto(599)).model is model  # trained on the other trace: kept
+    with pytest.raises(ParameterError, match="training trace has 1 layers x 4 experts"):
+        make_predictor("lstm", PredictorOptions(bucket=5, train=train)).fit(constant())
+
+
+def test_retrains_only_after_the_history_grew_by_retrain_every():
+    loads = random_walk(n_steps=1200, seed=3)
+    p = make_predictor("lstm", PredictorOptions(bucket=10))
+    p.retrain_every = 400
+    first = p.fit(loads.upto(599)).model
+    assert p.fit(loads.upto(899)).model is first
+    assert p.fit(loads.upto(999)).model is not first
+
+
+def test_global_torch_settings_are_restored():
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    state = torch.random.get_rng_state()
+    make_predictor("lstm", PredictorOptions(bucket=10)).fit(random_walk()).forecast(50)
+    assert torch.get_num_threads() == threads
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_without_torch_a_clear_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+    monkeypatch.delitem(sys.modules, "moetrace.predictors.lstm", raising=False)
+    with pytest.raises(MissingExtraError, match=r"moetrace\[lstm\]"):
+        make_predictor("lstm")
