@@ -18,6 +18,13 @@ def test_help_lists_every_command():
         assert command in result.output
 
 
+@pytest.mark.parametrize("command", ["info", "record", "analyze", "predict", "report"])
+def test_every_command_help_exits_0(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage: moetrace " + command in result.stdout
+
+
 def test_version_through_entry_point():
     result = run_cli("--version")
     assert result.returncode == 0

@@ -30,7 +30,7 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except MoetraceError as exc:
             _fail(str(exc), exc.exit_code)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+        except (typer.Exit, click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
             _fail("interrupted", 130)
