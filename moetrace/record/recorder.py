@@ -115,11 +115,8 @@ class _Parts:
                                     "new directory", path=self.dir)
 
     def append(self, step: int, counts: np.ndarray) -> Path | None:
-        if self.steps and self.steps[-1] == step:  # more counts for a step not yet written
-            self.counts[-1] = _padded_sum(self.counts[-1], counts)
-        else:
-            self.steps.append(step)
-            self.counts.append(counts)
+        self.steps.append(step)
+        self.counts.append(counts)
         if self.first_totals is None:
             self.first_totals = counts.sum(axis=1)
         return self.flush() if len(self.steps) >= self.flush_every else None
@@ -140,13 +137,6 @@ class _Parts:
         self.written += 1
         self.steps, self.counts = [], []
         return path
-
-
-def _padded_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    out = np.zeros((max(a.shape[0], b.shape[0]), max(a.shape[1], b.shape[1])), dtype=np.int64)
-    out[:a.shape[0], :a.shape[1]] += a
-    out[:b.shape[0], :b.shape[1]] += b
-    return out
 
 
 def _long_rows(steps: np.ndarray, block: np.ndarray, rank: int) -> pl.DataFrame:
