@@ -87,19 +87,20 @@ def _record_command(command: list[str], out: Path, *, flush_every: int, count_ev
 
 
 def _train_demo(out: Path, *, steps: int | None, seed: int, flush_every: int) -> None:
-    """Train the demo MoE GPT with a progress bar; one summary line at the end."""
+    """Train the demo MoE GPT (3000 steps unless told) with a progress bar, then one line."""
     from rich.progress import Progress
 
     from moetrace.record.demo import train_demo
 
+    steps = 3000 if steps is None else steps
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("training the demo MoE GPT", total=steps or 3000)
+        task = bar.add_task("training the demo MoE GPT", total=steps)
 
         def progress(done: int, total: int, loss: float) -> None:
             bar.update(task, completed=done, description=f"training the demo MoE GPT, "
                                                          f"loss {loss:.2f}")
 
-        result = train_demo(out, steps=steps or 3000, seed=seed, flush_every=flush_every,
+        result = train_demo(out, steps=steps, seed=seed, flush_every=flush_every,
                             progress=progress)
     cfg = result.config
     window = max(1, result.steps // 10)  # loss over the first and last tenth of the run
