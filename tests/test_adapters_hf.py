@@ -1,8 +1,9 @@
 """HF transformers adapter against real tiny randomly initialised MoE models (no download).
 
 Each model trains two optimizer steps of two micro-batches each (gradient accumulation);
-the recorded counts must equal the top-k of the router logits the model itself returns
-with ``output_router_logits=True``, summed per step.
+the recorded counts must equal the routing recomputed from the router logits the model
+itself returns with ``output_router_logits=True`` (top-k, or DeepSeek-V3's group-limited
+choice), summed per step.
 """
 
 from __future__ import annotations
@@ -29,10 +30,28 @@ CONFIGS = {
     "qwen3_moe": lambda: transformers.Qwen3MoeConfig(
         **_COMMON, intermediate_size=32, moe_intermediate_size=16, num_experts=N_EXPERTS,
         head_dim=8),
+    "olmoe": lambda: transformers.OlmoeConfig(**_COMMON, intermediate_size=32,
+                                              num_experts=N_EXPERTS),
+    # group-limited routing: 2 groups of 4 experts, each token picks from its best group only
+    "deepseek_v3": lambda: transformers.DeepseekV3Config(
+        **_COMMON, intermediate_size=32, moe_intermediate_size=16, n_routed_experts=N_EXPERTS,
+        n_group=2, topk_group=1, first_k_dense_replace=0, n_shared_experts=1,
+        kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4, qk_nope_head_dim=4,
+        v_head_dim=8),
 }
 
 
-def _train(model, rec_dir, *, steps=2, micro_batches=2, flush_every=1):
+def _routed(name: str, logits: torch.Tensor) -> torch.Tensor:
+    """The experts each token goes to, computed here from the router logits the model returns."""
+    if name != "deepseek_v3":
+        return torch.topk(logits, TOP_K, dim=-1).indices
+    scores = logits.sigmoid().view(-1, 2, N_EXPERTS // 2)  # bias is zero at initialisation
+    best_group = scores.topk(2, dim=-1).values.sum(dim=-1).argmax(dim=-1)
+    in_group = torch.topk(scores[torch.arange(len(scores)), best_group], TOP_K, dim=-1).indices
+    return in_group + best_group[:, None] * (N_EXPERTS // 2)
+
+
+def _train(model, rec_dir, *, steps=2, micro_batches=2, flush_every=1, name="mixtral"):
     """Train with gradient accumulation; return the expected counts[layer, step, expert]."""
     rec = TraceRecorder(rec_dir, flush_every=flush_every)
     handle = attach(model, rec)
@@ -46,7 +65,7 @@ def _train(model, rec_dir, *, steps=2, micro_batches=2, flush_every=1):
             out = model(ids, labels=ids, output_router_logits=True)
             (out.loss / micro_batches).backward()
             for layer, logits in enumerate(out.router_logits):
-                chosen = torch.topk(logits.detach(), TOP_K, dim=-1).indices
+                chosen = _routed(name, logits.detach().float())
                 expected[layer, step] += np.bincount(chosen.reshape(-1).numpy(),
                                                      minlength=N_EXPERTS)
         opt.step()
@@ -61,7 +80,7 @@ def test_counts_match_the_models_own_routing(tmp_path, name):
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(CONFIGS[name]())
     model.train()
-    handle, expected = _train(model, tmp_path / "t")
+    handle, expected = _train(model, tmp_path / "t", name=name)
     assert [x.kind for x in handle.layers] == ["hf", "hf"]
     assert all(x.name.endswith(".gate") for x in handle.layers)
     trace = read_trace(tmp_path / "t")
