@@ -4,12 +4,12 @@ As in the paper, the input at each (bucket) step is the vector of every expert's
 MoE layer and the output is the next step's shares of all experts, a softmax per layer; longer
 horizons are reached by feeding forecasts back in. The output head predicts a change of the
 log-shares relative to the current step and starts at zero, so an untrained model is the naive
-forecast and training only has to learn what departs from it (a constant trace stays exactly
-constant). Training uses only the history before the origin (its last 15% of buckets is the
-validation slice for early stopping) or a separate training trace; it is seeded and
-deterministic on CPU. In a backtest the same object retrains only once the history has grown by
-``retrain_every`` steps (default 10,000); in between it keeps the weights from the earlier,
-shorter history and only conditions on the new one.
+forecast and training only has to learn what departs from it (a constant trace stays constant,
+to float32 precision). Training uses only recent history before the origin (its last 15% of
+buckets is the validation slice for early stopping) or a separate training trace; it is seeded
+and deterministic on CPU. In a backtest the same object retrains only once the history has
+grown by ``retrain_every`` steps (default 10,000); in between it keeps the weights from the
+earlier, shorter history and only conditions on the new one.
 """
 
 from __future__ import annotations
