@@ -199,3 +199,15 @@ def test_unreadable_metadata(tmp_path, small_counts):
     pq.write_table(pa.table({"a": [1]}), tmp_path / "y.parquet")
     with pytest.raises(TraceError, match="missing required column 'step'"):
         read_trace(tmp_path / "y.parquet")
+
+
+def test_windows_reuse_computed_shares(small_counts):
+    from moetrace.trace import Loads
+
+    loads = Loads(np.arange(5), small_counts, (0, 1, 2))
+    full = loads.shares
+    part = loads.upto(2)
+    assert np.shares_memory(part.shares, full)
+    np.testing.assert_allclose(part.shares, small_counts[:, :3] / 100)
+    fresh = Loads(np.arange(5), small_counts, (0, 1, 2)).window(1, 4)
+    np.testing.assert_allclose(fresh.shares, small_counts[:, 1:4] / 100)

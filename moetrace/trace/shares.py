@@ -47,8 +47,16 @@ class Loads:
         return load_shares(self.counts)
 
     def window(self, start: int, stop: int) -> "Loads":
-        """The step positions ``start:stop`` (not step numbers) as a new Loads sharing memory."""
-        return Loads(self.steps[start:stop], self.counts[:, start:stop], self.layers)
+        """The step positions ``start:stop`` (not step numbers) as a new Loads sharing memory.
+
+        Shares and totals already computed here are sliced, not recomputed: a backtest takes
+        one window per origin and predictor.
+        """
+        part = Loads(self.steps[start:stop], self.counts[:, start:stop], self.layers)
+        for name in ("shares", "totals"):
+            if name in self.__dict__:
+                part.__dict__[name] = self.__dict__[name][:, start:stop]
+        return part
 
     def upto(self, step: int) -> "Loads":
         """Everything at or before step number ``step``: the history an origin may see."""
