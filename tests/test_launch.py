@@ -10,10 +10,12 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 from conftest import MOETRACE
 from typer.testing import CliRunner
 
 from moetrace.cli import app
+from moetrace.record import autorecord
 from moetrace.record.launch import SITECUSTOMIZE_DIR, child_env
 from moetrace.trace import read_trace
 
@@ -136,3 +138,49 @@ def test_bad_commands_and_existing_outputs_exit_2(tmp_path):
     foreign = runner.invoke(app, ["record", "-o", str(tmp_path / "mine"), "--force", "--", *ok])
     assert foreign.exit_code == 2 and "not a recorded trace directory" in foreign.output
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+class ToyRouter(torch.nn.Module):
+    """Stands for an HF router (matched by module and name): returns logits, weights, ids."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(3, 4))
+        self.num_experts = 3
+
+    def forward(self, x):
+        logits = x @ self.weight.T
+        weights, ids = torch.topk(logits.softmax(-1), 1, dim=-1)
+        return logits, weights, ids
+
+
+ToyRouter.__module__, ToyRouter.__name__ = "transformers.models.toy.modeling_toy", "ToyTopKRouter"
+
+
+def test_the_autorecorder_numbers_layers_across_models_as_they_first_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("MOETRACE_RECORD_DIR", str(tmp_path / "t"))
+    monkeypatch.setenv("MOETRACE_RECORD_FLUSH_EVERY", "10")
+    torch.manual_seed(0)
+    first, second = torch.nn.ModuleList([ToyRouter(), ToyRouter()]), ToyRouter()
+    auto = autorecord.start()
+    expected = np.zeros((3, 2, 3), dtype=np.int64)
+    try:
+        opt = torch.optim.SGD(first.parameters(), lr=0.0)
+        for step, repeats in enumerate((1, 2)):  # step 1 runs `second` twice
+            x = torch.randn(5, 4)
+            for layer, router in [(0, second)] * repeats + [(1, first[0]), (2, first[1])]:
+                ids = router(x)[2].reshape(-1).numpy()
+                expected[layer, step] += np.bincount(ids, minlength=3)
+            opt.step()
+    finally:
+        auto.close()
+    assert auto.layers == 3  # `second` ran first, so it is layer 0
+    np.testing.assert_array_equal(read_trace(tmp_path / "t").loads().counts, expected)
+    again = autorecord.start()  # a second process of rank 0 into the same directory
+    try:
+        with pytest.warns(RuntimeWarning, match="not recording process"):
+            ToyRouter()(x)
+    finally:
+        again.close()
+    assert again.recorder is None

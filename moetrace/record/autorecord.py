@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import warnings
 import weakref
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from moetrace.errors import MoetraceError
 from moetrace.record.adapters import describe_model, find_moe_modules, hook_layer
 from moetrace.record.recorder import TraceRecorder
 
@@ -34,25 +36,36 @@ class AutoRecorder:
         self.flush_every = flush_every
         self.count_eval = count_eval
         self.recorder: TraceRecorder | None = None  # made at the first MoE layer found
+        self.disabled = False
         self.layers = 0
         self._seen: weakref.WeakSet[nn.Module] = weakref.WeakSet()
         self._hooks: list[Any] = []
 
-    def _recorder(self) -> TraceRecorder:
-        if self.recorder is None:
-            self.recorder = TraceRecorder(self.out_dir, flush_every=self.flush_every,
-                                          count_eval=self.count_eval)
+    def _recorder(self) -> TraceRecorder | None:
+        """The recorder, made on first use; None (and a warning) if this process cannot record,
+        e.g. a second process of the same rank finding that rank's parts already there."""
+        if self.recorder is None and not self.disabled:
+            try:
+                self.recorder = TraceRecorder(self.out_dir, flush_every=self.flush_every,
+                                              count_eval=self.count_eval)
+            except MoetraceError as exc:
+                self.disabled = True
+                warnings.warn(f"moetrace: not recording process {os.getpid()}: {exc}",
+                              RuntimeWarning, stacklevel=2)
+                return None
             self._hooks.append(register_optimizer_step_post_hook(lambda *_: self.step()))
         return self.recorder
 
     def pre_forward(self, module: nn.Module, args: Any) -> None:
-        if module in self._seen:
+        if module in self._seen or self.disabled:
             return
         found = list(find_moe_modules(module, skip=self._seen.__contains__))
         self._seen.update(module.modules())
         if not found:
             return
         rec = self._recorder()
+        if rec is None:
+            return
         top_k = None
         for _name, moe, _kind, reader in found:
             self._hooks.append(hook_layer(moe, self.layers, reader, rec))
