@@ -113,6 +113,7 @@ def test_bad_settings_and_existing_parts_are_refused(tmp_path, monkeypatch):
         TraceRecorder(tmp_path / "t")
     with pytest.raises(ParameterError, match="closed"):
         rec.add_indices(0, _ids(0), 1)
+    assert rec.counter_for(True) is None  # hooks left on a model count nothing, and do not fail
 
 
 class ToyRouter(nn.Module):

@@ -186,9 +186,12 @@ class TraceRecorder:
 
     # -- counting (hot path: device ops only) -------------------------------------------------
     def counter_for(self, training: bool | None) -> _DeviceCounts | None:
-        """The buffer a forward running now counts into (train or eval), or None to skip it."""
+        """The buffer a forward running now counts into (train or eval), or None to skip it.
+
+        None once closed, so a model still hooked keeps running (e.g. a final evaluation).
+        """
         if self.closed:
-            raise ParameterError(f"the recorder of {self.out_dir} is closed")
+            return None
         phase: Phase | None = forward_phase(training)
         if phase == "train":
             return self._train
@@ -199,6 +202,7 @@ class TraceRecorder:
 
         ``training`` is the layer's ``module.training``; None leaves it to the grad mode.
         """
+        self._check_open()
         counter = self.counter_for(training)
         if counter is not None:
             counter.add_counts(layer, counts)
@@ -206,9 +210,14 @@ class TraceRecorder:
     def add_indices(self, layer: int, indices: torch.Tensor, n_experts: int, *,
                     training: bool | None = None) -> None:
         """Add the expert ids (any shape, e.g. tokens x top-k) routed by MoE layer ``layer``."""
+        self._check_open()
         counter = self.counter_for(training)
         if counter is not None:
             counter.add_indices(layer, indices, n_experts)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ParameterError(f"the recorder of {self.out_dir} is closed")
 
     # -- step boundaries and files ------------------------------------------------------------
     def step(self) -> None:
