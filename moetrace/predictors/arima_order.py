@@ -4,9 +4,9 @@ information criterion for (p, q).
 Per layer, d is the number of differences after which a series passes both stationarity tests
 (ADF rejects a unit root and KPSS does not reject stationarity, at 5%), by majority over a few
 probe experts (the hottest, the median and the coldest by mean share); (p, q) minimises the
-summed BIC of Hannan-Rissanen fits of those probes over 0 <= p, q <= 5. Probing three experts
-per layer keeps the cost bounded (about 1,300 quick fits for 12 layers) instead of 36 grid
-fits for each of 1,536 series. No seasonal terms: load shares show no seasonality to test for.
+summed BIC of two-step Hannan-Rissanen fits of those probes over 0 <= p, q <= 5. Probing three
+experts per layer keeps the cost bounded (about 1,300 quick fits for 12 layers) instead of 36
+grid fits for each of 1,536 series. No seasonal terms: load shares show no seasonality to test for.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def select_orders(buckets: np.ndarray, progress: Callable[[int, int], None] | No
         probes.append(w - w.mean(axis=1, keepdims=True))
         ds.append(d)
     jobs = [(i, pq, row) for i, w in enumerate(probes) for pq in grid for row in w]
-    fitted = estimate_many([row for _, _, row in jobs], [pq for _, pq, _ in jobs], progress)
+    fitted = estimate_many([row for _, _, row in jobs], [pq for _, pq, _ in jobs], progress,
+                           bias_correction=False)
     scores: dict[tuple[int, tuple[int, int]], float] = {}
     at = 0
     for i, w in enumerate(probes):
