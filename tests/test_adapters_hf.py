@@ -111,3 +111,28 @@ def test_gradient_checkpointing_counts_each_token_once(tmp_path, use_reentrant):
     counter.remove()
     assert len(calls) == 2  # the router ran again when its layer was recomputed in backward
     np.testing.assert_array_equal(read_trace(tmp_path / "t").loads().counts, expected)
+
+
+def test_switch_transformers_dispatch_masks_are_counted(tmp_path):
+    """An encoder-decoder whose top-1 routers return one-hot dispatch masks, not ids."""
+    cfg = transformers.SwitchTransformersConfig(
+        vocab_size=VOCAB, d_model=16, d_ff=32, d_kv=4, num_heads=2, num_layers=2,
+        num_decoder_layers=2, num_sparse_encoder_layers=1, num_sparse_decoder_layers=1,
+        num_experts=N_EXPERTS, expert_capacity=64, decoder_start_token_id=0, pad_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.SwitchTransformersForConditionalGeneration(cfg)
+    rec = TraceRecorder(tmp_path / "t")
+    handle = attach(model, rec)
+    assert [x.name for x in handle.layers] == ["encoder.block.1.layer.1.mlp.router",
+                                               "decoder.block.1.layer.2.mlp.router"]
+    ids = torch.randint(1, VOCAB, (2, 5))
+    out = model(input_ids=ids, labels=ids, output_router_logits=True)
+    out.loss.backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    rec.close()
+    handle.remove()
+    expected = [np.bincount(logits.detach().argmax(-1).reshape(-1).numpy(), minlength=N_EXPERTS)
+                for logits in (*out.encoder_router_logits, *out.decoder_router_logits)]
+    counts = read_trace(tmp_path / "t").loads().counts[:, 0]
+    assert counts.tolist() == [e.tolist() for e in expected]  # capacity 64: nothing dropped
+    assert counts.sum(axis=1).tolist() == [10, 10]

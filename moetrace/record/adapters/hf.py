@@ -5,7 +5,10 @@ In transformers 5 each sparse MoE block calls a router module (``MixtralTopKRout
 ``(router_logits, routing_weights, selected_experts)``; the selected expert ids are exactly
 how the model routes (grouped or biased routing included), so they are what is counted. A
 router that returns no ids (only logits) is counted from the top-k of its logits, ``top_k``
-taken from the module, as the model itself routes.
+taken from the module, as the model itself routes. Older capacity-based routers (Switch
+Transformers) return a one-hot dispatch mask ``(..., experts)`` instead of ids: its column
+sums are the counts (tokens dropped by the capacity limit excluded). NLLB-MoE's top-2
+router returns only its first choice's mask, so it is not read.
 """
 
 from __future__ import annotations
@@ -26,8 +29,13 @@ _EXPERT_ATTRS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_nu
 _TOP_K_ATTRS = ("top_k", "num_experts_per_tok", "k")
 
 
+#: Routers whose output does not hold all their routing decisions.
+INCOMPLETE = {"NllbMoeTop2Router"}
+
+
 def matches(cls: type) -> bool:
-    return cls.__module__.startswith(MODULE_PREFIX) and CLASS_NAME.search(cls.__name__) is not None
+    return (cls.__module__.startswith(MODULE_PREFIX) and cls.__name__ not in INCOMPLETE
+            and CLASS_NAME.search(cls.__name__) is not None)
 
 
 def _logits(output: Any) -> torch.Tensor:
@@ -41,14 +49,17 @@ def _n_experts(module: nn.Module) -> int:
     return int(module.weight.shape[0])  # routers are a (num_experts, hidden) projection
 
 
-def _selected(module: nn.Module, inputs: tuple, output: Any) -> torch.Tensor | None:
+def _counts(module: nn.Module, inputs: tuple, output: Any) -> torch.Tensor | None:
+    n_experts = _n_experts(module)
     ids = integer_tensor(output)
-    if ids is not None:
-        return ids
     k = first_attr(module, _TOP_K_ATTRS)
-    if k is None:
-        return None
-    return torch.topk(_logits(output).detach(), k, dim=-1).indices
+    if ids is not None and ids.dim() >= 2 and ids.shape[-1] == n_experts and k != n_experts:
+        return ids.reshape(-1, n_experts).sum(dim=0)  # a one-hot dispatch mask
+    if ids is None:
+        if k is None:
+            return None
+        ids = torch.topk(_logits(output).detach(), k, dim=-1).indices
+    return torch.bincount(ids.reshape(-1), minlength=n_experts)[:n_experts]
 
 
-READER = Reader(_selected, n_experts=_n_experts, top_k=lambda m: first_attr(m, _TOP_K_ATTRS))
+READER = Reader(_counts, counts=True, top_k=lambda m: first_attr(m, _TOP_K_ATTRS))
