@@ -176,6 +176,13 @@ def test_sglang_bad_dumps(tmp_path, content, problem):
         import_trace("sglang", src, tmp_path / "x.parquet")
 
 
+def test_sglang_garbage_file(tmp_path):
+    src = tmp_path / "dump.pt"
+    src.write_bytes(b"not a torch file at all")
+    with pytest.raises(TraceError, match="cannot be loaded with torch.load"):
+        import_trace("sglang", src, tmp_path / "x.parquet")
+
+
 def test_sglang_files_must_agree_on_shape(tmp_path):
     _sglang_dump(tmp_path / "a_1.pt", torch.ones(2, 3, 4, dtype=torch.int32))
     _sglang_dump(tmp_path / "b_2.pt", torch.ones(2, 3, 5, dtype=torch.int32))
