@@ -70,7 +70,7 @@ def record(
 def _record_command(command: list[str], out: Path, *, flush_every: int, count_eval: bool,
                     force: bool) -> None:
     """Run the training command recorded, say where the trace went, pass its exit code on."""
-    from moetrace.record.launch import record_command
+    from moetrace.record import record_command
 
     run = record_command(command, out, flush_every=flush_every, count_eval=count_eval,
                          force=force)
@@ -90,7 +90,7 @@ def _train_demo(out: Path, *, steps: int | None, seed: int, flush_every: int) ->
     """Train the demo MoE GPT (3000 steps unless told) with a progress bar, then one line."""
     from rich.progress import Progress
 
-    from moetrace.record.demo import train_demo
+    from moetrace.record import train_demo
 
     steps = 3000 if steps is None else steps
     with Progress(console=console, transient=True) as bar:
