@@ -138,6 +138,14 @@ def test_parameters_are_reused_at_later_origins_and_reestimated_when_needed():
     assert p.fit(loads.upto(799)).models is not again  # an earlier origin never reuses
 
 
+def test_parameters_from_a_short_history_are_reestimated_once_it_doubled():
+    loads = random_walk(n_steps=800, seed=9)
+    p = make_predictor("arima", PredictorOptions(order=(1, 1, 1), bucket=10))
+    first = p.fit(loads.upto(299)).models  # 300 steps
+    assert p.fit(loads.upto(579)).models is first  # 580 steps: not yet doubled
+    assert p.fit(loads.upto(599)).models is not first  # 600 steps: doubled
+
+
 def test_order_too_long_for_the_history_is_a_parameter_error():
     with pytest.raises(ParameterError, match="ARIMA\\(5,1,5\\).*buckets"):
         make_predictor("arima", PredictorOptions(order=(5, 1, 5), bucket=10)).fit(

@@ -47,13 +47,19 @@ def test_separate_training_trace_is_used_once_and_checked():
         make_predictor("lstm", PredictorOptions(bucket=5, train=train)).fit(constant())
 
 
-def test_retrains_only_after_the_history_grew_by_retrain_every():
+def test_retrains_only_after_the_history_grew_by_retrain_every_or_doubled():
     loads = random_walk(n_steps=1200, seed=3)
     p = make_predictor("lstm", PredictorOptions(bucket=10))
     p.retrain_every = 400
     first = p.fit(loads.upto(599)).model
     assert p.fit(loads.upto(899)).model is first
     assert p.fit(loads.upto(999)).model is not first
+    later = p.model
+    assert p.fit(loads.upto(899)).model is not later  # an earlier origin retrains
+    short = make_predictor("lstm", PredictorOptions(bucket=10))
+    model = short.fit(loads.upto(299)).model
+    assert short.fit(loads.upto(579)).model is model
+    assert short.fit(loads.upto(599)).model is not model
 
 
 def test_global_torch_settings_are_restored():

@@ -21,7 +21,7 @@ from moetrace.predictors.arima_fit import estimate_many
 from moetrace.predictors.arma import css_residuals, difference
 
 MAX_P = MAX_Q = 5
-MAX_D = 2
+MAX_D = 1  # d = 2 extrapolates the local slope of noisy shares: far off at 1-2k steps
 LEVEL = 0.05
 #: Residuals this many buckets into the window on count towards the criterion (start-up skipped).
 BURN_IN = 10

@@ -8,8 +8,8 @@ forecast and training only has to learn what departs from it (a constant trace s
 to float32 precision). Training uses only recent history before the origin (its last 15% of
 buckets is the validation slice for early stopping) or a separate training trace; it is seeded
 and deterministic on CPU. In a backtest the same object retrains only once the history has
-grown by ``retrain_every`` steps (default 10,000); in between it keeps the weights from the
-earlier, shorter history and only conditions on the new one.
+doubled or grown by ``retrain_every`` steps (default 10,000); in between it keeps the weights
+from the earlier, shorter history and only conditions on the new one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 from moetrace.errors import MissingExtraError, ParameterError
 from moetrace.predictors.buckets import bucket_means
-from moetrace.predictors.template import BucketPredictor
+from moetrace.predictors.template import BucketPredictor, HistoryMark
 from moetrace.trace.shares import Loads
 
 try:
@@ -161,7 +161,7 @@ class LSTMPredictor(BucketPredictor):
         super().__init__(options)
         self.retrain_every = retrain_every
         self.model: ShareLSTM | None = None
-        self._trained_on: tuple | None = None
+        self._trained_on: HistoryMark | None = None
 
     def _fit(self, buckets: np.ndarray, history: Loads) -> None:
         n_layers, n, n_experts = buckets.shape
@@ -179,25 +179,18 @@ class LSTMPredictor(BucketPredictor):
                 self.model = train_model(self._flat(source), n_layers, n_experts,
                                          lambda done, total: self._report(
                                              "lstm: training", done, total))
-            last = history.n_steps - 1
-            self._trained_on = (history.layers, n_experts, history.n_steps,
-                                int(history.steps[last]), history.counts[:, last].copy())
+            self._trained_on = HistoryMark.of(history)
         self._context = self._flat(buckets[:, -CONTEXT:])
 
     def _can_reuse(self, history: Loads) -> bool:
-        """Weights from an earlier fit serve if this history extends that one (same layers,
-        same step and counts where it ended) by fewer than ``retrain_every`` steps; weights
-        from a separate training trace always serve."""
-        if self._trained_on is None:
-            return False
-        layers, n_experts, n_steps, step, counts = self._trained_on
-        if not (history.layers == layers and history.n_experts == n_experts):
+        """Weights from a separate training trace always serve (same layers and experts);
+        weights from an earlier history serve while it is fresh (see HistoryMark)."""
+        mark = self._trained_on
+        if mark is None:
             return False
         if self.options.train is not None:
-            return True
-        return (n_steps <= history.n_steps < n_steps + self.retrain_every
-                and int(history.steps[n_steps - 1]) == step
-                and np.array_equal(history.counts[:, n_steps - 1], counts))
+            return (history.layers, history.n_experts) == (mark.layers, mark.n_experts)
+        return mark.still_fresh(history, self.retrain_every)
 
     @staticmethod
     def _flat(buckets: np.ndarray) -> np.ndarray:

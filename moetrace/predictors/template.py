@@ -9,12 +9,50 @@ shorter forecast is a prefix of a longer one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from moetrace.errors import ParameterError
 from moetrace.predictors.base import PredictorOptions
 from moetrace.predictors.buckets import bucket_means, expand_buckets, n_buckets, normalize_shares
 from moetrace.trace.shares import Loads
+
+
+@dataclass(frozen=True)
+class HistoryMark:
+    """Where a fitted history ended, to recognise a later history of the same trace."""
+
+    layers: tuple[int, ...]
+    n_experts: int
+    n_steps: int
+    last_step: int
+    last_counts: np.ndarray  # (L, E) counts at the last step
+
+    @classmethod
+    def of(cls, history: Loads) -> "HistoryMark":
+        last = history.n_steps - 1
+        return cls(history.layers, history.n_experts, history.n_steps,
+                   int(history.steps[last]), history.counts[:, last].copy())
+
+    def growth(self, history: Loads) -> int | None:
+        """Steps by which ``history`` extends the marked one (same layers, same step and counts
+        where it ended); None if it does not extend it (shorter, or another trace)."""
+        if (history.layers != self.layers or history.n_experts != self.n_experts
+                or history.n_steps < self.n_steps):
+            return None
+        at = self.n_steps - 1
+        if int(history.steps[at]) != self.last_step or not np.array_equal(
+                history.counts[:, at], self.last_counts):
+            return None
+        return history.n_steps - self.n_steps
+
+    def still_fresh(self, history: Loads, max_growth: int) -> bool:
+        """Whether work fitted on the marked history may serve ``history``: it extends it by
+        fewer steps than the marked history had (so refits double the history at most) and
+        fewer than ``max_growth``."""
+        grown = self.growth(history)
+        return grown is not None and grown < min(max_growth, self.n_steps)
 
 
 class BucketPredictor:
