@@ -9,7 +9,7 @@ shared out over the CPU cores in worker processes, each limited to one BLAS thre
 
 from __future__ import annotations
 
-import multiprocessing
+import multiprocessing as mp
 import os
 import warnings
 from collections.abc import Callable
@@ -73,14 +73,15 @@ def estimate_many(series: list[np.ndarray], orders: list[tuple[int, int]],
               for i in range(0, total, CHUNK)]
     results: list = []
     workers = min(worker_count(), len(chunks))
-    if total < POOL_THRESHOLD or workers < 2:
+    # forked workers: no re-import of the caller's __main__, no guard needed in user scripts
+    if total < POOL_THRESHOLD or workers < 2 or "fork" not in mp.get_all_start_methods():
         for chunk in chunks:
             results.extend(_estimate_chunk(*chunk))
             if progress:
                 progress(len(results), total)
         return results
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads) as pool:
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"),
+                             initializer=_limit_threads) as pool:
         for part in pool.map(_estimate_chunk, *zip(*chunks)):
             results.extend(part)
             if progress:
