@@ -13,8 +13,9 @@ from typer.core import TyperGroup
 from moetrace import __version__
 from moetrace.errors import MoetraceError
 
-#: Terminal output of every command; progress and tables go to stderr-free stdout.
-console = Console(highlight=False)
+#: Terminal output of every command. Lines are not wrapped (soft_wrap), so a path printed for
+#: the user stays whole and copyable at any terminal width; tables still fit the width.
+console = Console(highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int) -> None:
