@@ -30,7 +30,7 @@ def report(
     stride: Annotated[Optional[int], typer.Option(
         help="Steps between origins (default: --origins spread over the trace).")] = None,
     origins: Annotated[Optional[int], typer.Option(
-        "--origins", help="Number of origins spread evenly over the trace [default: 12].")] = None,
+        "--origins", help="Number of origins spread evenly over the trace (default 12).")] = None,
     min_history: Annotated[int, typer.Option(
         "--min-history", help="Steps of history the first origin needs.")] = DEFAULT_MIN_HISTORY,
     window: Annotated[Optional[int], typer.Option(

@@ -1,0 +1,24 @@
+"""docs/cli.md documents every command and every option the CLI has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+import typer
+
+from moetrace.cli import app
+
+DOC = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+COMMANDS = typer.main.get_command(app).commands
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_command_and_its_options_are_documented(name):
+    assert f"## `moetrace {name}" in DOC
+    section = DOC.split(f"## `moetrace {name}", 1)[1].split("\n## ", 1)[0]
+    for param in COMMANDS[name].params:
+        if isinstance(param, click.Option) and "--help" not in param.opts:
+            assert any(f"`{opt}" in section for opt in param.opts), \
+                f"{param.opts} of `moetrace {name}` is not in docs/cli.md"
