@@ -2,15 +2,17 @@
 
 Fast without changing the model: series are bucket means (default 20 steps, so a 2,000-step
 horizon is 100 model steps and per-step sampling noise is averaged down); parameters are
-estimated with Hannan-Rissanen (statsmodels) on the last 400 buckets over all cores; the
-model's constant is the mean of the differenced window for d <= 1 (the level for d = 0, the
-drift for d = 1, so a linear trend is followed) and, as in statsmodels, none for d = 2.
+estimated with Hannan-Rissanen (statsmodels) on the last 400 buckets over all cores, an
+explosive AR estimate falling back to a pure MA (arima_fit.py); the model's constant is the
+level (window mean) for d = 0, for d = 1 a drift only where a HAC t-test on the window's
+differences supports it (arima_drift.py: a linear trend is followed, a transient or a chance
+excursion in the window is not extrapolated) and, as in statsmodels, none for d = 2.
 Filtering and forecasting run vectorised over all series. When the same object is refitted
 at a later origin of the same trace, the AR and MA coefficients are kept, the constant is
-recomputed from the new window (a mean: a stale drift would be extrapolated over 2,000
-steps) and only the new data is filtered. Coefficients are re-estimated once the history has
-doubled or grown by ``refit_every`` steps (default 10,000), so a backtest pays for estimation
-a few times, not at every origin, and coefficients from a short, early history do not last.
+recomputed from the new window (a stale drift would be extrapolated over 2,000 steps) and
+only the new data is filtered. Coefficients are re-estimated once the history has doubled
+or grown by ``refit_every`` steps (default 10,000), so a backtest pays for estimation a few
+times, not at every origin, and coefficients from a short, early history do not last.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from moetrace.errors import ParameterError
 from moetrace.predictors.arima_fit import estimate_many
 from moetrace.predictors.arima_order import select_orders
+from moetrace.predictors.arima_drift import supported_drift
 from moetrace.predictors.arma import arma_forecast, css_residuals, difference, integrate
 from moetrace.predictors.template import BucketPredictor, HistoryMark
 from moetrace.trace.shares import Loads
@@ -31,10 +34,15 @@ FIT_BUCKETS = 400
 REFIT_EVERY = 10_000
 
 
-def window_mean(w: np.ndarray, d: int) -> np.ndarray:
-    """The constant of the model: the mean of the (E, n) differences for d <= 1 (the level for
-    d = 0, the drift for d = 1), none for d = 2 (statsmodels' convention)."""
-    return w.mean(axis=1) if d <= 1 else np.zeros(w.shape[0])
+def model_constant(w: np.ndarray, d: int) -> np.ndarray:
+    """The constant of the model from the (E, n) differenced window: the level (its mean) for
+    d = 0; for d = 1 the drift (mean difference) only where a HAC t-test supports it, else 0;
+    none for d = 2 (statsmodels' convention)."""
+    if d == 0:
+        return w.mean(axis=1)
+    if d == 1:
+        return supported_drift(w)
+    return np.zeros(w.shape[0])
 
 
 @dataclass
@@ -50,7 +58,7 @@ class LayerModel:
 class LayerState:
     """What forecasting needs after filtering a layer's recent history."""
 
-    mu: np.ndarray  # (E,) mean of the window's differences (level if d = 0, drift if d = 1)
+    mu: np.ndarray  # (E,) the constant: level if d = 0, supported drift (or 0) if d = 1
     w: np.ndarray  # (E, n) demeaned differences
     e: np.ndarray  # (E, n) innovations
     lasts: np.ndarray  # (E, d) last value of each lower difference order
@@ -93,7 +101,7 @@ class ArimaPredictor(BucketPredictor):
         series, pq = [], []
         for (p, d, q), layer in zip(orders, recent):
             w, _ = difference(layer.T, d)
-            series.extend(w - window_mean(w, d)[:, None])
+            series.extend(w - model_constant(w, d)[:, None])
             pq.extend([(p, q)] * n_experts)
         fitted = estimate_many(series, pq, lambda done, total: self._report(
             "arima: estimating parameters", done, total))
@@ -107,7 +115,7 @@ class ArimaPredictor(BucketPredictor):
     @staticmethod
     def _filter(model: LayerModel, levels: np.ndarray) -> LayerState:
         w, lasts = difference(levels, model.order[1])
-        mu = window_mean(w, model.order[1])
+        mu = model_constant(w, model.order[1])
         w = w - mu[:, None]
         return LayerState(mu, w, css_residuals(w, model.phi, model.theta), lasts)
 

@@ -17,22 +17,19 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from moetrace.predictors.arma import fix_roots
+from moetrace.predictors.arma import fix_roots, min_root
 
+#: An AR polynomial with a root closer to the unit circle than this counts as non-stationary.
+AR_MARGIN = 1.01
 #: Below this many series the work is done in-process (starting workers costs a few seconds).
 POOL_THRESHOLD = 256
 #: Series per task sent to a worker: small enough for a smooth progress bar.
 CHUNK = 32
 
 
-def estimate_one(w: np.ndarray, p: int, q: int, bias_correction: bool = True
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """AR and MA coefficients of one zero-mean series; zeros for a flat series or a failure
-    of the estimator (too short or singular), made stationary and invertible. Without the
-    bias-correction step (a third of the cost) the two-step estimates are still consistent:
-    good enough to rank candidate orders."""
-    if p + q == 0 or np.ptp(w) <= 1e-12 * max(1.0, np.abs(w).max()):
-        return np.zeros(p), np.zeros(q)
+def _hannan_rissanen(w: np.ndarray, p: int, q: int, bias_correction: bool
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Raw (phi, theta) estimates, None if the estimator fails (too short, singular, not finite)."""
     from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
 
     with warnings.catch_warnings():
@@ -41,11 +38,35 @@ def estimate_one(w: np.ndarray, p: int, q: int, bias_correction: bool = True
             params, _ = hannan_rissanen(w, ar_order=p, ma_order=q, demean=False,
                                         unbiased=None if bias_correction else False)
         except (ValueError, np.linalg.LinAlgError):
-            return np.zeros(p), np.zeros(q)
+            return None
     phi, theta = np.asarray(params.ar_params, float), np.asarray(params.ma_params, float)
     if not (np.isfinite(phi).all() and np.isfinite(theta).all()):
+        return None
+    return phi, theta
+
+
+def estimate_one(w: np.ndarray, p: int, q: int, bias_correction: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """AR and MA coefficients of one zero-mean series; zeros for a flat series or a failure
+    of the estimator (too short or singular).
+
+    An AR estimate that is explosive or within ``AR_MARGIN`` of a unit root (Hannan-Rissanen
+    does not constrain it; over-parameterised ARMA on noisy shares often lands there, with
+    near-cancelling AR and MA roots) falls back to the pure MA(q) estimate of the same series
+    (AR coefficients 0): integrated over a 100-bucket horizon a near-unit AR root on the
+    differences extrapolates a slope. A non-invertible MA is replaced by its invertible
+    equivalent (roots reflected: the same autocorrelations). Without the bias-correction step
+    (a third of the cost) the two-step estimates are still consistent: good enough to rank
+    candidate orders."""
+    if p + q == 0 or np.ptp(w) <= 1e-12 * max(1.0, np.abs(w).max()):
         return np.zeros(p), np.zeros(q)
-    return fix_roots(phi, -1.0), fix_roots(theta, 1.0)
+    fitted = _hannan_rissanen(w, p, q, bias_correction)
+    if fitted is not None and p and min_root(fitted[0], -1.0) < AR_MARGIN:
+        pure_ma = _hannan_rissanen(w, 0, q, bias_correction) if q else (np.zeros(0), np.zeros(0))
+        fitted = None if pure_ma is None else (np.zeros(p), pure_ma[1])
+    if fitted is None:
+        return np.zeros(p), np.zeros(q)
+    return fitted[0], fix_roots(fitted[1], 1.0)
 
 
 def _estimate_chunk(series: np.ndarray, orders: list[tuple[int, int]],

@@ -33,6 +33,16 @@ def integrate(diffs: np.ndarray, lasts: np.ndarray) -> np.ndarray:
     return out
 
 
+def min_root(coefs: np.ndarray, sign: float) -> float:
+    """Smallest root modulus of the lag polynomial 1 + sign*(c1 z + ... + cp z^p) (inf if none):
+    below 1 the AR part is explosive / the MA part non-invertible."""
+    coefs = np.asarray(coefs, dtype=np.float64)
+    if coefs.size == 0 or not coefs.any():
+        return np.inf
+    roots = np.polynomial.polynomial.polyroots(np.concatenate([[1.0], sign * coefs]))
+    return float(np.abs(roots).min())
+
+
 def fix_roots(coefs: np.ndarray, sign: float) -> np.ndarray:
     """Make the lag polynomial 1 + sign*(c1 z + ... + cp z^p) stationary/invertible.
 
