@@ -1,5 +1,6 @@
-"""lstm: learns a periodic toy trace (beats naive), deterministic, separate training trace,
-retraining policy, torch settings restored, and the error without the torch extra."""
+"""lstm: the untrained model is the baseline (a recursive sliding average), learns a periodic
+toy trace (beats naive; validation loss far below the baseline's), deterministic, separate
+training trace, retraining policy, torch settings restored, and the error without the extra."""
 
 from __future__ import annotations
 
@@ -20,13 +21,51 @@ def _error(forecast: np.ndarray, truth: np.ndarray) -> float:
     return float(np.abs(forecast - truth).sum(-1).mean() / 2)
 
 
+def test_moving_baseline_by_hand():
+    from moetrace.predictors.lstm import moving_baseline
+
+    x = np.array([[1.0], [3.0], [5.0], [7.0]])
+    np.testing.assert_allclose(moving_baseline(x, 2), [[1.0], [2.0], [4.0], [6.0]])
+
+
+def test_untrained_model_forecasts_the_recursive_sliding_average_of_the_baseline():
+    from moetrace.predictors.lstm import BASELINE, ShareLSTM, noise_scale, rollout
+    from moetrace.predictors.sw_avg import sliding_window_average
+
+    shares = random_walk(n_layers=2, n_steps=300, n_experts=6, seed=1).shares  # (2, 300, 6)
+    flat = shares.transpose(1, 0, 2).reshape(300, -1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = ShareLSTM(2, 6, noise_scale(flat), flat.mean(axis=0))
+    out = rollout(model, flat, 20).transpose(1, 0, 2)  # (2, 20, 6)
+    np.testing.assert_allclose(out, sliding_window_average(shares, 20, BASELINE), atol=1e-6)
+
+
 def test_lstm_beats_naive_on_a_strongly_periodic_trace():
     loads = periodic(n_steps=2000, period=40)
     options = PredictorOptions(bucket=5, seed=0)
     history, truth = loads.upto(1599), loads.shares[:, 1600:1800]
-    lstm = make_predictor("lstm", options).fit(history).forecast(200)
+    p = make_predictor("lstm", options).fit(history)
+    lstm = p.forecast(200)
     naive = make_predictor("naive", options).fit(history).forecast(200)
     assert _error(lstm, truth) < 0.6 * _error(naive, truth)
+    losses = p.model.validation_losses  # epoch 0 is the untrained (baseline) model
+    assert min(losses) < 0.1 * losses[0]
+
+
+def test_kept_weights_never_do_worse_than_the_baseline_on_validation():
+    from moetrace.predictors.lstm import VALIDATION, rollout
+
+    loads = random_walk(n_steps=800, seed=11)
+    p = make_predictor("lstm", PredictorOptions(bucket=10)).fit(loads)
+    losses = p.model.validation_losses
+    flat = p._context
+    split = int(round(len(flat) * (1 - VALIDATION)))
+    with torch.random.fork_rng(devices=[]):
+        pred = rollout(p.model, flat[:split], len(flat) - split)
+    truth = flat[split:].reshape(pred.shape)
+    kept = float((((pred - truth) * loads.n_experts) ** 2).mean())
+    assert kept == pytest.approx(min(losses), rel=1e-4) and min(losses) <= losses[0]
 
 
 def test_same_seed_same_forecast():
