@@ -153,7 +153,8 @@ def _layer_section(doc: dict) -> list[Block]:
                     f"{pct(by[p]['error_rate'])} ({by[p]['origins']})" if p in by else "—"
                     for p in predictors), pct(any_row["noise_floor"])))
             blocks.append(Table(("layer", *predictors, "noise floor"), tuple(cells),
-                                caption=f"{h:,}-step horizon, {state} state"))
+                                caption=f"{h:,}-step horizon, "
+                                + ("all states" if state == "all" else f"{state} state")))
     for fig in doc["figures"]:
         if not fig["file"].startswith("figures/error_vs_origin"):
             blocks.append(Image(fig["file"], fig["caption"]))
