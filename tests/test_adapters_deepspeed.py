@@ -16,6 +16,7 @@ deepspeed_layer = pytest.importorskip("deepspeed.moe.layer")
 from moetrace.record import TraceRecorder, attach  # noqa: E402
 from moetrace.trace import read_trace  # noqa: E402
 from dist_group import single_process_group  # noqa: E402
+from routing import topk_counts  # noqa: E402
 
 DIM, N_EXPERTS = 16, 4
 
@@ -57,9 +58,7 @@ def test_exp_counts_match_the_gate_logits(tmp_path, k):
             for layer, moe in enumerate(net.moe):
                 weight = moe.deepspeed_moe.gate.wg.weight.detach()
                 logits = seen[layer][-1].reshape(-1, DIM).float() @ weight.T
-                chosen = torch.topk(logits, k, dim=-1).indices
-                expected[layer, step] += np.bincount(chosen.reshape(-1).numpy(),
-                                                     minlength=N_EXPERTS)
+                expected[layer, step] += topk_counts(logits, k, N_EXPERTS)
         opt.step()
         opt.zero_grad()
     rec.close()

@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from moetrace.record import TraceRecorder, attach  # noqa: E402
 from moetrace.trace import read_trace  # noqa: E402
+from routing import id_counts  # noqa: E402
 
 VOCAB, N_EXPERTS, TOP_K = 64, 8, 2
 _COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -65,9 +66,8 @@ def _train(model, rec_dir, *, steps=2, micro_batches=2, flush_every=1, name="mix
             out = model(ids, labels=ids, output_router_logits=True)
             (out.loss / micro_batches).backward()
             for layer, logits in enumerate(out.router_logits):
-                chosen = _routed(name, logits.detach().float())
-                expected[layer, step] += np.bincount(chosen.reshape(-1).numpy(),
-                                                     minlength=N_EXPERTS)
+                expected[layer, step] += id_counts(_routed(name, logits.detach().float()),
+                                                   N_EXPERTS)
         opt.step()
         opt.zero_grad()
     rec.close()
@@ -131,7 +131,7 @@ def test_switch_transformers_dispatch_masks_are_counted(tmp_path):
     torch.optim.SGD(model.parameters(), lr=0.1).step()
     rec.close()
     handle.remove()
-    expected = [np.bincount(logits.detach().argmax(-1).reshape(-1).numpy(), minlength=N_EXPERTS)
+    expected = [id_counts(logits.detach().argmax(-1), N_EXPERTS)
                 for logits in (*out.encoder_router_logits, *out.decoder_router_logits)]
     counts = read_trace(tmp_path / "t").loads().counts[:, 0]
     assert counts.tolist() == [e.tolist() for e in expected]  # capacity 64: nothing dropped

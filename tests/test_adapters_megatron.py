@@ -19,6 +19,7 @@ from torch import nn
 router_module = pytest.importorskip("megatron.core.transformer.moe.router")
 
 from dist_group import single_process_group  # noqa: E402
+from routing import topk_counts  # noqa: E402
 from moetrace.record import TraceRecorder, attach  # noqa: E402
 from moetrace.trace import read_trace  # noqa: E402
 
@@ -71,9 +72,7 @@ def test_routing_map_counts_match_the_router_logits(tmp_path):
                 assert routing_map.dtype == torch.bool
                 loss = loss + probs.pow(2).sum()
                 logits = x.reshape(-1, HIDDEN) @ router.weight.detach().T
-                chosen = torch.topk(logits, TOP_K, dim=-1).indices
-                expected[layer, step] += np.bincount(chosen.reshape(-1).numpy(),
-                                                     minlength=N_EXPERTS)
+                expected[layer, step] += topk_counts(logits, TOP_K, N_EXPERTS)
             loss.backward()
         opt.step()
         opt.zero_grad()
