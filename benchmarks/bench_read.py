@@ -38,7 +38,8 @@ def main(runs: int = 3) -> None:
             measure(_MAKE.format(steps=steps, path=path), runs=1)
             rows = 12 * 128 * steps
             figures = measure(_READ.format(path=path), runs=runs)
-            print_figures(f"read: 12 layers x 128 experts x {steps:,} steps ({rows / 1e6:.0f}M rows)",
+            print_figures(f"read: 12 layers x 128 experts x {steps:,} steps "
+                          f"({rows / 1e6:.0f}M rows)",
                           figures, runs)
 
 

@@ -10,6 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of a foreign library's error, to quote inside our one-line messages."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 class MoetraceError(Exception):
     """Bad input or a bad request: one line for the user, exit code 2."""
 

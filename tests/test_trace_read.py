@@ -162,8 +162,8 @@ def _bad(tmp_path, small_counts, case: str):
 
 
 BAD_CASES = ["missing", "not-parquet", "empty-file", "truncated", "missing-column", "fractional",
-             "string-tokens", "string-step", "negative", "null", "null-expert", "duplicate", "expert-counts",
-             "zero-step", "layer-missing-at-step", "empty-trace", "empty-dir"]
+             "string-tokens", "string-step", "negative", "null", "null-expert", "duplicate",
+             "expert-counts", "zero-step", "layer-missing-at-step", "empty-trace", "empty-dir"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -175,7 +175,8 @@ def test_bad_input_raises_trace_error(tmp_path, small_counts, case):
     assert str(path) in str(err.value)
 
 
-@pytest.mark.parametrize("case", ["missing", "truncated", "duplicate", "zero-step", "string-tokens"])
+@pytest.mark.parametrize("case", ["missing", "truncated", "duplicate", "zero-step",
+                                  "string-tokens"])
 def test_bad_input_through_the_entry_point(tmp_path, small_counts, case):
     path, problem = _bad(tmp_path, small_counts, case)
     result = run_cli("info", str(path))

@@ -23,7 +23,8 @@ MAX_COLUMNS = 1000
 _TRANSIENT_COLOUR = "#f4a582"
 
 
-def binned_shares(counts: np.ndarray, max_columns: int = MAX_COLUMNS) -> tuple[np.ndarray, np.ndarray]:
+def binned_shares(counts: np.ndarray,
+                  max_columns: int = MAX_COLUMNS) -> tuple[np.ndarray, np.ndarray]:
     """Shares of one layer's (T, E) counts averaged over up to ``max_columns`` step bins.
 
     Returns (first step position of each bin, shares (bins, E)).
@@ -52,7 +53,8 @@ def layer_figure(analysis: Analysis, i: int, counts: np.ndarray, path: Path) -> 
     x = np.append(steps[edges], steps[-1] + 1)
     mesh = axes[0].pcolormesh(x, np.arange(shares.shape[1] + 1), shares.T, cmap="viridis",
                               shading="flat", vmax=float(np.quantile(shares, 0.99)))
-    fig.colorbar(mesh, ax=axes, location="right", fraction=0.03, label="share of tokens (colours capped at the 99th percentile)")
+    fig.colorbar(mesh, ax=axes, location="right", fraction=0.03,
+                 label="share of tokens (colours capped at the 99th percentile)")
     axes[0].set_ylabel("expert")
     for seg in la.segments:
         if seg.state == TRANSIENT:

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from moetrace.errors import TraceError
+from moetrace.errors import TraceError, first_line
 from moetrace.trace.schema import (
     EXPERT,
     KEY_COLUMNS,
@@ -154,20 +154,15 @@ def _check_parquet_file(file: Path) -> TraceMetadata | None:
         meta = pq.read_metadata(file)
     except Exception as exc:  # pyarrow raises several types for foreign or cut-off files
         raise TraceError(f"not a readable Parquet file (not Parquet, truncated or corrupt): "
-                         f"{_first_line(exc)}", path=file) from None
+                         f"{first_line(exc)}", path=file) from None
     raw = (meta.metadata or {}).get(METADATA_KEY.encode())
     if raw is None:
         return None
     try:
         return TraceMetadata.from_json(raw)
     except (ValueError, TypeError) as exc:
-        raise TraceError(f"unreadable '{METADATA_KEY}' metadata: {_first_line(exc)}",
+        raise TraceError(f"unreadable '{METADATA_KEY}' metadata: {first_line(exc)}",
                          path=file) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _scan(files: list[Path], label: str) -> tuple[pl.LazyFrame, bool]:
@@ -191,7 +186,7 @@ def _scan(files: list[Path], label: str) -> tuple[pl.LazyFrame, bool]:
     try:
         lazy = pl.concat([f.select(cols) for f in frames], how="vertical_relaxed")
     except pl.exceptions.PolarsError as exc:
-        raise TraceError(f"part files do not agree on columns or types: {_first_line(exc)}",
+        raise TraceError(f"part files do not agree on columns or types: {first_line(exc)}",
                          path=label) from None
     return lazy, has_rank
 
@@ -261,7 +256,7 @@ def _summarize(lazy: pl.LazyFrame, has_rank: bool, label: str) -> pl.DataFrame:
         )
     except pl.exceptions.PolarsError as exc:
         raise TraceError(f"cannot read the trace's rows (truncated or corrupt?): "
-                         f"{_first_line(exc)}", path=label) from None
+                         f"{first_line(exc)}", path=label) from None
     if blocks.height == 0:
         raise TraceError("empty trace: no rows", path=label)
     summary = blocks.group_by(keys).agg(

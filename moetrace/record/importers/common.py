@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from moetrace.atomic import atomic_file
-from moetrace.errors import ParameterError, TraceError
+from moetrace.errors import ParameterError, TraceError, first_line
 from moetrace.trace.read import read_trace
 from moetrace.trace.schema import EXPERT, LAYER, STEP, TOKENS, TraceMetadata
 from moetrace.trace.write import write_trace
@@ -30,11 +30,6 @@ class Imported:
     n_experts: int | None = None  # when the format knows it (else the largest id + 1)
     model: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def write_imported(imported: Imported, out: str | Path, src: str | Path, fmt: str, *,

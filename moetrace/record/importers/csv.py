@@ -13,8 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
-from moetrace.errors import TraceError
-from moetrace.record.importers.common import Imported, first_line
+from moetrace.errors import TraceError, first_line
+from moetrace.record.importers.common import Imported
 from moetrace.trace.schema import EXPERT, LAYER, STEP, TOKENS
 
 _WIDE_EXPERT = re.compile(r"^(?:expert_?|e)?(\d+)$")

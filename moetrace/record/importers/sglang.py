@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from moetrace.errors import MissingExtraError, TraceError
-from moetrace.record.importers.common import Imported, first_line
+from moetrace.errors import MissingExtraError, TraceError, first_line
+from moetrace.record.importers.common import Imported
 from moetrace.trace.schema import EXPERT, LAYER, STEP, TOKENS
 
 _TIME = re.compile(r"_(\d+(?:\.\d+)?)(?:_\d+)?\.pt$")
