@@ -1,32 +1,43 @@
 """moetrace: record, analyze and forecast per-expert token loads of MoE training.
 
-The public API is re-exported here; the CLI (``moetrace.cli``) is a thin layer over it.
+The public API is re-exported here, imported on first use (so ``import moetrace`` and the
+CLI's ``--help`` stay quick); the CLI (``moetrace.cli``) is a thin layer over it.
 """
 
-from moetrace.backtest import backtest
-from moetrace.errors import MoetraceError, TraceError
-from moetrace.predictors import PredictorOptions, make_predictor
-from moetrace.predictors.forecast import forecast_loads, forecast_trace
-from moetrace.report import build_report
-from moetrace.simulate import simulate_trace
-from moetrace.trace import Loads, Trace, TraceMetadata, read_trace, write_trace
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-__all__ = [
-    "Loads",
-    "MoetraceError",
-    "PredictorOptions",
-    "Trace",
-    "TraceError",
-    "TraceMetadata",
-    "__version__",
-    "backtest",
-    "build_report",
-    "forecast_loads",
-    "forecast_trace",
-    "make_predictor",
-    "read_trace",
-    "simulate_trace",
-    "write_trace",
-]
+__version__ = "0.2.0"
+
+_LAZY = {
+    "Loads": "moetrace.trace",
+    "MoetraceError": "moetrace.errors",
+    "PredictorOptions": "moetrace.predictors",
+    "Trace": "moetrace.trace",
+    "TraceError": "moetrace.errors",
+    "TraceMetadata": "moetrace.trace",
+    "backtest": "moetrace.backtest",
+    "build_report": "moetrace.report",
+    "forecast_loads": "moetrace.predictors.forecast",
+    "forecast_trace": "moetrace.predictors.forecast",
+    "make_predictor": "moetrace.predictors",
+    "read_trace": "moetrace.trace",
+    "simulate_trace": "moetrace.simulate",
+    "write_trace": "moetrace.trace",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'moetrace' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -14,15 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from moetrace.defaults import MIN_HISTORY as DEFAULT_MIN_HISTORY
+from moetrace.defaults import ORIGINS as DEFAULT_ORIGINS
 from moetrace.errors import ParameterError
 from moetrace.metrics import score
 from moetrace.predictors.base import Predictor, PredictorOptions, make_predictor
-from moetrace.trace.shares import Loads
+from moetrace.trace.shares import Loads, sampling_interval
 
-#: Origins spread over the trace when neither a stride nor a count is given.
-DEFAULT_ORIGINS = 12
-#: Steps of history the first origin needs by default.
-DEFAULT_MIN_HISTORY = 1000
 
 #: ``progress(done, total, label)``: called after each fitted origin.
 Progress = Callable[[int, int, str], None]
@@ -67,10 +65,13 @@ class BacktestResult:
 
 def choose_origins(steps: np.ndarray, horizons: Sequence[int], *, min_history: int,
                    stride: int | None = None, n_origins: int | None = None) -> np.ndarray:
-    """Origin steps from the first with ``min_history`` steps of history up to last - min(H).
+    """Origin steps from the first with ``min_history`` training steps of history up to
+    last - min(H).
 
     Origins are every ``stride`` steps, or ``n_origins`` spread evenly (default
-    :data:`DEFAULT_ORIGINS`); each is snapped down to a step present in the trace.
+    :data:`DEFAULT_ORIGINS`); each is snapped down to a step present in the trace. Every
+    number here is in training steps, also on a sampled trace (each recorded step stands for
+    the trace's sampling interval).
     """
     if stride is not None and n_origins is not None:
         raise ParameterError("give either --stride or --origins, not both")
@@ -82,10 +83,15 @@ def choose_origins(steps: np.ndarray, horizons: Sequence[int], *, min_history: i
         raise ParameterError(f"the minimum history must be at least 1 step, got {min_history}")
     steps = np.asarray(steps, dtype=np.int64)
     shortest = min(horizons)
-    if len(steps) < min_history:
-        raise ParameterError(f"the trace has {len(steps)} steps; a backtest needs at least "
-                             f"{min_history} steps of history before its first origin")
-    first, last = int(steps[min_history - 1]), int(steps[-1]) - shortest
+    interval = sampling_interval(steps)
+    covered = int(steps[-1] - steps[0]) + interval
+    if covered < min_history:
+        samples = f" ({len(steps):,} samples, every {interval:,} steps)" if interval > 1 else ""
+        raise ParameterError(f"the trace covers {covered:,} training steps{samples}; a backtest "
+                             f"needs at least {min_history:,} steps of history before its "
+                             "first origin (--min-history)")
+    at = int(np.searchsorted(steps, steps[0] - interval + min_history, side="left"))
+    first, last = int(steps[at]), int(steps[-1]) - shortest
     if first > last:
         raise ParameterError(
             f"the trace's steps {steps[0]}..{steps[-1]} are too short for a backtest: "

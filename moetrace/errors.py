@@ -44,5 +44,9 @@ class MissingExtraError(MoetraceError):
         )
 
 
-class OutputExistsError(MoetraceError):
+class OutputError(MoetraceError):
+    """An output the output policy refuses (docs/cli.md, "Outputs")."""
+
+
+class OutputExistsError(OutputError):
     """An output that exists already and would be overwritten without --force."""

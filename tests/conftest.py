@@ -26,6 +26,21 @@ def long_frame(counts: np.ndarray, steps: np.ndarray | None = None) -> pl.DataFr
                          "expert": expert.ravel(), "tokens": counts.ravel()})
 
 
+#: Hidden files moetrace keeps on purpose: the output marker and a recorder's rank lock.
+KEPT_HIDDEN = {".moetrace-output", ".lock"}
+
+
+def names(directory: Path) -> list[str]:
+    """What a user sees in a directory (sorted, hidden files left out)."""
+    return sorted(p.name for p in Path(directory).iterdir() if not p.name.startswith("."))
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Hidden files other than the ones moetrace keeps on purpose: temporaries left behind."""
+    return sorted(p.name for p in Path(directory).iterdir()
+                  if p.name.startswith(".") and p.name not in KEPT_HIDDEN)
+
+
 def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     """Run the installed `moetrace` entry point as a user would."""
     return subprocess.run([str(MOETRACE), *args], capture_output=True, text=True, check=check,

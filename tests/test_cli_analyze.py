@@ -39,7 +39,7 @@ def test_table_and_verdict(trace):
 
 def test_json_has_the_documented_schema(trace, tmp_path):
     path = tmp_path / "a.json"
-    result = CliRunner().invoke(app, ["analyze", str(trace), "--json", str(path), "--window",
+    result = CliRunner().invoke(app, ["analyze", str(trace), "--json-out", str(path), "--window",
                                       "50"], env=ENV)
     assert result.exit_code == 0, result.output
     data = json.loads(path.read_text())
@@ -78,11 +78,9 @@ def test_out_dir_holds_tables_and_figures(trace, tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # states.parquet agrees with the segments
     first_stable = states.filter(pl.col("layer") == 0, pl.col("stable")).get_column("step").min()
-    again = CliRunner().invoke(app, ["analyze", str(trace), "--json", str(tmp_path / "a.json")],
-                               env=ENV)
+    again = CliRunner().invoke(app, ["analyze", str(trace), "--json"], env=ENV)
     assert again.exit_code == 0
-    assert json.loads((tmp_path / "a.json").read_text())["layers"][0]["stable_from"] == \
-        first_stable
+    assert json.loads(again.stdout)["layers"][0]["stable_from"] == first_stable
 
 
 def test_existing_out_dir_needs_force(trace, tmp_path):
@@ -92,23 +90,29 @@ def test_existing_out_dir_needs_force(trace, tmp_path):
     result = CliRunner().invoke(app, ["analyze", str(trace), "--out", str(out)], env=ENV)
     assert result.exit_code == 2
     assert "--force" in result.output
-    assert (out / "keep.txt").read_text() == "mine"
     forced = CliRunner().invoke(app, ["analyze", str(trace), "--out", str(out), "--force"],
                                 env=ENV)
-    assert forced.exit_code == 0
-    assert not (out / "keep.txt").exists() and (out / "states.parquet").exists()
+    assert forced.exit_code == 2 and "did not write" in forced.output  # a user's folder
+    assert (out / "keep.txt").read_text() == "mine"
+    ours = tmp_path / "ours"
+    assert CliRunner().invoke(app, ["analyze", str(trace), "--out", str(ours)]).exit_code == 0
+    (ours / "stale.txt").write_text("x")
+    again = CliRunner().invoke(app, ["analyze", str(trace), "--out", str(ours), "--force"],
+                               env=ENV)
+    assert again.exit_code == 0
+    assert not (ours / "stale.txt").exists() and (ours / "states.parquet").exists()
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--window", "5000"], "fewer than the window of 5000"),
+    (["--window", "5000"], "fewer than the state window of 5000 steps"),
     (["--window", "1"], "--window must be at least 2"),
     (["--sensitivity", "0"], "--sensitivity must be positive"),
     (["--stable-ratio", "0.5"], "--stable-ratio must be above 1"),
 ])
 def test_bad_options_exit_2_in_one_line(trace, tmp_path, args, message):
     json_path = tmp_path / "a.json"
-    result = CliRunner().invoke(app, ["analyze", str(trace), "--json", str(json_path), *args],
-                                env=ENV)
+    result = CliRunner().invoke(app, ["analyze", str(trace), "--json-out", str(json_path),
+                                      *args], env=ENV)
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
@@ -128,5 +132,6 @@ def test_entry_point_prints_table_and_fails_cleanly(trace, tmp_path):
 def test_help_explains_the_parameters():
     result = CliRunner().invoke(app, ["analyze", "--help"], env=ENV)
     assert "transient and stable" in result.output
-    for option in ("--window", "--sensitivity", "--stable-ratio", "--json", "--out", "--force"):
+    for option in ("--window", "--sensitivity", "--stable-ratio", "--json", "--json-out",
+                   "--out", "--force"):
         assert option in result.output

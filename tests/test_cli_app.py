@@ -32,17 +32,33 @@ def test_version_through_entry_point():
 
 
 def test_internal_error_exits_1_in_one_line(monkeypatch, tmp_path):
-    import moetrace.cli.info as info_module
+    import moetrace.trace
+    import moetrace.trace.summary
 
     def broken(_trace):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(info_module, "describe", broken)
-    monkeypatch.setattr(info_module, "read_trace", lambda path: None)
+    monkeypatch.setattr(moetrace.trace.summary, "describe", broken)
+    monkeypatch.setattr(moetrace.trace, "read_trace", lambda path: None)
     result = CliRunner().invoke(app, ["info", "x"])
     assert result.exit_code == 1
     assert "internal error: RuntimeError: boom" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["info", "analyze", "predict", "report", "record"])
+def test_usage_errors_show_usage_and_exit_2_never_internal(command, tmp_path):
+    # record passes options it does not know on to the training command, so its usage error
+    # here is the missing -o
+    result = run_cli(command, "--bogus", "x") if command != "record" else \
+        run_cli(command, "--demo", "--steps", "x")
+    assert result.returncode == 2, result.stderr
+    assert f"Usage: moetrace {command}" in result.stderr
+    assert ("No such option" in result.stderr and "--bogus" in result.stderr) or \
+        "Invalid value for '--steps'" in result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    missing = run_cli(command) if command != "record" else run_cli(command, "--demo")
+    assert missing.returncode == 2 and "Missing" in missing.stderr
 
 
 @pytest.mark.parametrize("args", [["record", "-o", "x.parquet"],

@@ -91,7 +91,8 @@ def test_all_predictors(trace, tmp_path):
     (["--order", "5,1"], "--order takes p,d,q"),
     (["--horizon", "0"], "--horizon must be a positive number of steps"),
     (["--bucket", "0"], "--bucket must be a positive number of steps"),
-    (["--predictor", "arima", "--bucket", "100"], "arima: needs at least 3000 steps"),
+    (["--predictor", "arima", "--bucket", "100"],
+     "arima (30 bucket(s) of 100 steps): needs 3,000 steps = 3,000 samples of history"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(trace, tmp_path, args, message):
     path, _ = trace

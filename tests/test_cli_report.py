@@ -31,16 +31,17 @@ def test_report_writes_directory_and_prints_summary(trace, tmp_path):
     assert f"report written to {out}" in result.output
     doc = json.loads((out / "report.json").read_text())
     assert doc["parameters"]["window"] == 50
-    assert doc["parameters"]["command"].startswith(f"moetrace report {trace} -o {out} "
-                                                   "--horizons 100,200 --predictors naive,sw_avg")
-    assert "--window 50" in doc["parameters"]["command"]
+    command = doc["parameters"]["command"]
+    assert command.startswith(f"moetrace report {trace} -o {out} --horizon 100,200 ")
+    assert "--predictors naive,sw_avg" in command and "--window 50" in command
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--horizons", "0"], "--horizons takes positive integers"),
+    (["--horizons", "0"], "--horizon takes positive integers"),
+    (["--horizon", "0"], "--horizon takes positive integers"),
     (["--stride", "100", "--origins", "3"], "either --stride or --origins"),
     (["--predictors", "naive,crystal_ball"], "unknown predictor 'crystal_ball'"),
-    (["--min-history", "100000"], "at least 100000 steps"),
+    (["--min-history", "100000"], "needs at least 100,000 steps of history"),
 ])
 def test_bad_options_exit_2_in_one_line(trace, tmp_path, args, message):
     result = invoke("report", trace, "-o", tmp_path / "rep", "--predictors", "naive",

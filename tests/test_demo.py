@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import names
 from typer.testing import CliRunner
 
 from moetrace.cli import app
@@ -45,7 +46,7 @@ def test_recorded_counts_equal_the_routers_own_choices(tmp_path, corpus):
         train_demo(out, steps=25, seed=3, corpus=corpus, flush_every=10)
     finally:
         handle.remove()
-    assert sorted(p.name for p in (out / "rank=0").iterdir()) == [
+    assert names(out / "rank=0") == [
         "part-000000.parquet", "part-000001.parquet", "part-000002.parquet"]
     trace = read_trace(out)
     loads = trace.loads()

@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import MOETRACE
+from conftest import MOETRACE, names
 from typer.testing import CliRunner
 
 from moetrace.cli import app
@@ -74,7 +74,7 @@ def test_a_transformers_run_is_recorded_with_its_own_routing(tmp_path, monkeypat
     assert result.exit_code == 3, result.output  # the command's own exit status
     assert f"recorded trace {out}: 5 steps x 2 MoE layers x 8 experts" in result.output
     assert "MixtralForCausalLM" in result.output
-    assert sorted(p.name for p in out.iterdir()) == ["rank=1"]
+    assert names(out) == ["rank=1"]
     trace = read_trace(out)
     np.testing.assert_array_equal(trace.loads().counts, _expected(expected_path))
     assert trace.metadata.top_k == 2 and trace.metadata.model == "MixtralForCausalLM"
@@ -132,11 +132,14 @@ def test_bad_commands_and_existing_outputs_exit_2(tmp_path):
     exists = runner.invoke(app, ["record", "-o", str(tmp_path / "t"), "--", *ok])
     assert exists.exit_code == 2 and "exists already; pass --force" in exists.output
     forced = runner.invoke(app, ["record", "-o", str(tmp_path / "t"), "--force", "--", *ok])
-    assert forced.exit_code == 0 and not (tmp_path / "t").exists()
+    # nothing was recorded, so the previous recording is put back as it was
+    assert forced.exit_code == 0 and "no MoE layer was recorded" in forced.output
+    assert (tmp_path / "t" / "rank=0" / "part-000000.parquet").read_bytes() == b"old"
+    assert names(tmp_path) == ["t"]  # nothing left aside
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     foreign = runner.invoke(app, ["record", "-o", str(tmp_path / "mine"), "--force", "--", *ok])
-    assert foreign.exit_code == 2 and "not a recorded trace directory" in foreign.output
+    assert foreign.exit_code == 2 and "moetrace did not write" in foreign.output
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 

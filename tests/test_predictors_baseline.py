@@ -10,11 +10,33 @@ from moetrace.errors import ParameterError
 from moetrace.predictors import PredictorOptions, make_predictor
 from moetrace.predictors.buckets import bucket_means, expand_buckets, normalize_shares
 from moetrace.predictors.sw_avg import sliding_window_average
+from moetrace.trace.shares import Loads
+
+
+def _loads_with_shares(values, steps=None) -> Loads:
+    """A one-layer, one-expert Loads whose shares are ``values`` (set directly)."""
+    steps = np.arange(len(values)) if steps is None else np.asarray(steps)
+    loads = Loads(steps, np.ones((1, len(values), 1), dtype=np.int64), (0,))
+    loads.__dict__["shares"] = np.asarray(values, dtype=float).reshape(1, -1, 1)
+    return loads
 
 
 def test_bucket_means_align_to_the_end_and_drop_the_leading_remainder():
-    x = np.arange(7, dtype=float).reshape(1, 7, 1)
+    x = _loads_with_shares(np.arange(7, dtype=float))
     assert bucket_means(x, 3)[0, :, 0].tolist() == [2.0, 5.0]  # (1+2+3)/3, (4+5+6)/3
+
+
+def test_bucket_means_are_in_training_steps_on_sampled_and_gapped_traces():
+    # every 10th step: buckets of 20 steps hold two samples each
+    sampled = _loads_with_shares(np.arange(6, dtype=float), steps=np.arange(0, 60, 10))
+    assert bucket_means(sampled, 20)[0, :, 0].tolist() == [0.5, 2.5, 4.5]
+    # a bucket of 1 step cannot be narrower than the sampling interval
+    from moetrace.predictors.buckets import effective_bucket
+    assert effective_bucket(1, 10) == 10 and effective_bucket(25, 10) == 30
+    # a gap: steps 0..3 and 8..11, buckets of 2 steps ending at 11; the two empty buckets
+    # (steps 4-5, 6-7) repeat the bucket before them
+    gapped = _loads_with_shares([0, 1, 2, 3, 8, 9, 10, 11], steps=[0, 1, 2, 3, 8, 9, 10, 11])
+    assert bucket_means(gapped, 2)[0, :, 0].tolist() == [0.5, 2.5, 2.5, 2.5, 8.5, 10.5]
 
 
 def test_expand_buckets_repeats_each_bucket_and_trims():

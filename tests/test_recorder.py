@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from conftest import leftovers, names
+
 from moetrace.errors import OutputExistsError, ParameterError
 from moetrace.record import Reader, TraceRecorder, attach, eval_dir, from_indices
 from moetrace.trace import TraceMetadata, read_trace
@@ -53,7 +55,7 @@ def test_a_part_file_every_flush_every_steps_each_readable(tmp_path):
         assert len(parts) == (step + 1) // 2  # only complete parts on disk, no temp files left
         if parts:
             assert read_trace(parts[-1]).n_steps == 2
-    assert not [p for p in (out / "rank=0").iterdir() if p.name.startswith(".")]
+    assert leftovers(out / "rank=0") == []
     rec.close()
     rec.close()  # idempotent
     parts = sorted((out / "rank=0").glob("part-*.parquet"))
@@ -84,7 +86,7 @@ def test_ranks_from_the_environment_are_summed_by_the_reader(tmp_path, monkeypat
             rec.add_indices(0, ids, 2)
             rec.step()
         assert rec.rank == rank
-    assert sorted(p.name for p in out.iterdir()) == ["rank=0", "rank=1"]
+    assert names(out) == ["rank=0", "rank=1"]
     trace = read_trace(out)
     assert trace.has_rank
     assert trace.loads().counts[0].tolist() == [[2, 4]]
@@ -243,5 +245,5 @@ def test_a_killed_process_leaves_a_readable_trace_missing_only_unflushed_steps(t
     counts = trace.loads().counts[0]
     assert counts.sum(axis=1).tolist() == [1, 2, 3, 4, 5, 6]
     assert counts.argmax(axis=1).tolist() == [0, 1, 2, 3, 0, 1]
-    assert not [p for p in Path(tmp_path / "t" / "rank=0").iterdir() if p.name.startswith(".")]
-    assert os.listdir(tmp_path / "t") == ["rank=0"]
+    assert leftovers(tmp_path / "t" / "rank=0") == []
+    assert names(tmp_path / "t") == ["rank=0"]

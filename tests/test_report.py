@@ -8,7 +8,7 @@ import re
 import pytest
 from report_data import FAST, small_trace
 
-from moetrace.errors import OutputExistsError, ParameterError
+from moetrace.errors import OutputError, OutputExistsError, ParameterError
 from moetrace.report import SCHEMA_VERSION, build_report
 
 ROW_FIELDS = {"predictor": str, "horizon": int, "state": str, "layer": (int, type(None)),
@@ -85,9 +85,14 @@ def test_existing_output_is_not_clobbered(trace, tmp_path):
     (out / "keep.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match="--force"):
         build_report(trace, out, predictors=["naive"], **FAST)
+    with pytest.raises(OutputError, match="did not write"):  # a user's folder, even with force
+        build_report(trace, out, predictors=["naive"], force=True, **FAST)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    build_report(trace, out, predictors=["naive"], force=True, **FAST)
-    assert not (out / "keep.txt").exists() and (out / "report.json").exists()
+    report = tmp_path / "report"
+    build_report(trace, report, predictors=["naive"], **FAST)
+    (report / "stale.txt").write_text("from an older version")
+    build_report(trace, report, predictors=["naive"], force=True, **FAST)  # ours: replaced
+    assert not (report / "stale.txt").exists() and (report / "report.json").exists()
 
 
 def test_report_failing_while_written_leaves_nothing_behind(trace, tmp_path, monkeypatch):
@@ -101,12 +106,14 @@ def test_report_failing_while_written_leaves_nothing_behind(trace, tmp_path, mon
     with pytest.raises(RuntimeError, match="disk full"):
         build_report(trace, out, predictors=["naive"], **FAST)
     assert list(tmp_path.iterdir()) == []
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    monkeypatch.undo()
+    build_report(trace, out, predictors=["naive"], **FAST)
+    before = sorted(p.name for p in out.iterdir())
+    monkeypatch.setattr(build, "render_html", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         build_report(trace, out, predictors=["naive"], force=True, **FAST)
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == before  # the previous report, whole
 
 
 def test_unknown_predictor_is_refused_before_any_work(tmp_path):

@@ -106,7 +106,7 @@ def test_per_state_statistics_by_state():
 
 def test_parameters_are_checked():
     loads = Loads(np.arange(50), np.full((1, 50, 4), 10), (0,))
-    with pytest.raises(ParameterError, match="fewer than the window"):
+    with pytest.raises(ParameterError, match="fewer than the state window"):
         analyze_loads(loads, window=100)
     with pytest.raises(ParameterError, match="--window"):
         analyze_loads(loads, window=1)

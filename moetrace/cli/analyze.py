@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich import box
-from rich.progress import Progress
-from rich.table import Table
 
-from moetrace.cli.app import app, console
-from moetrace.states import (
-    DEFAULT_SENSITIVITY,
-    DEFAULT_STABLE_RATIO,
-    DEFAULT_WINDOW,
-    STABLE,
-    TRANSIENT,
-    Analysis,
-    LayerAnalysis,
-    analyze_trace,
-)
+from moetrace.cli.app import command, console
+from moetrace.cli.progress import progress_bar
+from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
+from moetrace.defaults import SENSITIVITY as DEFAULT_SENSITIVITY
+from moetrace.defaults import STABLE, TRANSIENT
+from moetrace.defaults import STABLE_RATIO as DEFAULT_STABLE_RATIO
+from moetrace.defaults import STATE_WINDOW as DEFAULT_WINDOW
+
+if TYPE_CHECKING:
+    from moetrace.states import Analysis, LayerAnalysis
 
 
 def _pct(value: float | None) -> str:
@@ -49,7 +45,10 @@ def _floor(la: LayerAnalysis) -> str:
 
 def render(analysis: Analysis, title: str) -> None:
     """The per-layer table and the model's verdict."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=safe(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("layer", "stable\nfrom", "segments", "fluct.\nT", "fluct.\nS", "max/mean\nT",
                  "max/mean\nS", "noise\nfloor"):
         table.add_column(name, justify="left" if name == "segments" else "right")
@@ -70,12 +69,13 @@ def render(analysis: Analysis, title: str) -> None:
     console.print(f"[bold]verdict:[/] {analysis.verdict}")
 
 
-@app.command()
+@command()
 def analyze(
-    trace: Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.")],
+    trace: Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.",
+                                         metavar="TRACE")],
     window: Annotated[int, typer.Option(
-        help="Sliding window in steps for the variance and range of each expert's share "
-             "(the paper used 10, 100 and 200).")] = DEFAULT_WINDOW,
+        help="Sliding window in training steps for the variance and range of each expert's "
+             "share (the paper used 10, 100 and 200).")] = DEFAULT_WINDOW,
     sensitivity: Annotated[float, typer.Option(
         help="Change-point sensitivity: higher finds more, shorter segments; lower only "
              "the clearest changes.")] = DEFAULT_SENSITIVITY,
@@ -86,13 +86,12 @@ def analyze(
     top_k: Annotated[Optional[int], typer.Option(
         "--top-k", help="Experts per token, for the noise floor (default: from the trace's "
         "metadata, else 1).")] = None,
-    json_path: Annotated[Optional[Path], typer.Option(
-        "--json", metavar="PATH", help="Write the results as JSON (schema in docs/analysis.md).")
-    ] = None,
+    as_json: JsonFlag = False,
+    json_out: JsonOut = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", metavar="DIR", help="Write per-step states and per-window statistics (Parquet) "
         "and per-layer figures (PNG) into DIR.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out DIR.")] = False,
+    force: Force = False,
 ) -> None:
     """Split each MoE layer's load history into transient and stable states.
 
@@ -100,16 +99,18 @@ def analyze(
     fluctuate and how imbalanced they are in each state, and the noise floor. See
     docs/analysis.md for the method.
     """
+    from moetrace.states import analyze_trace, to_json_dict
+
     options = {"window": window, "sensitivity": sensitivity, "stable_ratio": stable_ratio}
     if top_k is not None:
         options["top_k"] = top_k
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("analyzing layers", total=None)
-        analysis = analyze_trace(
-            trace, json_path=json_path, out_dir=out, force=force,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-            **options)
-    render(analysis, f"{trace}: {len(analysis.steps)} steps, {len(analysis.layers)} MoE layers")
-    for label, path in (("JSON", json_path), ("outputs", out)):
+    with progress_bar("analyzing layers", quiet=as_json) as progress:
+        analysis = analyze_trace(trace, json_path=json_out, out_dir=out, force=force,
+                                 progress=progress, **options)
+    if as_json:
+        emit_json(to_json_dict(analysis, trace), to_stdout=True, path=None)
+        return
+    render(analysis, f"{trace}: {analysis.describe_steps()}, {len(analysis.layers)} MoE layers")
+    for label, path in (("JSON", json_out), ("outputs", out)):
         if path is not None:
-            console.print(f"wrote {label} [bold]{path}[/]")
+            console.print(f"wrote {label} [bold]{safe(path)}[/]")

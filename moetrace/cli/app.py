@@ -1,55 +1,72 @@
-"""The typer application and the one place where library errors become exit codes."""
+"""The typer application, and the one place where library errors become exit codes.
+
+Every command is registered with :func:`command`, which runs its body under that mapping:
+bad input or options (:class:`MoetraceError`) exit 2 with one line, anything unexpected is
+an internal error (exit 1, one line; ``MOETRACE_DEBUG=1`` shows the traceback). Usage
+errors (an unknown option, a missing argument) never reach it: the command-line parser
+reports them with the command's usage line and exits 2, as every click program does.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable
 
-import click
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
 
 from moetrace import __version__
 from moetrace.errors import MoetraceError
 
 #: Terminal output of every command. Lines are not wrapped (soft_wrap), so a path printed for
 #: the user stays whole and copyable at any terminal width; tables still fit the width.
+#: Text from traces (paths, model names, metadata) goes through ``safe`` (cli/render.py).
 console = Console(highlight=False, soft_wrap=True)
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"moetrace: error: {' '.join(message.split())}", err=True)
+def fail(message: str, code: int) -> None:
+    """One line on stderr, then exit with ``code``."""
+    sys.stderr.write(f"moetrace: error: {' '.join(message.split())}\n")
     raise SystemExit(code)
 
 
-class _Group(TyperGroup):
-    """Maps errors to exit codes: bad input (MoetraceError) 2, anything unexpected 1."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except MoetraceError as exc:
-            _fail(str(exc), exc.exit_code)
-        except (typer.Exit, click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
-            raise
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-        except Exception as exc:  # an internal error: say so in one line, exit 1
-            if os.environ.get("MOETRACE_DEBUG"):
-                raise
-            _fail(f"internal error: {type(exc).__name__}: {exc} "
-                  "(set MOETRACE_DEBUG=1 for a traceback)", 1)
+def warn(message: str) -> None:
+    """One note line on stderr (the command goes on)."""
+    sys.stderr.write(f"moetrace: note: {' '.join(message.split())}\n")
 
 
 app = typer.Typer(
-    cls=_Group,
     name="moetrace",
     help="Record, analyze and forecast per-expert token loads of Mixture-of-Experts training.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def command(**settings) -> Callable[[Callable], Callable]:
+    """Register ``fn`` as a command whose library errors become exit codes (see module doc)."""
+    def register(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except MoetraceError as exc:
+                fail(str(exc), exc.exit_code)
+            except KeyboardInterrupt:
+                fail("interrupted", 130)
+            except (typer.Exit, typer.Abort, SystemExit):
+                raise
+            except Exception as exc:  # an internal error: say so in one line, exit 1
+                if os.environ.get("MOETRACE_DEBUG"):
+                    raise
+                fail(f"internal error: {type(exc).__name__}: {exc} "
+                     "(set MOETRACE_DEBUG=1 for a traceback)", 1)
+        return app.command(**settings)(run)
+    return register
 
 
 def _version(value: bool) -> None:
@@ -64,11 +81,6 @@ def _root(
                                  help="Show the version and exit."),
 ) -> None:
     """Record, analyze and forecast per-expert token loads of Mixture-of-Experts training."""
-
-
-def not_available(command: str, issue: str) -> None:
-    """Placeholder behaviour of a command whose implementation has not landed yet."""
-    _fail(f"'{command}' is not available yet ({issue})", 2)
 
 
 def run() -> None:

@@ -2,43 +2,80 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from moetrace.cli.app import app, console
-from moetrace.trace import read_trace
-from moetrace.trace.summary import describe
+from moetrace.cli.app import command, console
+from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, plain, safe
+from moetrace.output import check_output
 
 
-@app.command()
+@command()
 def info(
-    trace: Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    trace: Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.",
+                                         metavar="TRACE")],
+    as_json: JsonFlag = False,
+    json_out: JsonOut = None,
+    force: Force = False,
 ) -> None:
     """Describe a trace: layers, experts, steps and gaps, tokens per step, metadata."""
+    from moetrace.trace import read_trace
+    from moetrace.trace.summary import describe
+
+    if json_out is not None:
+        check_output(json_out, kind="file", inputs=[trace], force=force)
     summary = describe(read_trace(trace))
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2))
-        return
+    emit_json(summary, to_stdout=as_json, path=json_out, inputs=[trace], force=force)
+    if not as_json:
+        render(summary)
+
+
+def render(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
     steps = summary["steps"]
-    gaps = f"{len(steps['gaps'])} gaps, {steps['missing']} steps missing" if steps["gaps"] \
+    gaps = f"{len(steps['gaps'])} gaps, {steps['missing']:,} steps missing" if steps["gaps"] \
         else "no gaps"
-    console.print(f"[bold]{summary['path']}[/]")
+    console.print(f"[bold]{safe(summary['path'])}[/]")
     console.print(f"  layers {summary['layers']}, experts per layer "
                   f"{summary['experts_per_layer']}" + ("  (ranks summed)" if
                                                         summary["ranks_summed"] else ""))
-    console.print(f"  steps {steps['first']}..{steps['last']}: {steps['count']} steps, {gaps}")
-    table = Table("layer", "min", "median", "max", title="tokens per step", title_justify="left")
+    every = steps["interval"]
+    sampling = "every step" if every == 1 else f"every {every:,} steps (a sampled trace)"
+    console.print(f"  steps {steps['first']:,}..{steps['last']:,}: {steps['count']:,} recorded, "
+                  f"{sampling}, {gaps}")
+    console.print("  integrity: " + ("page checksums verified" if summary["checksummed"] else
+                                     "no checksums (not written by moetrace): corruption of "
+                                     "this file cannot be detected"))
+    meta = summary["metadata"]
+    top_k = meta.get("top_k")
+    title = "routed slots per step (tokens x top-k)" if (top_k or 1) > 1 else "tokens per step"
+    table = Table("layer", "min", "median", "max", title=title, title_justify="left")
     for row in summary["tokens_per_step"]:
         table.add_row(str(row["layer"]), f"{row['min']:,}", f"{row['median']:,.0f}",
                       f"{row['max']:,}")
     console.print(table)
-    meta = {k: v for k, v in summary["metadata"].items() if v not in (None, {}, [])}
-    extra = meta.pop("extra", {})
-    console.print("  metadata: " + (", ".join(f"{k}={v}" for k, v in meta.items()) or "none"))
-    for key, value in extra.items():
-        text = json.dumps(value)
-        console.print(f"    {key}: {text if len(text) <= 100 else text[:97] + '...'}")
+    if top_k and top_k > 1 and meta.get("tokens_per_step"):
+        console.print(f"  {meta['tokens_per_step']:,} tokens per step (metadata), each routed "
+                      f"to top-{top_k} experts")
+    console.print("  metadata:")
+    shown = {k: v for k, v in meta.items() if k != "extra" and v not in (None, {}, [])}
+    for key, value in {**shown, **meta.get("extra", {})}.items():
+        console.print(f"    {safe(key)}: {safe(_readable(value))}")
+
+
+def _readable(value: Any, limit: int = 8) -> str:
+    """A metadata value in one short line: scalars as they are, long lists and nested
+    structures summarised (``--json`` has them whole)."""
+    if isinstance(value, dict):
+        if all(not isinstance(v, (dict, list)) for v in value.values()) and len(value) <= limit:
+            return ", ".join(f"{k}={v}" for k, v in value.items())
+        return f"{len(value)} entries (see --json)"
+    if isinstance(value, list):
+        if all(not isinstance(v, (dict, list)) for v in value):
+            head = ", ".join(plain(v) for v in value[:limit])
+            more = f", ... ({len(value)} values)" if len(value) > limit else ""
+            return f"[{head}{more}]"
+        return f"{len(value)} items (see --json)"
+    return plain(value)

@@ -1,10 +1,38 @@
-"""Option parsing shared by sibling commands (predict, report)."""
+"""Options that several commands share: declared once, parsed once, named the same everywhere.
+
+Vocabulary (docs/cli.md): ``--predictors`` (names, a comma-separated list, or ``all``),
+``--horizon`` (training steps; a comma-separated list where a command scores several),
+``--window``/``--bucket`` (training steps), ``--order``, ``--seed``, ``--train-trace``.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from moetrace.defaults import SW_AVG_WINDOW
 from moetrace.errors import ParameterError
-from moetrace.predictors.base import PredictorOptions
-from moetrace.trace import read_trace
+
+if TYPE_CHECKING:
+    from moetrace.predictors.base import PredictorOptions
+
+Predictors = Annotated[Optional[str], typer.Option(
+    "--predictors", "--predictor", metavar="NAMES",
+    help="Predictors: names (naive, sw_avg, arima, lstm, ...), a comma-separated list, or all. "
+         "Default: the command's set, leaving out those whose extra is not installed.")]
+Window = Annotated[Optional[int], typer.Option(
+    metavar="STEPS", help=f"sw_avg window in training steps (default {SW_AVG_WINDOW}).")]
+Order = Annotated[Optional[str], typer.Option(
+    metavar="P,D,Q", help="ARIMA order (the paper used 5,1,5), or auto (default: chosen per "
+    "layer from the data).")]
+Bucket = Annotated[Optional[int], typer.Option(
+    metavar="STEPS", help="Training steps per bucket the predictors model (default: 1 for "
+    "naive and sw_avg, 20 for arima and lstm).")]
+Seed = Annotated[int, typer.Option(help="Random seed (lstm).")]
+TrainTrace = Annotated[Optional[str], typer.Option(
+    "--train-trace", metavar="TRACE",
+    help="Train the lstm on this separate trace instead of the history (as the paper did).")]
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
@@ -35,9 +63,12 @@ def parse_order(text: str | None) -> tuple[int, int, int] | None:
 def predictor_options(*, window: int | None, bucket: int | None, order: str | None, seed: int,
                       train_trace: str | None) -> PredictorOptions:
     """PredictorOptions from the CLI's shared options; reads --train-trace if given."""
+    from moetrace.predictors.base import PredictorOptions
+    from moetrace.trace import read_trace
+
     for name, value in (("--window", window), ("--bucket", bucket)):
         if value is not None and value <= 0:
             raise ParameterError(f"{name} must be a positive number of steps, got {value}")
     train = read_trace(train_trace).loads() if train_trace else None
     return PredictorOptions(window=window, bucket=bucket, order=parse_order(order), seed=seed,
-                            train=train)
+                            train=train, train_path=train_trace)

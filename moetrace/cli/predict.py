@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich import box
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from moetrace.cli.app import app, console
-from moetrace.cli.options import predictor_options
-from moetrace.predictors.forecast import Forecasts, forecast_trace
+from moetrace.cli.app import command, console, warn
+from moetrace.cli.options import Bucket, Order, Predictors, Seed, TrainTrace, Window
+from moetrace.cli.progress import progress_bar
+from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
+from moetrace.defaults import HORIZON
+from moetrace.output import check_output
+
+if TYPE_CHECKING:
+    from moetrace.predictors.forecast import Forecasts
 
 
 def _experts(experts: list[int], shares: list[float]) -> str:
@@ -27,9 +30,12 @@ def _experts(experts: list[int], shares: list[float]) -> str:
 
 def render(forecasts: Forecasts, title: str) -> None:
     """One table per predictor: hottest and coldest experts and max/mean imbalance by layer."""
+    from rich import box
+    from rich.table import Table
+
     summary = forecasts.summary()
     for name in forecasts.shares:
-        table = Table(title=f"{title}: {name}", title_justify="left", box=box.SIMPLE_HEAD,
+        table = Table(title=f"{safe(title)}: {name}", title_justify="left", box=box.SIMPLE_HEAD,
                       pad_edge=False)
         for column in ("layer", "hottest expert:share", "coldest expert:share",
                        "max/mean"):
@@ -44,47 +50,54 @@ def render(forecasts: Forecasts, title: str) -> None:
                   "over the horizon", style="dim")
 
 
-@app.command()
+@command()
 def predict(
-    trace: Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Forecast table to write (Parquet: "
-                                      "predictor, origin, step, layer, expert, share).")],
-    predictor: Annotated[str, typer.Option(
-        help="naive, sw_avg, arima, lstm, a comma-separated list, or all.")] = "all",
-    horizon: Annotated[int, typer.Option(help="Steps to forecast after the origin.")] = 1000,
+    trace: Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.",
+                                         metavar="TRACE")],
+    out: Annotated[Optional[Path], typer.Option(
+        "-o", "--out", metavar="FILE", help="Forecast table to write (Parquet: predictor, "
+        "origin, step, layer, expert, share).")] = None,
+    predictors: Predictors = None,
+    horizon: Annotated[int, typer.Option(
+        "--horizon", help="Training steps to forecast after the origin.")] = HORIZON,
     at: Annotated[Optional[int], typer.Option(
         help="Origin step: forecast from the history up to and including it "
              "(default: the trace's last step).")] = None,
-    window: Annotated[Optional[int], typer.Option(
-        help="sw_avg window in steps (default 1000).")] = None,
-    order: Annotated[Optional[str], typer.Option(
-        help="ARIMA order p,d,q (the paper used 5,1,5); default: chosen from the data.")] = None,
-    bucket: Annotated[Optional[int], typer.Option(
-        help="Steps per bucket the predictors model (default: 1 for naive and sw_avg, "
-             "20 for arima and lstm).")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (lstm).")] = 0,
-    train_trace: Annotated[Optional[str], typer.Option(
-        "--train-trace", help="Train the lstm on this trace instead of the history.")] = None,
+    window: Window = None,
+    order: Order = None,
+    bucket: Bucket = None,
+    seed: Seed = 0,
+    train_trace: TrainTrace = None,
+    as_json: JsonFlag = False,
+    json_out: JsonOut = None,
+    force: Force = False,
 ) -> None:
-    """Forecast each expert's load share for the next H steps with the paper's predictors.
+    """Forecast each expert's load share for the next H steps.
 
     Forecast shares are non-negative and sum to 1 per layer and step; only history up to the
     origin is used. See docs/predictors.md.
     """
+    from moetrace.cli.options import predictor_options
+    from moetrace.predictors.forecast import forecast_trace
+
+    inputs = [trace] + ([train_trace] if train_trace else [])
+    if json_out is not None:
+        check_output(json_out, kind="file", inputs=inputs, force=force)
     options = predictor_options(window=window, bucket=bucket, order=order, seed=seed,
                                 train_trace=train_trace)
-    names = [n.strip() for n in predictor.split(",") if n.strip()]
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
-               "{task.total}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        tasks: dict[str, int] = {}
-
-        def report(task: str, done: int, total: int) -> None:
-            if task not in tasks:
-                tasks[task] = progress.add_task(task, total=total)
-            progress.update(tasks[task], completed=done, total=total)
-
-        forecasts = forecast_trace(trace, names, horizon, at, replace(options, progress=report),
-                                   out=out)
-    render(forecasts, f"{trace}: {len(forecasts.steps)} steps after step {forecasts.origin}")
-    console.print(f"wrote forecasts [bold]{out}[/]")
+    with progress_bar("predicting", quiet=as_json, tasks=True) as update:
+        forecasts = forecast_trace(
+            trace, predictors, horizon, at,
+            replace(options, progress=lambda task, done, total: update(done, total, task)),
+            out=out, force=force)
+    for name, reason in forecasts.skipped:
+        warn(f"{name} skipped: {reason}")
+    emit_json(forecasts.document(trace), to_stdout=as_json, path=json_out, inputs=inputs,
+              force=force)
+    if as_json:
+        return
+    render(forecasts, f"{trace}: {len(forecasts.steps):,} steps after step {forecasts.origin:,}")
+    if out is not None:
+        console.print(f"wrote forecasts [bold]{safe(out)}[/]")
+    else:
+        console.print("the forecast table was not written (pass -o FILE)", style="dim")

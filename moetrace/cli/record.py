@@ -11,15 +11,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from moetrace.cli.app import app, console
+from moetrace.cli.app import command, console, warn
+from moetrace.cli.render import Force, safe
 from moetrace.errors import ParameterError
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def record(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output trace file (.parquet) or "
-                                      "directory (recording a command writes rank=R/ parts).")],
+    out: Annotated[Path, typer.Option("-o", "--out", metavar="OUT", help="Output trace: a "
+                                      ".parquet file, or a directory of rank=R/ parts when "
+                                      "recording a command (or --demo into a directory).")],
     simulate: Annotated[Optional[str], typer.Option(
         "--simulate", metavar="PRESET",
         help="Simulate a GPT-3-style run: gpt3-125m or gpt3-350m.")] = None,
@@ -27,95 +29,114 @@ def record(
         "--demo", help="Train the small real MoE GPT on CPU and record its load trace.")] = False,
     from_format: Annotated[Optional[str], typer.Option(
         "--from", metavar="FORMAT",
-        help="Import another tool's dump: megatron-router-trace, sglang or csv (SRC follows).")
-    ] = None,
+        help="Import another tool's dump (SRC follows; formats: docs/importing.md).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Steps to simulate or train.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (simulation and demo).")] = 0,
     layers: Annotated[Optional[int], typer.Option(help="Override the preset's MoE layers.")] = None,
     experts: Annotated[Optional[int], typer.Option(help="Override experts per layer.")] = None,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Override top-k.")] = None,
+    top_k: Annotated[Optional[int], typer.Option(
+        "--top-k", help="Experts per token: overrides the preset, or states it for an import "
+        "whose format does not say.")] = None,
     tokens_per_step: Annotated[Optional[int], typer.Option(
-        "--tokens-per-step", help="Override tokens per layer per step.")] = None,
+        "--tokens-per-step", help="Tokens per layer per step: overrides the preset, or states "
+        "it for an import.")] = None,
     flush_every: Annotated[int, typer.Option(
         "--flush-every", help="Steps per part file when recording (crash safety).")] = 100,
+    every: Annotated[int, typer.Option(
+        "--every", metavar="K", help="Record every K-th training step only (a sampled trace; "
+        "step numbers stay training steps).")] = 1,
     count_eval: Annotated[bool, typer.Option(
-        "--count-eval", help="Also record eval forwards, into the sibling trace DIR-eval.")
+        "--count-eval", help="Also record eval forwards, into the sibling trace OUT-eval.")
     ] = False,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Replace a previous recording in DIR.")] = False,
+    force: Force = False,
 ) -> None:
     """Get a trace: simulate one, record a real training run, or import one.
 
     Record a command:  moetrace record -o DIR -- python train.py --lr 3e-4
     """
-    command = None if from_format else ctx.args  # with --from, the extra argument is SRC
-    sources = [s for s in (simulate, demo or None, from_format, command or None) if s]
+    command_args = None if from_format else ctx.args  # with --from, the extra argument is SRC
+    sources = [s for s in (simulate, demo or None, from_format, command_args or None) if s]
     if len(sources) != 1:
         raise ParameterError("give exactly one of --simulate PRESET, --demo, --from FORMAT SRC, "
                              "or a training command after --")
+    if every != 1 and (simulate or from_format):
+        raise ParameterError("--every applies to recording (a command or --demo)")
     if simulate:
         from moetrace.simulate import simulate_trace
 
+        _parquet_file(out)
         path = simulate_trace(out, preset=simulate, steps=steps, seed=seed, layers=layers,
-                              experts=experts, top_k=top_k, tokens_per_step=tokens_per_step)
-        console.print(f"wrote simulated trace [bold]{path}[/]")
+                              experts=experts, top_k=top_k, tokens_per_step=tokens_per_step,
+                              force=force)
+        console.print(f"wrote simulated trace [bold]{safe(path)}[/]")
     elif from_format:
-        _import(from_format, ctx.args, out, experts=experts)
+        _import(from_format, ctx.args, out, experts=experts, top_k=top_k,
+                tokens_per_step=tokens_per_step, force=force)
     elif demo:
-        _train_demo(out, steps=steps, seed=seed, flush_every=flush_every)
+        _train_demo(out, steps=steps, seed=seed, flush_every=flush_every, every=every,
+                    force=force)
     else:
-        _record_command(command, out, flush_every=flush_every, count_eval=count_eval, force=force)
+        _record_command(command_args, out, flush_every=flush_every, count_eval=count_eval,
+                        every=every, force=force)
 
 
-def _record_command(command: list[str], out: Path, *, flush_every: int, count_eval: bool,
-                    force: bool) -> None:
+def _parquet_file(out: Path) -> None:
+    """A trace file is Parquet: an output named otherwise (x.csv) is refused, not misnamed."""
+    if out.suffix.lower() != ".parquet":
+        raise ParameterError(f"{out}: a trace is written as Parquet; name the output "
+                             "*.parquet")
+
+
+def _record_command(command_args: list[str], out: Path, *, flush_every: int, count_eval: bool,
+                    every: int, force: bool) -> None:
     """Run the training command recorded, say where the trace went, pass its exit code on."""
     from moetrace.record import record_command
 
-    run = record_command(command, out, flush_every=flush_every, count_eval=count_eval,
-                         force=force)
+    run = record_command(command_args, out, flush_every=flush_every, count_eval=count_eval,
+                         every=every, force=force)
     if run.trace is None:
-        typer.echo(f"moetrace: warning: {run.problem}", err=True)
+        warn(run.problem)
     else:
         t = run.trace
-        console.print(f"recorded trace [bold]{run.out_dir}[/]: {t.n_steps} steps x "
+        console.print(f"recorded trace [bold]{safe(run.out_dir)}[/]: {t.n_steps} steps x "
                       f"{t.n_layers} MoE layers x {t.n_experts} experts from {run.ranks} "
-                      f"rank(s), {t.metadata.model or 'unknown model'}", soft_wrap=True)
+                      f"rank(s), {safe(t.metadata.model or 'unknown model')}")
     if run.returncode:
-        typer.echo(f"moetrace: the command exited with status {run.returncode}", err=True)
+        warn(f"the command exited with status {run.returncode}")
     raise SystemExit(run.returncode)
 
 
-def _train_demo(out: Path, *, steps: int | None, seed: int, flush_every: int) -> None:
+def _train_demo(out: Path, *, steps: int | None, seed: int, flush_every: int, every: int,
+                force: bool) -> None:
     """Train the demo MoE GPT (3000 steps unless told) with a progress bar, then one line."""
-    from rich.progress import Progress
-
+    from moetrace.cli.progress import progress_bar
     from moetrace.record import train_demo
 
     steps = 3000 if steps is None else steps
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("training the demo MoE GPT", total=steps)
-
+    with progress_bar("training the demo MoE GPT") as update:
         def progress(done: int, total: int, loss: float) -> None:
-            bar.update(task, completed=done, description=f"training the demo MoE GPT, "
-                                                         f"loss {loss:.2f}")
+            update(done, total, f"loss {loss:.2f}")
 
         result = train_demo(out, steps=steps, seed=seed, flush_every=flush_every,
-                            progress=progress)
+                            every=every, progress=progress, force=force)
     cfg = result.config
     window = max(1, result.steps // 10)  # loss over the first and last tenth of the run
     first, last = result.losses[:window].mean(), result.losses[-window:].mean()
-    console.print(f"recorded demo trace [bold]{result.path}[/]: {result.steps} steps x "
+    sampled = f", every {every} steps recorded" if every > 1 else ""
+    console.print(f"recorded demo trace [bold]{safe(result.path)}[/]: {result.steps} steps x "
                   f"{cfg.n_layers} MoE layers x {cfg.n_experts} experts (top-{cfg.top_k}, "
-                  f"{cfg.tokens_per_step} tokens/step); loss {first:.2f} -> {last:.2f}")
+                  f"{cfg.tokens_per_step} tokens/step{sampled}); loss {first:.2f} -> {last:.2f}")
 
 
-def _import(fmt: str, args: list[str], out: Path, *, experts: int | None) -> None:
+def _import(fmt: str, args: list[str], out: Path, *, experts: int | None, top_k: int | None,
+            tokens_per_step: int | None, force: bool) -> None:
     """Convert another tool's dump (SRC, the one extra argument) into a canonical trace."""
     from moetrace.record.importers import import_trace
 
     if len(args) != 1:
         raise ParameterError(f"--from {fmt} takes exactly one SRC (file or directory), "
                              f"got {len(args)}")
-    path = import_trace(fmt, args[0], out, n_experts=experts)
-    console.print(f"imported {fmt} dump {args[0]} into [bold]{path}[/]")
+    _parquet_file(out)
+    path = import_trace(fmt, args[0], out, n_experts=experts, top_k=top_k,
+                        tokens_per_step=tokens_per_step, force=force)
+    console.print(f"imported {fmt} dump {safe(args[0])} into [bold]{safe(path)}[/]")

@@ -4,85 +4,100 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from moetrace.backtest import DEFAULT_MIN_HISTORY
-from moetrace.cli.app import app, console
-from moetrace.cli.options import parse_int_list, predictor_options
-from moetrace.errors import ParameterError
-from moetrace.report import DEFAULT_HORIZONS, DEFAULT_PREDICTORS, Report, build_report
-from moetrace.report.document import pct
-from moetrace.report.results import find
+from moetrace.cli.app import command, console, warn
+from moetrace.cli.options import Bucket, Order, Predictors, Seed, TrainTrace, Window
+from moetrace.cli.progress import progress_bar
+from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
+from moetrace.defaults import HORIZONS, MIN_HISTORY, ORIGINS, STATE_WINDOW
+from moetrace.output import check_output
+
+if TYPE_CHECKING:
+    from moetrace.report import Report
 
 
-@app.command()
+@command()
 def report(
-    trace: Annotated[str, typer.Argument(help="Trace file, glob or directory.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Report directory to write.")],
-    horizons: Annotated[str, typer.Option(
-        help="Comma-separated forecast horizons in steps.")] = ",".join(map(str, DEFAULT_HORIZONS)),
-    predictors: Annotated[str, typer.Option(
-        help="Comma-separated predictors to backtest.")] = ",".join(DEFAULT_PREDICTORS),
+    trace: Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.",
+                                         metavar="TRACE")],
+    out: Annotated[Path, typer.Option("-o", "--out", metavar="DIR",
+                                      help="Report directory to write.")],
+    horizon: Annotated[str, typer.Option(
+        "--horizon", "--horizons", metavar="STEPS",
+        help="Forecast horizons to score, in training steps (comma-separated).")
+    ] = ",".join(map(str, HORIZONS)),
+    predictors: Predictors = None,
     stride: Annotated[Optional[int], typer.Option(
-        help="Steps between origins (default: --origins spread over the trace).")] = None,
+        metavar="STEPS", help="Training steps between origins (default: --origins spread "
+        "over the trace).")] = None,
     origins: Annotated[Optional[int], typer.Option(
-        "--origins", help="Number of origins spread evenly over the trace (default 12).")] = None,
+        "--origins", metavar="N",
+        help=f"Number of origins spread evenly over the trace (default {ORIGINS}).")] = None,
     min_history: Annotated[int, typer.Option(
-        "--min-history", help="Steps of history the first origin needs.")] = DEFAULT_MIN_HISTORY,
-    window: Annotated[Optional[int], typer.Option(
-        help="sw_avg window in steps (default: the predictor's).")] = None,
-    bucket: Annotated[Optional[int], typer.Option(
-        help="Steps per bucket for predictors that bucket (default: theirs).")] = None,
-    order: Annotated[Optional[str], typer.Option(
-        help="ARIMA order p,d,q, or auto.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (LSTM).")] = 0,
-    train_trace: Annotated[Optional[str], typer.Option(
-        "--train-trace", help="Separate trace to train the LSTM on, as the paper did.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace DIR if it exists.")] = False,
+        "--min-history", metavar="STEPS",
+        help="Training steps of history the first origin needs.")] = MIN_HISTORY,
+    state_window: Annotated[int, typer.Option(
+        "--state-window", metavar="STEPS",
+        help="Window of the state analysis that labels each origin transient or stable "
+             "(analyze's --window).")] = STATE_WINDOW,
+    window: Window = None,
+    bucket: Bucket = None,
+    order: Order = None,
+    seed: Seed = 0,
+    train_trace: TrainTrace = None,
+    as_json: JsonFlag = False,
+    json_out: JsonOut = None,
+    force: Force = False,
 ) -> None:
     """Backtest predictors at rolling origins and write report.md, report.html, report.json."""
-    names = [n.strip() for n in predictors.split(",") if n.strip()]
-    if not names:
-        raise ParameterError("--predictors needs at least one predictor name")
-    steps = parse_int_list(horizons, "--horizons")
+    from moetrace.cli.options import parse_int_list, predictor_options
+    from moetrace.report import build_report
+
+    steps = parse_int_list(horizon, "--horizon")
+    inputs = [trace] + ([train_trace] if train_trace else [])
+    check_output(out, kind="dir", inputs=inputs, force=force)
+    if json_out is not None:
+        check_output(json_out, kind="file", inputs=inputs, force=force)
     options = predictor_options(window=window, bucket=bucket, order=order, seed=seed,
                                 train_trace=train_trace)
-    command = _command(trace, out, steps, names, stride, origins, min_history, window, bucket,
-                       order, seed, train_trace)
-    with Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=True) as bar:
-        task = bar.add_task("reading and analyzing the trace", total=None)
-
-        def progress(done: int, total: int, label: str) -> None:
-            bar.update(task, completed=done, total=total, description=label)
-
-        result = build_report(trace, out, predictors=names, horizons=steps, stride=stride,
+    command_line = _command(trace, out, steps, predictors, stride, origins, min_history,
+                            state_window, window, bucket, order, seed, train_trace)
+    with progress_bar("backtest", quiet=as_json) as update:
+        update(0, None, "reading and analyzing the trace")
+        result = build_report(trace, out, predictors=predictors, horizons=steps, stride=stride,
                               n_origins=origins, min_history=min_history, options=options,
-                              train_trace=train_trace, force=force, command=command,
-                              progress=progress)
-    _render(result)
+                              train_trace=train_trace, force=force, command=command_line,
+                              progress=update, state_window=state_window)
+    for item in result.document["parameters"]["skipped"]:
+        warn(f"{item['predictor']} skipped: {item['reason']}")
+    emit_json(result.document, to_stdout=as_json, path=json_out, inputs=inputs, force=force)
+    if not as_json:
+        _render(result)
 
 
-def _command(trace, out, horizons, names, stride, origins, min_history, window, bucket, order,
-             seed, train_trace) -> str:
+def _command(trace, out, horizons, predictors, stride, origins, min_history, state_window,
+             window, bucket, order, seed, train_trace) -> str:
     """The command line that reproduces this report, every option spelled out."""
-    parts = ["moetrace", "report", trace, "-o", str(out), "--horizons",
-             ",".join(map(str, horizons)), "--predictors", ",".join(names),
-             "--min-history", str(min_history), "--seed", str(seed)]
-    for flag, value in (("--stride", stride), ("--origins", origins), ("--window", window),
-                        ("--bucket", bucket), ("--order", order),
-                        ("--train-trace", train_trace)):
+    parts = ["moetrace", "report", trace, "-o", str(out), "--horizon",
+             ",".join(map(str, horizons)), "--min-history", str(min_history),
+             "--state-window", str(state_window), "--seed", str(seed)]
+    for flag, value in (("--predictors", predictors), ("--stride", stride),
+                        ("--origins", origins), ("--window", window), ("--bucket", bucket),
+                        ("--order", order), ("--train-trace", train_trace)):
         if value is not None:
             parts += [flag, str(value)]
     return shlex.join(parts)
 
 
 def _render(result: Report) -> None:
+    from rich.table import Table
+
+    from moetrace.report.document import pct
+    from moetrace.report.results import find
+
     doc = result.document
     table = Table(title="Error rate, mean over layers (origins)")
     for name, justify in (("predictor", "left"), ("horizon", "right"), ("stable", "right"),
@@ -97,5 +112,5 @@ def _render(result: Report) -> None:
             floor = (stable or every).noise_floor if (stable or every) else None
             table.add_row(name, f"{h:,}", *cells, pct(floor))
     console.print(table)
-    console.print(f"report written to [bold]{result.path}[/] "
+    console.print(f"report written to [bold]{safe(result.path)}[/] "
                   f"(report.html, report.md, report.json, figures/)")

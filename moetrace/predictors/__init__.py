@@ -5,6 +5,7 @@ from moetrace.predictors.base import (
     Predictor,
     PredictorOptions,
     make_predictor,
+    missing_extra,
     register,
 )
 from moetrace.predictors.arima import ArimaPredictor
@@ -23,6 +24,7 @@ def _lstm(options: PredictorOptions) -> Predictor:
     return LSTMPredictor(options)
 
 
-register("lstm", _lstm)
+register("lstm", _lstm, needs=("torch", "lstm"))
 
-__all__ = ["REGISTRY", "Predictor", "PredictorOptions", "make_predictor", "register"]
+__all__ = ["REGISTRY", "Predictor", "PredictorOptions", "make_predictor", "missing_extra",
+           "register"]

@@ -2,7 +2,7 @@
 
 Fast without changing the model: series are bucket means (default 20 steps, so a 2,000-step
 horizon is 100 model steps and per-step sampling noise is averaged down); parameters are
-estimated with Hannan-Rissanen (statsmodels) on the last 200 buckets over all cores, an
+estimated with Hannan-Rissanen (statsmodels) on the last 4,000 steps over all cores, an
 explosive AR estimate falling back to a pure MA (arima_fit.py); the model's constant is the
 level (window mean) for d = 0, for d = 1 a drift only where a HAC t-test on the window's
 differences supports it (arima_drift.py: a linear trend is followed, a transient or a chance
@@ -30,10 +30,10 @@ from moetrace.predictors.template import BucketPredictor, HistoryMark
 from moetrace.trace.shares import Loads
 
 DEFAULT_BUCKET = 20
-#: Buckets the model is fitted and filtered on (4,000 steps at the default bucket): enough for
-#: ARIMA(5,1,5), and short enough that the transient leaves the window soon after it ends (400
-#: buckets made stable-state errors up to 1.6x larger on the simulated samples).
-FIT_BUCKETS = 200
+#: Training steps the model is fitted and filtered on (200 buckets at the default bucket):
+#: enough for ARIMA(5,1,5), and short enough that the transient leaves the window soon after it
+#: ends (400 buckets made stable-state errors up to 1.6x larger on the simulated samples).
+FIT_STEPS = 4000
 REFIT_EVERY = 10_000
 
 
@@ -75,15 +75,15 @@ class ArimaPredictor(BucketPredictor):
     min_buckets = 30
 
     def __init__(self, options=None, *, refit_every: int = REFIT_EVERY,
-                 fit_buckets: int = FIT_BUCKETS):
+                 fit_steps: int = FIT_STEPS):
         super().__init__(options)
         self.refit_every = refit_every
-        self.fit_buckets = fit_buckets
+        self.fit_steps = fit_steps
         self.models: list[LayerModel] | None = None
         self._estimated_on: HistoryMark | None = None
 
     def _fit(self, buckets: np.ndarray, history: Loads) -> None:
-        recent = buckets[:, -self.fit_buckets:]
+        recent = buckets[:, -self.buckets_in(self.fit_steps):]
         if self._estimated_on is None or not self._estimated_on.still_fresh(history,
                                                                              self.refit_every):
             self.models = self._estimate(recent)

@@ -10,13 +10,13 @@ is given.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from moetrace.errors import ParameterError
+from moetrace.errors import MissingExtraError, ParameterError
 from moetrace.trace.shares import Loads
 
 
@@ -29,6 +29,7 @@ class PredictorOptions:
     order: tuple[int, int, int] | None = None  # ARIMA (p, d, q); None: chosen automatically
     seed: int = 0
     train: Loads | None = None  # a separate training trace (LSTM), None: the history itself
+    train_path: str | None = None  # where ``train`` was read from (an input of the command)
     #: called as progress(task, done, total) during long fits; the CLI shows a progress bar.
     progress: Callable[[str, int, int], None] | None = field(default=None, compare=False)
 
@@ -49,10 +50,31 @@ class Predictor(Protocol):
 
 #: name -> factory taking PredictorOptions; filled by moetrace.predictors (explicit, no scans).
 REGISTRY: dict[str, Callable[[PredictorOptions], Predictor]] = {}
+#: name -> (module it needs, the extra that installs it), for predictors with an optional part
+NEEDS: dict[str, tuple[str, str]] = {}
 
 
-def register(name: str, factory: Callable[[PredictorOptions], Predictor]) -> None:
+def register(name: str, factory: Callable[[PredictorOptions], Predictor], *,
+             needs: tuple[str, str] | None = None) -> None:
     REGISTRY[name] = factory
+    if needs is not None:
+        NEEDS[name] = needs
+
+
+def missing_extra(name: str) -> str | None:
+    """Why predictor ``name`` cannot run here (its optional dependency is not installed), or
+    None. Checked without importing the dependency."""
+    if name not in NEEDS:
+        return None
+    module, extra = NEEDS[name]
+    import importlib.util
+    import sys
+
+    if module in sys.modules and sys.modules[module] is None:  # import blocked
+        return f"{module} is not installed (pip install 'moetrace[{extra}]')"
+    if module in sys.modules or importlib.util.find_spec(module) is not None:
+        return None
+    return f"{module} is not installed (pip install 'moetrace[{extra}]')"
 
 
 def make_predictor(name: str, options: PredictorOptions | None = None) -> Predictor:
@@ -60,3 +82,50 @@ def make_predictor(name: str, options: PredictorOptions | None = None) -> Predic
     if name not in REGISTRY:
         raise ParameterError(f"unknown predictor '{name}' (known: {', '.join(sorted(REGISTRY))})")
     return REGISTRY[name](options or PredictorOptions())
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Predictors chosen for a run, and those a default or "all" set left out (with why)."""
+
+    names: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()  # (name, reason)
+
+
+def select_predictors(spec: str | Sequence[str] | None,
+                      default: Sequence[str]) -> Selection:
+    """Resolve a predictor list the same way for every command.
+
+    ``None`` means ``default``; ``"all"`` every registered predictor; otherwise names
+    (a comma-separated string or a sequence). A default or "all" set skips predictors whose
+    optional dependency is missing (reported in ``skipped``); a predictor asked for by name
+    that cannot run is an error naming the extra to install.
+    """
+    if spec is None:
+        names, implicit = list(default), True
+    else:
+        names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
+        names = [n for n in names if n]
+        if not names:
+            raise ParameterError("no predictor given (names, a comma-separated list, or all)")
+        implicit = names == ["all"]
+        if implicit:
+            names = list(REGISTRY)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ParameterError(f"unknown predictor '{unknown[0]}' (known: "
+                             f"{', '.join(REGISTRY)}, all)")
+    chosen, skipped = [], []
+    for name in dict.fromkeys(names):
+        reason = missing_extra(name)
+        if reason is None:
+            chosen.append(name)
+        elif implicit:
+            skipped.append((name, reason))
+        else:
+            module, extra = NEEDS[name]
+            raise MissingExtraError(module, extra, f"the {name} predictor")
+    if not chosen:
+        raise ParameterError("none of the predictors can run here: " +
+                             "; ".join(f"{n}: {r}" for n, r in skipped))
+    return Selection(tuple(chosen), tuple(skipped))

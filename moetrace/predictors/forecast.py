@@ -7,15 +7,16 @@ history up to it, forecast the next H steps, and shape the result as the long ta
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from moetrace.atomic import atomic_file
+from moetrace.output import check_output, write_file
 from moetrace.errors import ParameterError
-from moetrace.predictors.base import REGISTRY, PredictorOptions, make_predictor
+from moetrace.predictors.base import PredictorOptions, make_predictor, select_predictors
 from moetrace.trace.read import read_trace
 from moetrace.trace.shares import Loads
 
@@ -32,6 +33,7 @@ class Forecasts:
     steps: np.ndarray  # (H,) step numbers forecast
     layers: tuple[int, ...]
     shares: dict[str, np.ndarray]  # predictor -> (L, H, E)
+    skipped: tuple[tuple[str, str], ...] = ()  # predictors left out, and why
 
     def frame(self) -> pl.DataFrame:
         """The long table, one row per (predictor, step, layer, expert)."""
@@ -65,26 +67,30 @@ class Forecasts:
                 })
         return pl.DataFrame(rows)
 
+    def document(self, trace: str | None = None) -> dict:
+        """The JSON document of ``moetrace predict --json`` (schema in docs/predictors.md)."""
+        return {
+            "schema": "moetrace.forecast", "schema_version": 1, "trace": trace,
+            "origin": self.origin, "horizon": int(len(self.steps)),
+            "first_step": int(self.steps[0]), "last_step": int(self.steps[-1]),
+            "predictors": list(self.shares),
+            "skipped": [{"predictor": n, "reason": r} for n, r in self.skipped],
+            "layers": self.summary().to_dicts(),
+        }
 
-def resolve_predictors(names: list[str] | str) -> list[str]:
-    """'all' -> every registered predictor (registry order); otherwise the names, checked."""
-    names = [names] if isinstance(names, str) else list(names)
-    if "all" in names:
-        return list(REGISTRY)
-    unknown = [n for n in names if n not in REGISTRY]
-    if unknown:
-        raise ParameterError(f"unknown predictor '{unknown[0]}' "
-                             f"(known: {', '.join(REGISTRY)}, all)")
-    return list(dict.fromkeys(names))
+
+#: Predictors `predict` runs when none are named.
+DEFAULT_PREDICTORS = ("naive", "sw_avg", "arima", "lstm")
 
 
-def forecast_loads(loads: Loads, predictors: list[str] | str, horizon: int,
+def forecast_loads(loads: Loads, predictors: Sequence[str] | str | None, horizon: int,
                    at: int | None = None, options: PredictorOptions | None = None) -> Forecasts:
     """Fit each predictor on ``loads`` up to step ``at`` (default: the last step) and forecast
-    the next ``horizon`` steps."""
+    the next ``horizon`` steps. ``predictors`` as :func:`select_predictors` takes them."""
     if horizon <= 0:
         raise ParameterError(f"--horizon must be a positive number of steps, got {horizon}")
-    names = resolve_predictors(predictors)
+    selection = select_predictors(predictors, DEFAULT_PREDICTORS)
+    names = selection.names
     if loads.n_steps == 0:
         raise ParameterError("the trace has no steps to forecast from")
     first, last = int(loads.steps[0]), int(loads.steps[-1])
@@ -101,24 +107,34 @@ def forecast_loads(loads: Loads, predictors: list[str] | str, horizon: int,
     if options.progress is not None:
         options.progress("predictors", len(names), len(names))
     steps = np.arange(origin + 1, origin + horizon + 1, dtype=np.int64)
-    return Forecasts(origin, steps, tuple(int(x) for x in loads.layers), shares)
+    return Forecasts(origin, steps, tuple(int(x) for x in loads.layers), shares,
+                     selection.skipped)
 
 
-def forecast_trace(path: str | Path, predictors: list[str] | str, horizon: int,
+def forecast_trace(path: str | Path, predictors: Sequence[str] | str | None, horizon: int,
                    at: int | None = None, options: PredictorOptions | None = None,
-                   out: str | Path | None = None) -> Forecasts:
+                   out: str | Path | None = None, *, force: bool = False) -> Forecasts:
     """Read the trace at ``path``, forecast it (see :func:`forecast_loads`) and, if ``out`` is
-    given, write the long table there."""
-    names = resolve_predictors(predictors)  # fail on a bad name before reading the trace
-    forecasts = forecast_loads(read_trace(path).loads(), names, horizon, at, options)
+    given, write the long table there (output policy: moetrace.output)."""
+    select_predictors(predictors, DEFAULT_PREDICTORS)  # a bad name fails before any reading
+    inputs = _inputs(path, options)
     if out is not None:
-        write_forecasts(forecasts, out)
+        check_output(out, kind="file", inputs=inputs, force=force)
+    forecasts = forecast_loads(read_trace(path).loads(), predictors, horizon, at, options)
+    if out is not None:
+        write_forecasts(forecasts, out, inputs=inputs, force=force)
     return forecasts
 
 
-def write_forecasts(forecasts: Forecasts, path: str | Path) -> Path:
+def _inputs(path: str | Path, options: PredictorOptions | None) -> list[str | Path]:
+    train = options.train_path if options is not None else None
+    return [path] + ([train] if train else [])
+
+
+def write_forecasts(forecasts: Forecasts, path: str | Path, *, inputs=(),
+                    force: bool = False) -> Path:
     """Write the long forecast table as Parquet, atomically."""
     path = Path(path)
-    with atomic_file(path) as tmp:
+    with write_file(path, inputs=inputs, force=force) as tmp:
         forecasts.frame().write_parquet(tmp, compression="zstd")
     return path

@@ -231,7 +231,7 @@ class LSTMPredictor(BucketPredictor):
                 f"lstm: the training trace has {train.n_layers} layers x {train.n_experts} "
                 f"experts but the trace to forecast has {n_layers} x {n_experts}")
         if not self._can_reuse(history):
-            source = bucket_means(train.shares, self.bucket) if train is not None else buckets
+            source = bucket_means(train, self.step_bucket) if train is not None else buckets
             if source.shape[1] < self.min_buckets:
                 raise ParameterError(f"lstm: the training trace needs at least "
                                      f"{self.min_buckets * self.bucket} steps")

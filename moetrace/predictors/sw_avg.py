@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from moetrace.defaults import SW_AVG_WINDOW
 from moetrace.errors import ParameterError
 from moetrace.predictors.template import BucketPredictor
 
 #: Default window in steps: long enough to average away per-step sampling noise (about 1.6% of
 #: a share at 350M scale, so ~0.05% over 1,000 steps), short enough to follow slow drift, and
 #: the window production balancers use (vLLM EPLB defaults to 1,000 steps).
-DEFAULT_WINDOW = 1000
+DEFAULT_WINDOW = SW_AVG_WINDOW
 
 
 def sliding_window_average(series: np.ndarray, k: int, window: int) -> np.ndarray:
@@ -44,9 +45,9 @@ class SlidingWindowAveragePredictor(BucketPredictor):
         if self.window < self.bucket:
             raise ParameterError(f"sw_avg: window ({self.window} steps) must be at least one "
                                  f"bucket ({self.bucket} steps)")
-        self._window_buckets = self.window // self.bucket
 
     def _fit(self, buckets: np.ndarray, history) -> None:
+        self._window_buckets = self.buckets_in(self.window)
         self._recent = buckets[:, -self._window_buckets:].copy()
 
     def _forecast_buckets(self, k: int) -> np.ndarray:

@@ -15,7 +15,13 @@ import numpy as np
 
 from moetrace.errors import ParameterError
 from moetrace.predictors.base import PredictorOptions
-from moetrace.predictors.buckets import bucket_means, expand_buckets, n_buckets, normalize_shares
+from moetrace.predictors.buckets import (
+    bucket_means,
+    effective_bucket,
+    expand_buckets,
+    n_buckets,
+    normalize_shares,
+)
 from moetrace.trace.shares import Loads
 
 
@@ -69,20 +75,26 @@ class BucketPredictor:
             raise ParameterError(f"{self.name}: bucket must be a positive number of steps, "
                                  f"got {self.bucket}")
         self.origin: int | None = None
+        self.step_bucket = self.bucket
         self._cache: np.ndarray | None = None
 
     def fit(self, history: Loads) -> "BucketPredictor":
-        """Fit on ``history``; every step of it is at or before the origin (its last step)."""
-        need = self.min_buckets * self.bucket
-        if history.n_steps < need:
-            raise ParameterError(
-                f"{self.name}: needs at least {need} steps of history ({self.min_buckets} "
-                f"bucket(s) of {self.bucket}), got {history.n_steps}"
-                + (f" up to step {int(history.steps[-1])}" if history.n_steps else ""))
-        self._fit(bucket_means(history.shares, self.bucket), history)
+        """Fit on ``history``; every step of it is at or before the origin (its last step).
+
+        Buckets are ``bucket`` training steps, rounded up to whole sampling intervals of the
+        history (``self.step_bucket``), so the model sees the same time scale whether the
+        trace holds every step or every k-th."""
+        self.step_bucket = effective_bucket(self.bucket, history.interval)
+        history.require(self.min_buckets * self.step_bucket,
+                        f"{self.name} ({self.min_buckets} bucket(s) of {self.step_bucket} steps)")
+        self._fit(bucket_means(history, self.step_bucket), history)
         self.origin = int(history.steps[-1])
         self._cache = None
         return self
+
+    def buckets_in(self, steps: int) -> int:
+        """Buckets (of the fitted ``step_bucket``) that ``steps`` training steps hold (>= 1)."""
+        return max(1, steps // self.step_bucket)
 
     def forecast(self, horizon: int) -> np.ndarray:
         """Shares for steps origin+1 .. origin+horizon, shape (layers, horizon, experts)."""
@@ -91,10 +103,10 @@ class BucketPredictor:
         if int(horizon) != horizon or horizon <= 0:
             raise ParameterError(f"{self.name}: horizon must be a positive number of steps, "
                                  f"got {horizon}")
-        k = n_buckets(int(horizon), self.bucket)
+        k = n_buckets(int(horizon), self.step_bucket)
         if self._cache is None or self._cache.shape[1] < k:
             self._cache = normalize_shares(self._forecast_buckets(k))
-        return expand_buckets(self._cache[:, :k], self.bucket, int(horizon))
+        return expand_buckets(self._cache[:, :k], self.step_bucket, int(horizon))
 
     def _fit(self, buckets: np.ndarray, history: Loads) -> None:
         raise NotImplementedError

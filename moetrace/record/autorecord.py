@@ -26,15 +26,17 @@ from moetrace.record.recorder import TraceRecorder
 ENV_DIR = "MOETRACE_RECORD_DIR"
 ENV_FLUSH_EVERY = "MOETRACE_RECORD_FLUSH_EVERY"
 ENV_COUNT_EVAL = "MOETRACE_RECORD_COUNT_EVAL"
+ENV_EVERY = "MOETRACE_RECORD_EVERY"
 
 
 class AutoRecorder:
     """Hooks MoE layers of every model this process runs into one lazily made recorder."""
 
-    def __init__(self, out_dir: str, flush_every: int, count_eval: bool):
+    def __init__(self, out_dir: str, flush_every: int, count_eval: bool, every: int = 1):
         self.out_dir = out_dir
         self.flush_every = flush_every
         self.count_eval = count_eval
+        self.every = every
         self.recorder: TraceRecorder | None = None  # made at the first MoE layer found
         self.disabled = False
         self.layers = 0
@@ -47,7 +49,7 @@ class AutoRecorder:
         if self.recorder is None and not self.disabled:
             try:
                 self.recorder = TraceRecorder(self.out_dir, flush_every=self.flush_every,
-                                              count_eval=self.count_eval)
+                                              count_eval=self.count_eval, every=self.every)
             except MoetraceError as exc:
                 self.disabled = True
                 warnings.warn(f"moetrace: not recording process {os.getpid()}: {exc}",
@@ -89,7 +91,8 @@ class AutoRecorder:
 def start() -> AutoRecorder:
     """Start recording this process into ``$MOETRACE_RECORD_DIR`` (called by sitecustomize)."""
     auto = AutoRecorder(os.environ[ENV_DIR], int(os.environ.get(ENV_FLUSH_EVERY, "100")),
-                        os.environ.get(ENV_COUNT_EVAL, "0") == "1")
+                        os.environ.get(ENV_COUNT_EVAL, "0") == "1",
+                        int(os.environ.get(ENV_EVERY, "1")))
     auto._hooks.append(register_module_forward_pre_hook(auto.pre_forward))
     atexit.register(auto.close)
     return auto

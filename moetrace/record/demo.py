@@ -9,11 +9,11 @@ hook ends each step. Deterministic for a given seed, Python version and thread c
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import sysconfig
+import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import polars as pl
 import torch
 
 from moetrace.errors import ParameterError
+from moetrace.output import check_output, write_dir
 from moetrace.record.demo_model import DemoConfig, DemoMoEGPT, TopKRouter
 from moetrace.trace.read import read_trace
 from moetrace.trace.schema import EXPERT, LAYER, STEP, TOKENS, TraceMetadata
@@ -79,42 +80,57 @@ def learning_rate(step: int, steps: int, peak: float) -> float:
 def train_demo(out: str | Path | None, *, steps: int = 3000, seed: int = 0,
                config: DemoConfig = DemoConfig(), lr: float = 3e-3, flush_every: int = 100,
                threads: int = 1, corpus: torch.Tensor | None = None,
-               progress: Progress | None = None) -> DemoResult:
+               progress: Progress | None = None, force: bool = False,
+               every: int = 1) -> DemoResult:
     """Train the demo MoE GPT for ``steps`` optimizer steps, recording its loads into ``out``.
 
     ``out`` is a directory of ``rank=0/part-*.parquet`` files as the recorder writes them, or,
-    if it ends in ``.parquet``, one consolidated file written at the end. ``out=None`` trains
-    without recording (the benchmark's baseline). Torch runs on ``threads`` threads for the
-    call (one by default: the same numbers on every machine, and no thread contention).
+    if it ends in ``.parquet``, one consolidated file. Either appears complete at the end
+    (the output policy, moetrace.output: an existing ``out`` is replaced only with
+    ``force``). ``out=None`` trains without recording (the benchmark's baseline). Torch runs
+    on ``threads`` threads for the call (one by default: the same numbers on every machine,
+    and no thread contention).
     """
     if steps < 1:
         raise ParameterError(f"--steps must be at least 1, got {steps}")
+    if out is not None:
+        out = Path(out)
+        check_output(out, kind="file" if out.suffix == ".parquet" else "dir", force=force)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _train(out, steps, seed, config, lr, flush_every, corpus, progress)
+        with ExitStack() as stack:
+            parts_dir = None
+            if out is not None and out.suffix == ".parquet":
+                parts_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(
+                    prefix=f".{out.name}.parts-", dir=out.parent if out.parent.is_dir()
+                    else None)))
+            elif out is not None:
+                parts_dir = stack.enter_context(write_dir(out, force=force, command="demo"))
+            result = _train(parts_dir, steps, seed, config, lr, flush_every, corpus, progress,
+                            every)
+            if out is not None and out.suffix == ".parquet":
+                _consolidate(parts_dir, out, force)
+        return replace(result, path=out)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(out: str | Path | None, steps: int, seed: int, config: DemoConfig, lr: float,
+def _train(parts_dir: Path | None, steps: int, seed: int, config: DemoConfig, lr: float,
            flush_every: int, corpus: torch.Tensor | None,
-           progress: Progress | None) -> DemoResult:
+           progress: Progress | None, every: int = 1) -> DemoResult:
     data = stdlib_corpus() if corpus is None else corpus
     torch.manual_seed(seed)
     model = DemoMoEGPT(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     batches = torch.Generator().manual_seed(seed)
     offsets = torch.arange(config.seq_len + 1)
-    out = None if out is None else Path(out)
-    parts_dir = out
-    if out is not None and out.suffix == ".parquet":
-        parts_dir = out.with_name(f".{out.name}.parts-{os.getpid()}")
     recorder = handle = None
     losses, aux_losses, seconds = (np.zeros(steps) for _ in range(3))
     try:
         if parts_dir is not None:
-            recorder, handle = _start_recording(model, parts_dir, config, seed, flush_every)
+            recorder, handle = _start_recording(model, parts_dir, config, seed, flush_every,
+                                                every)
         for step in range(steps):
             start = time.perf_counter()
             for group in optimizer.param_groups:
@@ -130,24 +146,17 @@ def _train(out: str | Path | None, steps: int, seed: int, config: DemoConfig, lr
             losses[step], aux_losses[step] = lm.item(), aux.item()
             if progress is not None:
                 progress(step + 1, steps, losses[step])
-        if recorder is not None:
-            handle.remove()
-            recorder.close()
-            if parts_dir != out:
-                _consolidate(parts_dir, out)
     finally:
         if handle is not None:  # the optimizer-step hook is global: never leave it behind
             handle.remove()
         if recorder is not None:
             recorder.close()
-        if parts_dir is not None and parts_dir != out:
-            shutil.rmtree(parts_dir, ignore_errors=True)
-    return DemoResult(out, config, steps, seed, losses, aux_losses, seconds,
+    return DemoResult(parts_dir, config, steps, seed, losses, aux_losses, seconds,
                       corpus=f"{len(data)} bytes of Python standard-library source")
 
 
 def _start_recording(model: DemoMoEGPT, parts_dir: Path, config: DemoConfig, seed: int,
-                     flush_every: int):
+                     flush_every: int, every: int = 1):
     """A recorder on ``parts_dir`` attached to every router of ``model``, as a user would."""
     from moetrace.record import TraceRecorder, attach, from_indices
 
@@ -155,15 +164,16 @@ def _start_recording(model: DemoMoEGPT, parts_dir: Path, config: DemoConfig, see
         model="moetrace-demo-moe-gpt", n_layers=config.n_layers, n_experts=config.n_experts,
         top_k=config.top_k, tokens_per_step=config.tokens_per_step,
         extra={"demo_config": asdict(config), "seed": seed, "corpus": "python-stdlib"})
-    recorder = TraceRecorder(parts_dir, flush_every=flush_every, rank=0, metadata=metadata)
+    recorder = TraceRecorder(parts_dir, flush_every=flush_every, rank=0, metadata=metadata,
+                             every=every)
     reader = from_indices(lambda module, inputs, output: output[1], n_experts=config.n_experts)
     return recorder, attach(model, recorder, modules={TopKRouter: reader})
 
 
-def _consolidate(parts_dir: Path, dest: Path) -> None:
+def _consolidate(parts_dir: Path, dest: Path, force: bool) -> None:
     """Merge the recorder's part files into one canonical trace file, atomically."""
     trace = read_trace(parts_dir)
     frame = (trace.lazy.group_by(STEP, LAYER, EXPERT).agg(pl.col(TOKENS).sum())
              .sort(STEP, LAYER, EXPERT).collect())
     extra = {k: v for k, v in trace.metadata.extra.items() if k != "rank"}
-    write_trace(frame, dest, replace(trace.metadata, extra=extra))
+    write_trace(frame, dest, replace(trace.metadata, extra=extra), force=force)

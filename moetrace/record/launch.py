@@ -9,21 +9,19 @@ launcher starts (each writes ``DIR/rank=R/``). The child's exit status is passed
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from moetrace.errors import MoetraceError, OutputExistsError, ParameterError
+from moetrace.errors import MoetraceError, ParameterError
+from moetrace.output import check_output, discard, move_aside, restore
 from moetrace.record import autorecord
 from moetrace.record.recorder import eval_dir
 from moetrace.trace import Trace, read_trace
 
 SITECUSTOMIZE_DIR = Path(__file__).with_name("_autorecord")
-_RANK_DIR = re.compile(r"^rank=\d+$")
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ class RecordedRun:
     ranks: int
 
 
-def child_env(out_dir: Path, *, flush_every: int, count_eval: bool,
+def child_env(out_dir: Path, *, flush_every: int, count_eval: bool, every: int = 1,
               base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The command's environment: ours first on PYTHONPATH, the recording settings set."""
     env = dict(os.environ if base is None else base)
@@ -46,22 +44,8 @@ def child_env(out_dir: Path, *, flush_every: int, count_eval: bool,
     env[autorecord.ENV_DIR] = str(out_dir.resolve())
     env[autorecord.ENV_FLUSH_EVERY] = str(flush_every)
     env[autorecord.ENV_COUNT_EVAL] = "1" if count_eval else "0"
+    env[autorecord.ENV_EVERY] = str(every)
     return env
-
-
-def _clear(out_dir: Path, force: bool) -> None:
-    """Refuse to mix runs in one directory; with ``force`` remove a previous recording only."""
-    for path in (out_dir, eval_dir(out_dir)):
-        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-            continue
-        if not force:
-            raise OutputExistsError("exists already; pass --force to replace it", path=path)
-        foreign = [p.name for p in path.iterdir()] if path.is_dir() else [path.name]
-        foreign = [n for n in foreign if not _RANK_DIR.match(n) and not n.startswith(".")]
-        if foreign:
-            raise ParameterError(f"is not a recorded trace directory (holds {foreign[0]}); "
-                                 "refusing to replace it", path=path)
-        shutil.rmtree(path)
 
 
 def _wait(proc: subprocess.Popen) -> int:
@@ -79,22 +63,37 @@ def _wait(proc: subprocess.Popen) -> int:
 
 
 def record_command(command: Sequence[str], out_dir: str | Path, *, flush_every: int = 100,
-                   count_eval: bool = False, force: bool = False) -> RecordedRun:
-    """Run ``command`` with recording on into ``out_dir``; read back what it recorded."""
+                   count_eval: bool = False, every: int = 1,
+                   force: bool = False) -> RecordedRun:
+    """Run ``command`` with recording on into ``out_dir``; read back what it recorded.
+
+    A recording is written in place as it grows (so a killed job leaves its parts). With
+    ``force`` a previous recording (a directory moetrace wrote) is moved aside first and
+    deleted once the new one holds parts; if the command records nothing it is put back.
+    """
     if not command:
         raise ParameterError("no command to record: put it after --")
     if flush_every < 1:
         raise ParameterError(f"--flush-every must be at least 1, got {flush_every}")
+    if every < 1:
+        raise ParameterError(f"--every must be at least 1, got {every}")
     out_dir = Path(out_dir)
-    _clear(out_dir, force)
-    env = child_env(out_dir, flush_every=flush_every, count_eval=count_eval)
+    targets = [out_dir] + ([eval_dir(out_dir)] if count_eval else [])
+    for path in targets:
+        check_output(path, kind="dir", force=force)
+    asides = [(path, move_aside(path, force=force)) for path in targets]
+    env = child_env(out_dir, flush_every=flush_every, count_eval=count_eval, every=every)
     try:
         proc = subprocess.Popen(list(command), env=env)
     except (FileNotFoundError, PermissionError) as exc:
+        for path, aside in asides:
+            restore(aside, path)
         raise ParameterError(f"cannot run {command[0]!r}: {exc.strerror}") from None
     code = _wait(proc)
     ranks = sum(1 for p in out_dir.glob("rank=*") if any(p.glob("part-*.parquet"))) \
         if out_dir.is_dir() else 0
+    for path, aside in asides:
+        (discard(aside) if ranks else restore(aside, path))
     if ranks == 0:
         return RecordedRun(code, out_dir, None, "no MoE layer was recorded (is the model one "
                            "of the known frameworks, and did it run a training step?)", 0)

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 import moetrace
-from moetrace.atomic import atomic_dir
+from moetrace.output import check_output, write_dir
 from moetrace.backtest import DEFAULT_MIN_HISTORY, BacktestResult, Progress, backtest
-from moetrace.errors import OutputExistsError, ParameterError
-from moetrace.predictors.base import REGISTRY, PredictorOptions
+from moetrace.defaults import HORIZONS, STATE_WINDOW
+from moetrace.predictors.base import PredictorOptions, select_predictors
 from moetrace.report import paper
 from moetrace.report.document import report_blocks
 from moetrace.report.figures import write_figures
@@ -28,7 +28,9 @@ from moetrace.report.results import SCHEMA_NAME, SCHEMA_VERSION, STATES, Row, su
 from moetrace.states import Analysis, analyze_loads
 from moetrace.trace import Trace, read_trace
 
-DEFAULT_HORIZONS = (1000, 2000)
+DEFAULT_HORIZONS = HORIZONS
+#: Predictors a report backtests when none are named (those whose extra is missing are left
+#: out with a note).
 DEFAULT_PREDICTORS = ("sw_avg", "arima", "lstm", "naive")
 
 
@@ -42,37 +44,41 @@ class Report:
 
 
 def build_report(trace: str | Path, out: str | Path, *,
-                 predictors: Sequence[str] = DEFAULT_PREDICTORS,
+                 predictors: Sequence[str] | str | None = None,
                  horizons: Sequence[int] = DEFAULT_HORIZONS, stride: int | None = None,
                  n_origins: int | None = None, min_history: int = DEFAULT_MIN_HISTORY,
                  options: PredictorOptions | None = None, train_trace: str | None = None,
-                 force: bool = False, command: str = "", progress: Progress | None = None
-                 ) -> Report:
-    """Backtest ``predictors`` on ``trace`` at ``horizons`` and write the report to ``out``."""
+                 force: bool = False, command: str = "", progress: Progress | None = None,
+                 state_window: int = STATE_WINDOW) -> Report:
+    """Backtest ``predictors`` on ``trace`` at ``horizons`` and write the report to ``out``.
+
+    ``predictors`` as :func:`select_predictors` takes them (None: the default set).
+    ``state_window`` is the window of the state analysis that labels each origin.
+    """
     out = Path(out)
-    if out.exists() and not force:  # fail before minutes of work, not after
-        raise OutputExistsError("exists already; pass --force to replace it", path=out)
-    unknown = [name for name in predictors if name not in REGISTRY]
-    if unknown:
-        raise ParameterError(f"unknown predictor '{unknown[0]}' (known: "
-                             f"{', '.join(sorted(REGISTRY))})")
+    inputs = [trace] + ([train_trace] if train_trace else [])
+    check_output(out, kind="dir", inputs=inputs, force=force)  # before minutes of work
+    selection = select_predictors(predictors, DEFAULT_PREDICTORS)
     options = options or PredictorOptions()
     opened = read_trace(trace)
     loads = opened.loads()
-    analysis = analyze_loads(loads, top_k=opened.metadata.top_k or 1)
-    result = backtest(loads, list(predictors), horizons, options=options,
+    analysis = analyze_loads(loads, window=state_window, top_k=opened.metadata.top_k or 1,
+                             option="--state-window")
+    result = backtest(loads, list(selection.names), horizons, options=options,
                       stable=analysis.stable, stride=stride, n_origins=n_origins,
                       min_history=min_history, progress=progress)
     floors = noise_floors(analysis)
     rows = summarize(result, floors)
     parameters = {
         "predictors": list(result.predictors), "horizons": list(result.horizons),
+        "skipped": [{"predictor": n, "reason": r} for n, r in selection.skipped],
+        "state_window": state_window,
         "stride": stride, "n_origins": None if stride else (n_origins or len(result.origins)),
         "min_history": min_history, "window": options.window, "bucket": options.bucket,
         "order": list(options.order) if options.order else None, "seed": options.seed,
         "train_trace": train_trace, "command": command,
     }
-    with atomic_dir(out, force=force) as tmp:
+    with write_dir(out, inputs=inputs, force=force, command=command) as tmp:
         figures = write_figures(tmp / "figures", result, loads, rows,
                                 stable_from=analysis.model_stable_from, floors=floors)
         doc = report_document(opened, analysis, result, rows, parameters,

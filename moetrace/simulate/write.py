@@ -22,7 +22,7 @@ _ROWS_PER_CHUNK = 2_000_000
 def simulate_trace(out: str | Path, *, preset: str, steps: int | None = None, seed: int = 0,
                    layers: int | None = None, experts: int | None = None,
                    top_k: int | None = None, tokens_per_step: int | None = None,
-                   **scenario: Any) -> Path:
+                   force: bool = False, **scenario: Any) -> Path:
     """Simulate a preset (shape overrides and scenario knobs as in ``make_config``) to ``out``.
 
     The file appears atomically; its metadata ``extra`` holds the seed, the resolved config,
@@ -37,7 +37,7 @@ def simulate_trace(out: str | Path, *, preset: str, steps: int | None = None, se
         extra={"preset": preset, "seed": seed, "config": asdict(config), **truth.to_extra()})
     rows_per_step = config.n_layers * config.n_experts
     chunk = max(1, _ROWS_PER_CHUNK // (rows_per_step * STREAM_STEPS)) * STREAM_STEPS
-    with TraceWriter(out, metadata) as writer:
+    with TraceWriter(out, metadata, force=force) as writer:
         for first, counts in iter_counts(config, seed, chunk_steps=chunk):
             writer.write(_long_rows(first, counts))
     return Path(out)

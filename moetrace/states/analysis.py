@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from moetrace.defaults import SENSITIVITY as DEFAULT_SENSITIVITY
+from moetrace.defaults import STABLE_RATIO as DEFAULT_STABLE_RATIO
+from moetrace.defaults import STATE_WINDOW as DEFAULT_WINDOW
 from moetrace.errors import ParameterError
 from moetrace.states import noise, stats
 from moetrace.states.noise import NoiseFloor
@@ -25,11 +28,6 @@ from moetrace.states.segment import (
 )
 from moetrace.trace.shares import Loads
 
-DEFAULT_WINDOW = 100
-DEFAULT_SENSITIVITY = 1.0
-#: a window is "as quiet as noise" when its share variance is at most this multiple of the
-#: layer's noise variance
-DEFAULT_STABLE_RATIO = 2.0
 STATES = (TRANSIENT, STABLE, "all")
 _TINY = 1e-300
 
@@ -62,13 +60,22 @@ class Analysis:
     stable: np.ndarray  # (L, T) bool: the layer is in the stable state at that step
     model_stable_from: int | None
     model_segments: list[Segment]
-    window: int
+    window: int  # training steps
     sensitivity: float
     stable_ratio: float
     top_k: int
     window_steps: np.ndarray  # (W,) the centre step of each window
+    interval: int  # the trace's sampling interval in training steps
     window_stats: dict[str, np.ndarray] = field(repr=False)  # name -> (L, W), see WINDOW_STATS
     step_stats: dict[str, np.ndarray] = field(repr=False)  # name -> (L, T), see STEP_STATS
+
+    def describe_steps(self) -> str:
+        """"5,000 steps", or for a sampled trace "5,001 training steps (501 samples, every 10)"."""
+        span = int(self.steps[-1] - self.steps[0]) + self.interval
+        if self.interval == 1 and span == len(self.steps):
+            return f"{len(self.steps):,} steps"
+        return (f"{span:,} training steps ({len(self.steps):,} samples, every "
+                f"{self.interval:,})")
 
     @property
     def verdict(self) -> str:
@@ -88,35 +95,45 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def check_parameters(n_steps: int, window: int, sensitivity: float, stable_ratio: float,
-                     top_k: int) -> None:
-    """Raise ParameterError for settings the data cannot support."""
+def check_parameters(loads: Loads, window: int, sensitivity: float, stable_ratio: float,
+                     top_k: int, option: str = "--window") -> int:
+    """Raise ParameterError for settings the data cannot support; the window in samples."""
     if window < 2:
-        raise ParameterError(f"--window must be at least 2 steps, got {window}")
-    if n_steps < window:
-        raise ParameterError(f"the trace has {n_steps} steps, fewer than the window of {window}; "
-                             "pass a smaller --window")
+        raise ParameterError(f"{option} must be at least 2 steps, got {window}")
+    w = loads.samples(window)
+    if w < 2:
+        raise ParameterError(f"{option} {window} steps holds {w} sample at this trace's sampling "
+                             f"interval of {loads.interval} steps; give at least "
+                             f"{2 * loads.interval} steps")
+    if loads.n_steps < w:
+        raise ParameterError(f"the trace covers {loads.span:,} steps ({loads.n_steps} samples), "
+                             f"fewer than the state window of {window} steps ({w} samples); "
+                             f"pass a smaller {option}")
     if not sensitivity > 0:
         raise ParameterError(f"--sensitivity must be positive, got {sensitivity}")
     if not stable_ratio > 1:
         raise ParameterError(f"--stable-ratio must be above 1, got {stable_ratio}")
     if top_k < 1:
         raise ParameterError(f"top-k must be at least 1, got {top_k}")
+    return w
 
 
 def analyze_loads(loads: Loads, *, window: int = DEFAULT_WINDOW,
                   sensitivity: float = DEFAULT_SENSITIVITY,
                   stable_ratio: float = DEFAULT_STABLE_RATIO, top_k: int = 1,
-                  progress: Callable[[int, int], None] | None = None) -> Analysis:
+                  progress: Callable[[int, int], None] | None = None,
+                  option: str = "--window") -> Analysis:
     """Segment every layer of ``loads`` into transient and stable states and measure each.
 
-    ``progress(done, total)`` is called after each layer.
+    ``window`` is in training steps (it holds ``loads.samples(window)`` rows of a sampled
+    trace). ``progress(done, total)`` is called after each layer; ``option`` names the
+    window's option in error messages.
     """
     n_layers, n_steps, _ = loads.counts.shape
-    check_parameters(n_steps, window, sensitivity, stable_ratio, top_k)
-    stride = max(1, window // 4)
-    starts = np.arange(0, n_steps - window + 1)
-    centres = starts + window // 2
+    w = check_parameters(loads, window, sensitivity, stable_ratio, top_k, option)
+    stride = max(1, w // 4)
+    starts = np.arange(0, n_steps - w + 1)
+    centres = starts + w // 2
     picked = np.unique(np.append(np.arange(0, len(starts), stride), len(starts) - 1))
     stable = np.zeros((n_layers, n_steps), dtype=bool)
     window_stats = {k: np.empty((n_layers, len(starts))) for k in WINDOW_STATS}
@@ -127,12 +144,12 @@ def analyze_loads(loads: Loads, *, window: int = DEFAULT_WINDOW,
         if (counts.sum(axis=1) == 0).any():
             step = int(loads.steps[int(np.argmax(counts.sum(axis=1) == 0))])
             raise ParameterError(f"layer {loads.layers[i]} routes no tokens at step {step}")
-        scale, half_sq = _layer_statistics(counts, window, top_k, stable_ratio, window_stats,
+        scale, half_sq = _layer_statistics(counts, w, top_k, stable_ratio, window_stats,
                                            step_stats, i)
         point_stable = stable_points(window_stats["excess"][i, picked],
-                                     lag=-(-window // stride), sensitivity=sensitivity,
+                                     lag=-(-w // stride), sensitivity=sensitivity,
                                      stable_ratio=stable_ratio)
-        stable[i] = step_labels(point_stable, starts[picked], window, n_steps)
+        stable[i] = step_labels(point_stable, starts[picked], w, n_steps)
         layers.append(_summarize_layer(loads, i, stable[i], stable[i, centres], half_sq,
                                        window_stats, step_stats, scale))
         del half_sq
@@ -143,6 +160,7 @@ def analyze_loads(loads: Loads, *, window: int = DEFAULT_WINDOW,
         steps=loads.steps, layers=layers, stable=stable,
         model_stable_from=stable_from(model_segments), model_segments=model_segments,
         window=window, sensitivity=sensitivity, stable_ratio=stable_ratio, top_k=top_k,
+        interval=loads.interval,
         window_steps=loads.steps[centres], window_stats=window_stats, step_stats=step_stats)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from moetrace.atomic import atomic_dir, atomic_file
+from moetrace.output import write_dir, write_file
 from moetrace.states.analysis import Analysis, LayerAnalysis
 from moetrace.states.segment import STABLE, TRANSIENT, Segment
 from moetrace.trace.shares import Loads
@@ -64,9 +64,10 @@ def to_json_dict(analysis: Analysis, trace: str | None = None) -> dict[str, Any]
     }
 
 
-def write_json(analysis: Analysis, path: str | Path, trace: str | None = None) -> Path:
-    """Write :func:`to_json_dict` to ``path`` atomically."""
-    with atomic_file(path) as tmp:
+def write_json(analysis: Analysis, path: str | Path, trace: str | None = None, *,
+               force: bool = False) -> Path:
+    """Write :func:`to_json_dict` to ``path`` atomically (output policy: moetrace.output)."""
+    with write_file(path, inputs=[trace] if trace else (), force=force) as tmp:
         tmp.write_text(json.dumps(to_json_dict(analysis, trace), indent=2) + "\n")
     return Path(path)
 
@@ -97,11 +98,11 @@ def windows_frame(analysis: Analysis) -> pl.DataFrame:
 
 
 def write_out_dir(analysis: Analysis, loads: Loads, out: str | Path, *,
-                  force: bool = False) -> Path:
+                  force: bool = False, trace: str | None = None) -> Path:
     """Write the Parquet tables and the per-layer figures into ``out``, all or nothing."""
     from moetrace.states.figures import layer_figure
 
-    with atomic_dir(out, force=force) as tmp:
+    with write_dir(out, inputs=[trace] if trace else (), force=force) as tmp:
         states_frame(analysis).write_parquet(tmp / "states.parquet")
         windows_frame(analysis).write_parquet(tmp / "windows.parquet")
         (tmp / "figures").mkdir()

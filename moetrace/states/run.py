@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from moetrace.errors import OutputExistsError
+from moetrace.output import check_output
 from moetrace.states.analysis import Analysis, analyze_loads
 from moetrace.states.export import write_json, write_out_dir
 from moetrace.trace import Trace, read_trace
@@ -23,16 +23,18 @@ def analyze_trace(path: str | Path, *, json_path: str | Path | None = None,
                   **options) -> Analysis:
     """Read the trace at ``path``, analyze it, and write the JSON and --out directory if asked.
 
-    An existing ``out_dir`` is refused (before any work) unless ``force`` is set.
+    Outputs follow the output policy (moetrace.output), checked before any work.
     """
-    if out_dir is not None and Path(out_dir).exists() and not force:
-        raise OutputExistsError("exists already; pass --force to replace it", path=out_dir)
+    if json_path is not None:
+        check_output(json_path, kind="file", inputs=[path], force=force)
+    if out_dir is not None:
+        check_output(out_dir, kind="dir", inputs=[path], force=force)
     trace = read_trace(path)
     options.setdefault("top_k", trace.metadata.top_k or 1)
     loads = trace.loads()
     analysis = analyze_loads(loads, progress=progress, **options)
     if json_path is not None:
-        write_json(analysis, json_path, trace=str(path))
+        write_json(analysis, json_path, trace=str(path), force=force)
     if out_dir is not None:
-        write_out_dir(analysis, loads, out_dir, force=force)
+        write_out_dir(analysis, loads, out_dir, force=force, trace=str(path))
     return analysis

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TRANSIENT, STABLE = "transient", "stable"
+from moetrace.defaults import STABLE, TRANSIENT  # noqa: F401  (re-exported)
+
 _MAD_TO_SD = 1.4826  # median absolute deviation -> standard deviation of a normal
 
 

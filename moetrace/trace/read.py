@@ -1,31 +1,43 @@
 """The lazy trace reader: one file, a glob, a directory of parts or hive rank partitions.
 
-``read_trace`` validates the whole trace in one aggregating pass (no rows are kept in memory)
-and returns a :class:`Trace`: the lazy long frame, its dimensions, metadata and a small
+``read_trace`` validates the whole trace in one pass over its row groups, read with pyarrow
+so that the page checksums moetrace writes are verified (no rows are kept in memory), and
+returns a :class:`Trace`: the lazy long frame, its dimensions, metadata and a small
 per-(step, layer) summary. Dense arrays come from :meth:`Trace.loads`, a step range at a time.
+A trace is read exactly as written or refused: every problem is a :class:`TraceError` naming
+the file, and so is any error the Parquet libraries raise while reading it.
 """
 
 from __future__ import annotations
 
-import glob as globlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moetrace.errors import TraceError, first_line
+from moetrace.paths import expand, is_pattern
 from moetrace.trace.schema import (
     EXPERT,
-    KEY_COLUMNS,
+    INTEGRITY_KEY,
     LAYER,
+    MAX_EXPERTS,
+    MAX_LAYERS,
+    MAX_RANK,
+    MAX_STEP,
+    MAX_TOKENS,
     METADATA_KEY,
     RANK,
     STEP,
     TOKENS,
+    Integrity,
     TraceMetadata,
 )
 from moetrace.trace.shares import Loads
@@ -33,6 +45,7 @@ from moetrace.trace.shares import Loads
 _HIVE_RANK = re.compile(r"^rank=(\d+)$")
 _WIDE_EXPERT = re.compile(r"^(?:expert_?|e)?(\d+)$")
 _STEP_CHUNK_ROWS = 8_000_000  # rows gathered per pass when filling dense arrays
+_BATCH_ROWS = 4_000_000  # rows per record batch of the validation pass
 
 
 @dataclass(frozen=True)
@@ -40,12 +53,16 @@ class Trace:
     """A validated trace: lazy rows plus what is known about them without loading them."""
 
     path: str
-    lazy: pl.LazyFrame  # canonical long rows: step, layer, expert, tokens (ranks summed on load)
+    lazy: pl.LazyFrame  # canonical long rows: step, layer, expert, tokens[, rank] (not summed)
     metadata: TraceMetadata
     n_layers: int
     n_experts: int
     has_rank: bool
     step_totals: pl.DataFrame  # one row per (step, layer): tokens routed in total, sorted
+    files: tuple[Path, ...] = ()
+    #: whether every file carries page checksums (written by moetrace): corruption of its
+    #: data is then detected on read; a foreign file's corruption cannot be.
+    checksummed: bool = False
 
     @cached_property
     def steps(self) -> np.ndarray:
@@ -63,9 +80,23 @@ class Trace:
         jumps = np.nonzero(np.diff(steps) > 1)[0]
         return [(int(steps[i] + 1), int(steps[i + 1] - 1)) for i in jumps]
 
+    @cached_property
+    def _totals(self) -> np.ndarray:
+        """(L, T) tokens per layer and step, from the validation pass."""
+        t = np.searchsorted(self.steps, self.step_totals.get_column(STEP).to_numpy())
+        out = np.zeros((self.n_layers, self.n_steps), dtype=np.int64)
+        out[self.step_totals.get_column(LAYER).to_numpy(), t] = \
+            self.step_totals.get_column(TOKENS).to_numpy()
+        return out
+
     def loads(self, layers: list[int] | None = None, start: int | None = None,
               stop: int | None = None) -> Loads:
-        """Dense token counts for ``layers`` over steps ``start <= step <= stop`` (inclusive)."""
+        """Dense token counts for ``layers`` over steps ``start <= step <= stop`` (inclusive).
+
+        Counts of several ranks add up in integers (exact; validation bounds every step's
+        total). What is gathered is checked against the validation pass's totals, so a file
+        that changed since :func:`read_trace` opened it is refused rather than misread.
+        """
         layer_ids = tuple(range(self.n_layers)) if layers is None else tuple(int(x) for x in layers)
         bad = [x for x in layer_ids if not 0 <= x < self.n_layers]
         if bad:
@@ -82,49 +113,73 @@ class Trace:
         layer_pos[list(layer_ids)] = np.arange(len(layer_ids))
         rows_per_step = max(1, len(self.step_totals) // max(1, self.n_steps)) * self.n_experts
         chunk = max(1, _STEP_CHUNK_ROWS // rows_per_step)
-        for i in range(0, len(steps), chunk):
-            part = steps[i:i + chunk]
-            frame = (
-                self.lazy.filter(pl.col(STEP).is_between(int(part[0]), int(part[-1])))
-                .filter(pl.col(LAYER).is_in(list(layer_ids)))
-                .select(STEP, LAYER, EXPERT, TOKENS)
-                .collect()
-            )
-            t = np.searchsorted(part, frame.get_column(STEP).to_numpy())
-            flat = (layer_pos[frame.get_column(LAYER).to_numpy()] * len(part) + t) * self.n_experts
-            flat += frame.get_column(EXPERT).to_numpy()
-            tokens = frame.get_column(TOKENS).to_numpy()
-            size = len(layer_ids) * len(part) * self.n_experts
-            if self.has_rank:  # partial counts of several ranks add up
-                block = np.bincount(flat, weights=tokens, minlength=size).astype(np.int64)
-            else:
-                block = np.zeros(size, dtype=np.int64)
-                block[flat] = tokens
-            counts[:, i:i + chunk] = block.reshape(len(layer_ids), len(part), self.n_experts)
+        with reading(self.path):
+            for i in range(0, len(steps), chunk):
+                part = steps[i:i + chunk]
+                frame = (
+                    self.lazy.filter(pl.col(STEP).is_between(int(part[0]), int(part[-1])))
+                    .filter(pl.col(LAYER).is_in(list(layer_ids)))
+                    .select(STEP, LAYER, EXPERT, TOKENS)
+                    .collect()
+                )
+                t = np.searchsorted(part, frame.get_column(STEP).to_numpy())
+                flat = (layer_pos[frame.get_column(LAYER).to_numpy()] * len(part) + t)
+                flat = flat * self.n_experts + frame.get_column(EXPERT).to_numpy()
+                block = np.zeros(len(layer_ids) * len(part) * self.n_experts, dtype=np.int64)
+                np.add.at(block, flat, frame.get_column(TOKENS).to_numpy().astype(np.int64))
+                counts[:, i:i + chunk] = block.reshape(len(layer_ids), len(part), self.n_experts)
+        if not np.array_equal(counts.sum(axis=2), self._totals[list(layer_ids), lo:hi]):
+            raise TraceError("its rows changed since it was opened, or it is corrupt: the "
+                             "counts read do not add up to the validated totals", path=self.path)
         return Loads(steps, counts, layer_ids)
+
+
+@contextmanager
+def reading(label: str | Path) -> Iterator[None]:
+    """Any error of the Parquet libraries while reading is bad input about ``label``."""
+    try:
+        yield
+    except TraceError:
+        raise
+    except (pl.exceptions.PolarsError, pa.ArrowException, OSError, ValueError,
+            OverflowError, MemoryError) as exc:
+        raise TraceError(f"cannot be read (truncated or corrupt?): {first_line(exc)}",
+                         path=label) from None
+    except pl.exceptions.PanicException as exc:  # a BaseException, not an Exception
+        raise TraceError(f"cannot be read (the Parquet reader failed on it): "
+                         f"{first_line(exc)}", path=label) from None
 
 
 def read_trace(path: str | Path) -> Trace:
     """Open and validate a trace; raise :class:`TraceError` naming the file and the problem."""
     label = str(path)
-    files = _resolve_files(label)
-    metadata = TraceMetadata()
+    files = resolve_files(label)
+    metadata, checksummed = TraceMetadata(), True
+    plans = []
     for file in files:
-        found = _check_parquet_file(file)
+        found, integrity = _check_parquet_file(file)
+        checksummed = checksummed and integrity is not None and integrity.page_checksums
         if found is not None and metadata == TraceMetadata():
             metadata = found
-    lazy, has_rank = _scan(files, label)
-    summary = _summarize(lazy, has_rank, label)
+        plans.append(_Plan.of(file))
+    has_rank = any(p.rank is not None for p in plans)
+    summary = _summarize(plans, has_rank, label)
     n_layers, n_experts = _dimensions(summary, metadata, label)
     step_totals = (
         summary.group_by(STEP, LAYER).agg(pl.col(TOKENS).sum()).sort(STEP, LAYER)
     )
     _check_totals(step_totals, n_layers, label)
-    return Trace(label, lazy, metadata, n_layers, n_experts, has_rank, step_totals)
+    lazy = _scan(plans, has_rank, label)
+    return Trace(label, lazy, metadata, n_layers, n_experts, has_rank, step_totals,
+                 tuple(files), checksummed)
 
 
-def _resolve_files(label: str) -> list[Path]:
-    """The Parquet files behind a path: itself, a glob's matches, or a directory's parts."""
+def resolve_files(label: str) -> list[Path]:
+    """The Parquet files behind a path: itself, a directory's parts, or a glob's matches.
+
+    A path that exists is taken literally (``run[1].parquet`` is that file); only a path that
+    does not exist may be a pattern (docs/trace-format.md).
+    """
     path = Path(label)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.parquet") if not _hidden(p, path))
@@ -133,8 +188,8 @@ def _resolve_files(label: str) -> list[Path]:
         return files
     if path.is_file():
         return [path]
-    if any(ch in label for ch in "*?["):
-        files = sorted(Path(p) for p in globlib.glob(label, recursive=True) if Path(p).is_file())
+    if is_pattern(label):
+        files = [p for p in expand(label) if p.is_file()]
         if not files:
             raise TraceError("no files match this pattern", path=label)
         return files
@@ -146,8 +201,9 @@ def _hidden(file: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in file.relative_to(root).parts)
 
 
-def _check_parquet_file(file: Path) -> TraceMetadata | None:
-    """Fail early on empty, non-Parquet or truncated files; return the stored metadata if any."""
+def _check_parquet_file(file: Path) -> tuple[TraceMetadata | None, Integrity | None]:
+    """Fail early on empty, non-Parquet or truncated files; the stored metadata and integrity
+    record, if any (a moetrace file's metadata must match the checksum stored with it)."""
     if file.stat().st_size == 0:
         raise TraceError("empty file (0 bytes), not a Parquet trace", path=file)
     try:
@@ -155,70 +211,98 @@ def _check_parquet_file(file: Path) -> TraceMetadata | None:
     except Exception as exc:  # pyarrow raises several types for foreign or cut-off files
         raise TraceError(f"not a readable Parquet file (not Parquet, truncated or corrupt): "
                          f"{first_line(exc)}", path=file) from None
-    raw = (meta.metadata or {}).get(METADATA_KEY.encode())
+    stored = meta.metadata or {}
+    raw = stored.get(METADATA_KEY.encode())
+    integrity = None
+    if INTEGRITY_KEY.encode() in stored:
+        try:
+            integrity = Integrity.from_json(stored[INTEGRITY_KEY.encode()])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise TraceError(f"unreadable '{INTEGRITY_KEY}' record (corrupt?): "
+                             f"{first_line(exc)}", path=file) from None
+        if not integrity.matches(raw):
+            raise TraceError(f"its '{METADATA_KEY}' metadata does not match the checksum "
+                             "stored with it: the file is corrupt", path=file)
     if raw is None:
-        return None
+        return None, integrity
     try:
-        return TraceMetadata.from_json(raw)
+        return TraceMetadata.from_json(raw), integrity
     except (ValueError, TypeError) as exc:
         raise TraceError(f"unreadable '{METADATA_KEY}' metadata: {first_line(exc)}",
                          path=file) from None
 
 
-def _scan(files: list[Path], label: str) -> tuple[pl.LazyFrame, bool]:
-    """One lazy long frame over all files, with ``rank`` from the data or from ``rank=R`` dirs."""
-    frames = []
-    has_rank = False
-    for file in files:
-        lazy = _to_long(pl.scan_parquet(file), file)
-        names = lazy.collect_schema().names()
+@dataclass(frozen=True)
+class _Plan:
+    """How one file's rows become canonical long rows: its layout, checked once from its
+    schema, and the rank its directory gives (``rank=R/``)."""
+
+    file: Path
+    schema: pl.Schema
+    wide: tuple[str, ...]  # expert columns of a wide file; empty for the long layout
+    rank: int | None  # from the data's own column (-1) or from a rank=R directory
+    float_tokens: bool
+
+    @classmethod
+    def of(cls, file: Path) -> "_Plan":
+        with reading(file):
+            schema = pl.scan_parquet(file, glob=False).collect_schema()
+        names = schema.names()
+        for col in (STEP, LAYER):
+            if col not in names:
+                raise TraceError(f"missing required column '{col}' (columns: "
+                                 f"{', '.join(names)})", path=file)
+        wide: list[str] = []
+        if EXPERT not in names or TOKENS not in names:
+            wide = [n for n in names if n not in (STEP, LAYER, RANK) and _WIDE_EXPERT.match(n)]
+            if EXPERT in names or TOKENS in names or not wide:
+                missing = EXPERT if EXPERT not in names else TOKENS
+                raise TraceError(f"missing required column '{missing}' "
+                                 f"(columns: {', '.join(names)})", path=file)
+            for n in wide:
+                _check_count_type(n, schema[n], file)
+            bad = [n for n in wide if int(_WIDE_EXPERT.match(n).group(1)) >= MAX_EXPERTS]
+            if bad:
+                raise TraceError(f"expert column '{bad[0]}' is past the largest expert id "
+                                 f"{MAX_EXPERTS - 1}", path=file)
+            float_tokens = any(schema[n].is_float() for n in wide)
+        else:
+            float_tokens = schema[TOKENS].is_float()
+        for col in (STEP, LAYER) + ((EXPERT,) if not wide else ()) + \
+                ((RANK,) if RANK in names else ()):
+            if not schema[col].is_integer():
+                raise TraceError(f"column '{col}' must hold integers, found {schema[col]}",
+                                 path=file)
+        if not wide:
+            _check_count_type(TOKENS, schema[TOKENS], file)
+        rank = -1 if RANK in names else None
         hive = [m for part in file.parts if (m := _HIVE_RANK.match(part))]
-        if RANK in names:
-            has_rank = True
-        elif hive:
-            lazy = lazy.with_columns(pl.lit(int(hive[-1].group(1)), dtype=pl.Int32).alias(RANK))
-            has_rank = True
-        frames.append(lazy)
-    if has_rank:
-        frames = [f if RANK in f.collect_schema().names()
-                  else f.with_columns(pl.lit(0, dtype=pl.Int32).alias(RANK)) for f in frames]
-    cols = [*KEY_COLUMNS, TOKENS] + ([RANK] if has_rank else [])
-    try:
-        lazy = pl.concat([f.select(cols) for f in frames], how="vertical_relaxed")
-    except pl.exceptions.PolarsError as exc:
-        raise TraceError(f"part files do not agree on columns or types: {first_line(exc)}",
-                         path=label) from None
-    return lazy, has_rank
+        if rank is None and hive:
+            rank = int(hive[-1].group(1))
+            if rank > MAX_RANK:
+                raise TraceError(f"rank directory 'rank={rank}' is past the largest rank "
+                                 f"{MAX_RANK}", path=file)
+        return cls(file, schema, tuple(wide), rank, float_tokens)
 
-
-def _to_long(lazy: pl.LazyFrame, file: Path) -> pl.LazyFrame:
-    """Check columns and types; turn the wide layout (one column per expert) into long rows."""
-    schema = lazy.collect_schema()
-    names = schema.names()
-    for col in (STEP, LAYER):
-        if col not in names:
-            raise TraceError(f"missing required column '{col}' (columns: {', '.join(names)})",
-                             path=file)
-    if EXPERT not in names or TOKENS not in names:
-        wide = [n for n in names if n not in (STEP, LAYER, RANK) and _WIDE_EXPERT.match(n)]
-        if EXPERT in names or TOKENS in names or not wide:
-            missing = EXPERT if EXPERT not in names else TOKENS
-            raise TraceError(f"missing required column '{missing}' "
-                             f"(columns: {', '.join(names)})", path=file)
-        for n in wide:
-            _check_count_type(n, schema[n], file)
-        index = [c for c in (STEP, LAYER, RANK) if c in names]
-        lazy = lazy.unpivot(on=wide, index=index, variable_name=EXPERT, value_name=TOKENS)
-        lazy = lazy.with_columns(
-            pl.col(EXPERT).str.extract(r"(\d+)$").cast(pl.Int32), pl.col(TOKENS).cast(pl.Float64)
-            if any(schema[n].is_float() for n in wide) else pl.col(TOKENS).cast(pl.Int64))
-        schema = lazy.collect_schema()
-    for col in (STEP, LAYER, EXPERT) + ((RANK,) if RANK in names else ()):
-        if not schema[col].is_integer():
-            raise TraceError(f"column '{col}' must hold integers, found {schema[col]}", path=file)
-    _check_count_type(TOKENS, schema[TOKENS], file)
-    return lazy.with_columns(pl.col(STEP).cast(pl.Int64), pl.col(LAYER).cast(pl.Int32),
-                             pl.col(EXPERT).cast(pl.Int32))
+    def long(self, frame: pl.LazyFrame, has_rank: bool) -> pl.LazyFrame:
+        """This file's rows as step, layer, expert, tokens (native type)[, rank]."""
+        if self.wide:
+            index = [c for c in (STEP, LAYER, RANK) if c in self.schema.names()]
+            if self.float_tokens:
+                frame = frame.with_columns(pl.col(list(self.wide)).cast(pl.Float64))
+            else:
+                supertype = pl.UInt64 if any(self.schema[n] == pl.UInt64 for n in self.wide) \
+                    else pl.Int64
+                frame = frame.with_columns(pl.col(list(self.wide)).cast(supertype))
+            frame = frame.unpivot(on=list(self.wide), index=index, variable_name=EXPERT,
+                                  value_name=TOKENS)
+            frame = frame.with_columns(pl.col(EXPERT).str.extract(r"(\d+)$").cast(pl.Int64))
+        cols = [pl.col(STEP).cast(pl.Int64), pl.col(LAYER).cast(pl.Int64),
+                pl.col(EXPERT).cast(pl.Int64), pl.col(TOKENS)]
+        if has_rank:
+            cols.append(pl.col(RANK).cast(pl.Int64) if self.rank == -1
+                        else pl.lit(self.rank or 0, dtype=pl.Int64).alias(RANK))
+        return frame.select(cols)
 
 
 def _check_count_type(name: str, dtype: pl.DataType, file: Path) -> None:
@@ -227,47 +311,90 @@ def _check_count_type(name: str, dtype: pl.DataType, file: Path) -> None:
                          path=file)
 
 
-def _summarize(lazy: pl.LazyFrame, has_rank: bool, label: str) -> pl.DataFrame:
-    """One streaming pass: per (step, layer[, rank]) row counts, token sums and checks.
+def _scan(plans: list[_Plan], has_rank: bool, label: str) -> pl.LazyFrame:
+    """One lazy long frame over all files (validated, so the narrowing casts are safe)."""
+    frames = [plan.long(pl.scan_parquet(plan.file, glob=False), has_rank).with_columns(
+        pl.col(LAYER).cast(pl.Int32), pl.col(EXPERT).cast(pl.Int32),
+        pl.col(TOKENS).cast(pl.Int64)) for plan in plans]
+    with reading(label):
+        return pl.concat(frames, how="vertical")
 
-    Distinct experts per group are counted with 64-bit masks per block of 64 experts (OR of
-    2**(expert % 64)), which finds duplicate rows in constant memory, unlike ``n_unique``.
-    """
+
+def _batches(plan: _Plan) -> Iterator[pl.DataFrame]:
+    """The file's rows in record batches, pages verified against their checksums."""
+    with reading(plan.file):
+        parquet = pq.ParquetFile(plan.file, page_checksum_verification=True)
+        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
+            yield pl.from_arrow(pa.Table.from_batches([batch]))
+
+
+def _block_summary(frame: pl.LazyFrame, keys: list[str], float_tokens: bool) -> pl.DataFrame:
+    """Per (keys, block of 64 experts): row counts, a bitmask of the experts seen (duplicate
+    rows show as fewer bits than rows), index ranges and token checks."""
     tokens, expert = pl.col(TOKENS), pl.col(EXPERT)
-    is_float = lazy.collect_schema()[TOKENS].is_float()
-    keys = [STEP, LAYER] + ([RANK] if has_rank else [])
-    bit = pl.lit(2.0).pow((expert % 64).cast(pl.Float64)).cast(pl.UInt64)
-    try:
-        blocks = (
-            lazy.group_by(*keys, (expert // 64).alias("block"))
-            .agg(
-                pl.len().alias("rows"),
-                bit.bitwise_or().alias("mask"),
-                expert.null_count().alias("null_experts"),
-                expert.min().alias("min_expert"),
-                expert.max().alias("max_expert"),
-                (tokens.null_count() + (tokens.is_nan().sum() if is_float else 0))
-                .alias("null_tokens"),
-                tokens.min().alias("min_tokens"),
-                ((tokens != tokens.floor()).sum() if is_float else pl.lit(0)).alias("fractional"),
-                tokens.sum().alias(TOKENS),
-            )
-            .collect(engine="streaming")
+    bit = pl.lit(2.0).pow((expert % 64).cast(pl.Float64)).cast(pl.UInt64)  # exact: 2**k
+    as_float = tokens.cast(pl.Float64)
+    return (
+        frame.filter(expert.is_not_null() & (expert >= 0))
+        .group_by(*keys, (expert // 64).alias("block"))
+        .agg(
+            pl.len().alias("rows"),
+            bit.bitwise_or().alias("mask"),
+            expert.min().alias("min_expert"),
+            expert.max().alias("max_expert"),
+            (tokens.null_count() + (tokens.is_nan().sum() if float_tokens else 0))
+            .alias("null_tokens"),
+            as_float.min().alias("min_tokens"),
+            as_float.max().alias("max_tokens"),
+            ((tokens != tokens.floor()).sum() if float_tokens else pl.lit(0, pl.UInt32))
+            .cast(pl.Int64).alias("fractional"),
+            as_float.sum().alias("float_tokens"),
+            tokens.cast(pl.Int64, strict=False).sum().alias(TOKENS),
         )
-    except pl.exceptions.PolarsError as exc:
-        raise TraceError(f"cannot read the trace's rows (truncated or corrupt?): "
-                         f"{first_line(exc)}", path=label) from None
+        .collect()
+    )
+
+
+def _summarize(plans: list[_Plan], has_rank: bool, label: str) -> pl.DataFrame:
+    """One pass over every file's batches: per (step, layer[, rank]) row counts, token sums
+    and the checks of :func:`_check_rows`. Index columns with nulls or negative values are
+    found here too; rows are never kept."""
+    keys = [STEP, LAYER] + ([RANK] if has_rank else [])
+    parts, nulls = [], {}
+    for plan in plans:
+        for frame in _batches(plan):
+            with reading(plan.file):
+                long = plan.long(frame.lazy(), has_rank)
+                checked = long.select(
+                    *(pl.col(c).null_count().alias(f"null_{c}") for c in keys + [EXPERT]),
+                    (pl.col(EXPERT) < 0).sum().alias("negative_expert"),
+                ).collect()
+                for name, value in checked.row(0, named=True).items():
+                    nulls[name] = nulls.get(name, 0) + value
+                if checked.item(0, f"null_{EXPERT}") or checked.item(0, "negative_expert"):
+                    bad = long.filter(pl.col(EXPERT).is_null() | (pl.col(EXPERT) < 0)) \
+                        .sort(STEP, LAYER, nulls_last=True).first().collect()
+                    what = "null expert index" if bad.item(0, EXPERT) is None \
+                        else "negative expert index"
+                    where = "" if bad.item(0, STEP) is None else \
+                        f" at step {bad.item(0, STEP)}, layer {bad.item(0, LAYER)}"
+                    raise TraceError(f"{what}{where}", path=label)
+                for col in keys:
+                    if nulls[f"null_{col}"]:
+                        raise TraceError(f"column '{col}' has null values", path=label)
+                parts.append(_block_summary(long, keys, plan.float_tokens))
+    blocks = pl.concat(parts) if parts else pl.DataFrame()
     if blocks.height == 0:
         raise TraceError("empty trace: no rows", path=label)
     summary = blocks.group_by(keys).agg(
         pl.col("rows").sum(),
         pl.col("mask").bitwise_count_ones().sum().alias("unique_experts"),
-        pl.col("null_experts").sum(), pl.col("min_expert").min(), pl.col("max_expert").max(),
-        pl.col("null_tokens").sum(),
-        pl.col("min_tokens").min(), pl.col("fractional").sum(), pl.col(TOKENS).sum(),
+        pl.col("min_expert").min(), pl.col("max_expert").max(),
+        pl.col("null_tokens").sum(), pl.col("min_tokens").min(), pl.col("max_tokens").max(),
+        pl.col("fractional").sum(), pl.col("float_tokens").sum(), pl.col(TOKENS).sum(),
     )
     _check_rows(summary, keys, label)
-    return summary.with_columns(pl.col(TOKENS).cast(pl.Int64))
+    return summary
 
 
 def _first_bad(summary: pl.DataFrame, condition: pl.Expr) -> dict | None:
@@ -281,24 +408,36 @@ def _where(row: dict) -> str:
 
 
 def _check_rows(summary: pl.DataFrame, keys: list[str], label: str) -> None:
-    for col in keys:
-        if summary.get_column(col).null_count():
-            raise TraceError(f"column '{col}' has null values", path=label)
     checks = [
-        (pl.col("null_experts") > 0, "null expert index"),
         (pl.col("null_tokens") > 0, "null or NaN token counts"),
         (pl.col("min_tokens") < 0, "negative token counts"),
         (pl.col("fractional") > 0, "fractional token counts (tokens must be whole numbers)"),
-        (pl.col("min_expert") < 0, "negative expert index"),
+        (pl.col("max_tokens") > MAX_TOKENS, f"a token count above {MAX_TOKENS:,} (2^62)"),
+        (pl.col("float_tokens") > MAX_TOKENS, "token counts that add up to more than "
+         f"{MAX_TOKENS:,} (2^62) in one step and layer: they would overflow"),
         (pl.col(LAYER) < 0, "negative layer index"),
+        (pl.col(LAYER) >= MAX_LAYERS, f"a layer index past the largest, {MAX_LAYERS - 1}"),
         (pl.col(STEP) < 0, "negative step"),
+        (pl.col(STEP) > MAX_STEP, f"a step past the largest, {MAX_STEP:,} (2^62)"),
+        (pl.col("max_expert") >= MAX_EXPERTS, f"an expert index past the largest, "
+         f"{MAX_EXPERTS - 1}"),
         (pl.col("unique_experts") < pl.col("rows"), "duplicate rows for the same "
          f"({', '.join(keys + [EXPERT])})"),
     ]
+    if RANK in keys:
+        checks += [(pl.col(RANK) < 0, "negative rank"),
+                   (pl.col(RANK) > MAX_RANK, f"a rank past the largest, {MAX_RANK:,}")]
     for condition, problem in checks:
         row = _first_bad(summary, condition)
         if row is not None:
             raise TraceError(f"{problem} at {_where(row)}", path=label)
+    # sums over ranks: every (step, layer) total must stay exact in int64
+    totals = summary.group_by(STEP, LAYER).agg(pl.col("float_tokens").sum())
+    row = _first_bad(totals, pl.col("float_tokens") > MAX_TOKENS)
+    if row is not None:
+        raise TraceError(f"token counts of all ranks add up to more than {MAX_TOKENS:,} (2^62) "
+                         f"at step {row[STEP]}, layer {row[LAYER]}: they would overflow",
+                         path=label)
 
 
 def _dimensions(summary: pl.DataFrame, metadata: TraceMetadata, label: str) -> tuple[int, int]:
@@ -311,6 +450,9 @@ def _dimensions(summary: pl.DataFrame, metadata: TraceMetadata, label: str) -> t
                          f"0..{n_layers - 1}", path=label)
     observed = per_layer.get_column("max_expert").to_numpy() + 1
     if metadata.n_experts is not None:
+        if not 1 <= metadata.n_experts <= MAX_EXPERTS:
+            raise TraceError(f"the metadata says {metadata.n_experts} experts per layer; "
+                             f"moetrace reads 1..{MAX_EXPERTS:,}", path=label)
         if observed.max() > metadata.n_experts:
             layer = layers[int(np.argmax(observed))]
             raise TraceError(f"layer {layer} has expert {observed.max() - 1} but the metadata "

@@ -1,7 +1,13 @@
-"""Per-layer steps x experts arrays of token counts and load shares, taken once from a trace.
+"""Per-layer steps x experts arrays of token counts and load shares, and the one time axis.
 
 Everything downstream of the reader (states, predictors, backtest) works on :class:`Loads`:
-plain numpy arrays indexed [layer, step position, expert].
+plain numpy arrays indexed [layer, row, expert], with the training step of every row.
+
+**One time axis.** Traces are often sampled (every k-th training step) or gapped. Every
+window, history, bucket, stride and horizon in moetrace is given in *training steps*; this
+module is the one place that turns steps into rows: :attr:`Loads.interval` (the sampling
+interval), :meth:`Loads.samples` (rows that a number of steps holds), :meth:`Loads.last`
+(the rows of the trailing steps) and :meth:`Loads.upto` (the history an origin may see).
 """
 
 from __future__ import annotations
@@ -10,6 +16,19 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+
+from moetrace.errors import ParameterError
+
+
+def sampling_interval(steps: np.ndarray) -> int:
+    """Training steps between recorded steps: the median gap (1 for a trace of every step).
+
+    The median, so a few gaps in a trace of every 10th step still give 10.
+    """
+    steps = np.asarray(steps)
+    if len(steps) < 2:
+        return 1
+    return max(1, int(np.median(np.diff(steps))))
 
 
 @dataclass(frozen=True)
@@ -30,11 +49,28 @@ class Loads:
 
     @property
     def n_steps(self) -> int:
+        """Rows (recorded steps); see :attr:`span` for the training steps they cover."""
         return self.counts.shape[1]
 
     @property
     def n_experts(self) -> int:
         return self.counts.shape[2]
+
+    @cached_property
+    def interval(self) -> int:
+        """The sampling interval in training steps (see :func:`sampling_interval`)."""
+        return sampling_interval(self.steps)
+
+    @property
+    def span(self) -> int:
+        """Training steps the rows cover: each row stands for ``interval`` steps."""
+        if self.n_steps == 0:
+            return 0
+        return int(self.steps[-1] - self.steps[0]) + self.interval
+
+    def samples(self, steps: int) -> int:
+        """Rows that ``steps`` training steps hold at this trace's sampling interval (>= 1)."""
+        return max(1, int(round(steps / self.interval)))
 
     @cached_property
     def totals(self) -> np.ndarray:
@@ -47,20 +83,40 @@ class Loads:
         return load_shares(self.counts)
 
     def window(self, start: int, stop: int) -> "Loads":
-        """The step positions ``start:stop`` (not step numbers) as a new Loads sharing memory.
+        """The rows ``start:stop`` (positions, not step numbers) as a new Loads sharing memory.
 
         Shares and totals already computed here are sliced, not recomputed: a backtest takes
-        one window per origin and predictor.
+        one window per origin and predictor. The sampling interval is carried over, so a
+        short window of a sampled trace keeps the trace's interval.
         """
         part = Loads(self.steps[start:stop], self.counts[:, start:stop], self.layers)
         for name in ("shares", "totals"):
             if name in self.__dict__:
                 part.__dict__[name] = self.__dict__[name][:, start:stop]
+        part.__dict__["interval"] = self.interval
         return part
 
     def upto(self, step: int) -> "Loads":
         """Everything at or before step number ``step``: the history an origin may see."""
         return self.window(0, int(np.searchsorted(self.steps, step, side="right")))
+
+    def last(self, steps: int) -> "Loads":
+        """The rows of the last ``steps`` training steps (steps after ``last step - steps``)."""
+        if self.n_steps == 0:
+            return self
+        return self.window(int(np.searchsorted(self.steps, self.steps[-1] - steps,
+                                               side="right")), self.n_steps)
+
+    def require(self, steps: int, who: str) -> None:
+        """Raise ParameterError unless the rows cover at least ``steps`` training steps; the
+        message says both the steps and the samples they hold."""
+        if self.span < steps:
+            have = f"{self.span:,} steps ({self.n_steps:,} samples)" if self.n_steps else \
+                "no steps"
+            raise ParameterError(
+                f"{who}: needs {steps:,} steps = {self.samples(steps):,} samples of history at "
+                f"this trace's sampling interval of {self.interval:,} step(s), got {have}"
+                + (f" up to step {int(self.steps[-1]):,}" if self.n_steps else ""))
 
 
 def load_shares(counts: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import polars as pl
 
 from moetrace.trace.read import Trace
 from moetrace.trace.schema import LAYER, TOKENS
+from moetrace.trace.shares import sampling_interval
 
 
 def describe(trace: Trace) -> dict[str, Any]:
@@ -25,10 +26,12 @@ def describe(trace: Trace) -> dict[str, Any]:
         "layers": trace.n_layers,
         "experts_per_layer": trace.n_experts,
         "ranks_summed": trace.has_rank,
+        "checksummed": trace.checksummed,
         "steps": {
             "first": int(steps[0]),
             "last": int(steps[-1]),
             "count": int(len(steps)),
+            "interval": sampling_interval(steps),
             "gaps": [{"first_missing": a, "last_missing": b} for a, b in trace.gaps],
             "missing": int(sum(b - a + 1 for a, b in trace.gaps)),
         },

@@ -1,20 +1,39 @@
-"""Writing canonical traces: whole files or row-group streams, always atomically."""
+"""Writing canonical traces: whole files or row-group streams, atomically and checksummed.
+
+Every file moetrace writes carries Parquet page checksums (CRC32 of every data page) and an
+integrity record with the CRC32 of its metadata (``moetrace.integrity``), so the reader
+detects a corrupted file instead of reading different numbers from it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from moetrace.atomic import atomic_file
-from moetrace.trace.schema import METADATA_KEY, RANK, SCHEMA, SCHEMA_WITH_RANK, TraceMetadata
+from moetrace.output import write_file
+from moetrace.trace.schema import (
+    INTEGRITY_KEY,
+    METADATA_KEY,
+    RANK,
+    SCHEMA,
+    SCHEMA_WITH_RANK,
+    Integrity,
+    TraceMetadata,
+)
+
+
+def file_metadata(metadata_json: str) -> dict[str, str]:
+    """The key-value metadata of a moetrace Parquet file: metadata and its integrity record."""
+    return {METADATA_KEY: metadata_json, INTEGRITY_KEY: Integrity.of(metadata_json).to_json()}
 
 
 def _arrow_schema(metadata: TraceMetadata, with_rank: bool) -> pa.Schema:
     frame = pl.DataFrame(schema=SCHEMA_WITH_RANK if with_rank else SCHEMA)
-    return frame.to_arrow().schema.with_metadata({METADATA_KEY: metadata.to_json()})
+    return frame.to_arrow().schema.with_metadata(file_metadata(metadata.to_json()))
 
 
 def _conform(frame: pl.DataFrame, with_rank: bool) -> pa.Table:
@@ -22,20 +41,28 @@ def _conform(frame: pl.DataFrame, with_rank: bool) -> pa.Table:
     return frame.select([pl.col(c).cast(t) for c, t in schema.items()]).to_arrow()
 
 
+def parquet_writer(path: Path, schema: pa.Schema, compression: str = "zstd") -> pq.ParquetWriter:
+    """A pyarrow writer with the options every moetrace Parquet file uses (page checksums)."""
+    return pq.ParquetWriter(path, schema, compression=compression, write_page_checksum=True)
+
+
 class TraceWriter:
     """Streams chunks of long-format rows into one Parquet trace, renamed into place on close.
 
-    Use as a context manager; if the block raises, nothing appears at ``path``.
+    Use as a context manager; if the block raises, nothing appears at ``path``. ``force``
+    and ``inputs`` are the output policy's (moetrace.output): an existing file is replaced
+    only with ``force``, and never when it is one of ``inputs``.
     """
 
     def __init__(self, path: str | Path, metadata: TraceMetadata, *, with_rank: bool = False,
-                 compression: str = "zstd"):
+                 compression: str = "zstd", force: bool = False,
+                 inputs: Iterable[str | Path] = ()):
         self.path = Path(path)
         self._with_rank = with_rank
         self._schema = _arrow_schema(metadata, with_rank)
-        self._atomic = atomic_file(self.path)
+        self._atomic = write_file(self.path, inputs=inputs, force=force)
         tmp = self._atomic.__enter__()
-        self._writer = pq.ParquetWriter(tmp, self._schema, compression=compression)
+        self._writer = parquet_writer(tmp, self._schema, compression)
 
     def write(self, frame: pl.DataFrame) -> None:
         table = _conform(frame, self._with_rank).replace_schema_metadata(self._schema.metadata)
@@ -59,8 +86,10 @@ class TraceWriter:
             self.abort(exc)
 
 
-def write_trace(frame: pl.DataFrame, path: str | Path, metadata: TraceMetadata) -> Path:
+def write_trace(frame: pl.DataFrame, path: str | Path, metadata: TraceMetadata, *,
+                force: bool = False, inputs: Iterable[str | Path] = ()) -> Path:
     """Write a long-format frame (with or without ``rank``) as one canonical trace file."""
-    with TraceWriter(path, metadata, with_rank=RANK in frame.columns) as writer:
+    with TraceWriter(path, metadata, with_rank=RANK in frame.columns, force=force,
+                     inputs=inputs) as writer:
         writer.write(frame)
     return Path(path)

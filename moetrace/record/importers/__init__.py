@@ -22,18 +22,21 @@ IMPORTERS: dict[str, Callable[[Path], Imported]] = {
 
 
 def import_trace(fmt: str, src: str | Path, out: str | Path, *,
-                 n_experts: int | None = None) -> Path:
+                 n_experts: int | None = None, top_k: int | None = None,
+                 tokens_per_step: int | None = None, force: bool = False) -> Path:
     """Convert the dump ``src`` in format ``fmt`` into one canonical trace file ``out``.
 
     ``n_experts`` sets the experts per layer where the format does not say (Megatron traces
-    hold only the ids routed to); otherwise it is the largest id seen + 1.
+    hold only the ids routed to); otherwise it is the largest id seen + 1. ``top_k`` and
+    ``tokens_per_step`` go into the metadata (the format's own values where it has them).
     """
     if fmt not in IMPORTERS:
         raise ParameterError(f"unknown import format '{fmt}' (known: {', '.join(IMPORTERS)})")
     src = Path(src)
     if not src.exists():
         raise TraceError("no such file or directory", path=src)
-    return write_imported(IMPORTERS[fmt](src), out, src, fmt, n_experts=n_experts)
+    return write_imported(IMPORTERS[fmt](src), out, src, fmt, n_experts=n_experts,
+                          top_k=top_k, tokens_per_step=tokens_per_step, force=force)
 
 
 __all__ = ["IMPORTERS", "Imported", "import_trace"]

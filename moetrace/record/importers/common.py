@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from moetrace.atomic import atomic_file
+from moetrace.output import check_output, write_file
 from moetrace.errors import ParameterError, TraceError, first_line
 from moetrace.trace.read import read_trace
 from moetrace.trace.schema import EXPERT, LAYER, STEP, TOKENS, TraceMetadata
@@ -33,12 +33,21 @@ class Imported:
 
 
 def write_imported(imported: Imported, out: str | Path, src: str | Path, fmt: str, *,
-                   n_experts: int | None = None) -> Path:
-    """Check and renumber ``imported`` rows and write them atomically as a trace at ``out``."""
+                   n_experts: int | None = None, top_k: int | None = None,
+                   tokens_per_step: int | None = None, force: bool = False) -> Path:
+    """Check and renumber ``imported`` rows and write them atomically as a trace at ``out``.
+
+    ``top_k`` and ``tokens_per_step`` state what the format cannot (or override it); both
+    reach the trace's metadata, where the noise floor and the report read them.
+    """
     out = Path(out)
     if out.is_dir():
         raise ParameterError(f"{out} is a directory; importing writes one trace file "
                              "(for example -o trace.parquet)")
+    check_output(out, kind="file", inputs=[src], force=force)
+    for name, value in (("--top-k", top_k), ("--tokens-per-step", tokens_per_step)):
+        if value is not None and value < 1:
+            raise ParameterError(f"{name} must be at least 1, got {value}")
     try:
         frame = (imported.rows.group_by(STEP, LAYER, EXPERT).agg(pl.col(TOKENS).sum())
                  .collect(engine="streaming"))
@@ -52,16 +61,16 @@ def write_imported(imported: Imported, out: str | Path, src: str | Path, fmt: st
     frame = frame.with_columns((pl.col(LAYER).rank("dense") - 1).cast(pl.Int32)).sort(
         STEP, LAYER, EXPERT)
     totals = _complete_totals(frame, source_layers, src)
-    tokens_per_step = None
-    if imported.top_k:
-        tokens_per_step = int(totals.item(0, TOKENS)) // imported.top_k
+    top_k = top_k or imported.top_k
+    if tokens_per_step is None and top_k:
+        tokens_per_step = int(totals.item(0, TOKENS)) // top_k
     metadata = TraceMetadata(
         model=imported.model, n_layers=len(source_layers), n_experts=n_experts,
-        top_k=imported.top_k, tokens_per_step=tokens_per_step, source="imported",
+        top_k=top_k, tokens_per_step=tokens_per_step, source="imported",
         extra={"source_format": fmt, "source_path": str(src), "source_layers": source_layers,
                **imported.extra})
-    with atomic_file(out) as tmp:
-        write_trace(frame, tmp, metadata)
+    with write_file(out, inputs=[src], force=force) as tmp:
+        write_trace(frame, tmp, metadata, force=True)
         read_trace(tmp)  # what we hand over must read back; nothing appears at out otherwise
     return out
 
