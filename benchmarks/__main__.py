@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
 #: Every benchmark module, in the order a trace flows through moetrace.
-BENCHMARKS = ["simulate", "read", "analyze", "predict", "report", "record"]
+BENCHMARKS = ["simulate", "read", "analyze", "predict", "report", "record", "fuzz"]
 
 
 def main() -> None:
@@ -14,7 +15,14 @@ def main() -> None:
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"benchmarks to run: {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median is shown)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="a checkout of another moetrace version to compare against, run "
+                             "alternately with this one (see benchmarks/common.py)")
     args = parser.parse_args()
+    if args.baseline:
+        from benchmarks import common
+
+        common.BASELINE = str(Path(args.baseline).resolve())
     unknown = sorted(set(args.names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]} (known: {', '.join(BENCHMARKS)})")

@@ -38,7 +38,7 @@ with timed("write --out (Parquet + 12 figures)"):
 def main(runs: int = 3) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "trace.parquet")
-        measure(_MAKE.format(path=path, steps=STEPS), runs=1)
+        measure(_MAKE.format(path=path, steps=STEPS), runs=1, compare=False)
         code = _ANALYZE.format(path=path, json=str(Path(tmp) / "a.json"),
                                out=str(Path(tmp) / "out"))
         rows = 12 * 128 * STEPS

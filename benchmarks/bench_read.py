@@ -35,7 +35,7 @@ def main(runs: int = 3) -> None:
     for steps in (20_000, 50_000):
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / "trace.parquet")
-            measure(_MAKE.format(steps=steps, path=path), runs=1)
+            measure(_MAKE.format(steps=steps, path=path), runs=1, compare=False)
             rows = 12 * 128 * steps
             figures = measure(_READ.format(path=path), runs=runs)
             print_figures(f"read: 12 layers x 128 experts x {steps:,} steps "

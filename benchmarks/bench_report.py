@@ -29,7 +29,7 @@ for name, seconds in report.document["timings"]["backtest_seconds"].items():
 def main(runs: int = 3) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path, out = str(Path(tmp) / "t.parquet"), str(Path(tmp) / "report")
-        measure(_MAKE.format(path=path), runs=1)
+        measure(_MAKE.format(path=path), runs=1, compare=False)
         figures = measure(_REPORT.format(path=path, out=out), runs=runs)
     print_figures("report: gpt3-350m x 20,000 steps, default predictors and horizons", figures,
                   runs)

@@ -57,8 +57,12 @@ def _inside(child: Path, parent: Path) -> bool:
 
 def check_output(dest: str | Path, *, kind: Kind, inputs: Iterable[str | Path] = (),
                  force: bool = False) -> Path:
-    """Raise :class:`OutputError` if writing ``dest`` would break the policy; return it."""
+    """Raise :class:`OutputError` if writing ``dest`` would break the policy; return it.
+
+    Leftovers of dead writers of ``dest`` are dealt with first (see :func:`clean_leftovers`),
+    so the check sees the path as the last complete writer left it."""
     dest = Path(dest)
+    clean_leftovers(dest)
     real = _real(dest)
     for label in inputs:
         for given in expand(label):
@@ -179,7 +183,6 @@ def write_file(dest: str | Path, *, inputs: Iterable[str | Path] = (),
     """Yield a temporary path next to ``dest``; it becomes ``dest`` if the block succeeds."""
     dest = check_output(dest, kind="file", inputs=inputs, force=force)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(dest)
     fd, name = tempfile.mkstemp(prefix=_sibling(dest), suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp = Path(name)
@@ -200,7 +203,6 @@ def write_dir(dest: str | Path, *, inputs: Iterable[str | Path] = (), force: boo
     the block has succeeded. ``about`` goes into the marker (for example the command)."""
     dest = check_output(dest, kind="dir", inputs=inputs, force=force)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(dest)
     tmp = Path(tempfile.mkdtemp(prefix=_sibling(dest), suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
@@ -235,7 +237,6 @@ def move_aside(dest: str | Path, *, force: bool = False) -> Path | None:
     policy and move an existing one aside; the caller deletes it (:func:`discard`) once the
     new output exists, or puts it back (:func:`restore`) if nothing new was written."""
     dest = check_output(dest, kind="dir", force=force)
-    clean_leftovers(dest)
     if not dest.exists():
         return None
     aside = Path(tempfile.mktemp(prefix=_sibling(dest), suffix=".old", dir=dest.parent))

@@ -213,3 +213,59 @@ def test_windows_reuse_computed_shares(small_counts):
     np.testing.assert_allclose(part.shares, small_counts[:, :3] / 100)
     fresh = Loads(np.arange(5), small_counts, (0, 1, 2)).window(1, 4)
     np.testing.assert_allclose(fresh.shares, small_counts[:, 1:4] / 100)
+
+
+def test_token_sums_that_would_overflow_are_refused_not_wrapped(tmp_path):
+    big = 2 ** 61  # each count is allowed; three of them in one step are not
+    frame = pl.DataFrame({"step": [0, 0, 0], "layer": [0, 0, 0], "expert": [0, 1, 2],
+                          "tokens": [big, big, big]})
+    frame.write_parquet(tmp_path / "t.parquet")
+    with pytest.raises(TraceError, match="add up to .* or more in one step and layer.* at step 0, layer 0"):
+        read_trace(tmp_path / "t.parquet")
+    ranks = pl.DataFrame({"step": [0, 0, 0], "layer": [0, 0, 0], "expert": [0, 0, 0],
+                          "rank": [0, 1, 2], "tokens": [big, big, big]})
+    ranks.write_parquet(tmp_path / "r.parquet")
+    with pytest.raises(TraceError, match="of all ranks add up to .* or more"):
+        read_trace(tmp_path / "r.parquet")
+    result = run_cli("info", str(tmp_path / "t.parquet"))
+    assert result.returncode == 2 and "zero tokens" not in result.stderr
+
+
+def test_rank_sums_are_exact_integers_beyond_float_precision(tmp_path):
+    exact = 2 ** 53 + 1  # float64 cannot hold it; the sum over ranks must still be exact
+    frame = pl.DataFrame({"step": [0, 0, 0], "layer": [0, 0, 0], "expert": [0, 0, 1],
+                          "rank": [0, 1, 0], "tokens": [exact, 2, 1]})
+    frame.write_parquet(tmp_path / "t.parquet")
+    assert read_trace(tmp_path / "t.parquet").loads().counts[0, 0].tolist() == [exact + 2, 1]
+
+
+@pytest.mark.parametrize("name", ["run[1].parquet", "run*.parquet", "run?.parquet",
+                                  "my run.parquet", "lauf-ü-日本.parquet"])
+def test_an_existing_path_is_read_literally_never_as_a_pattern(tmp_path, small_counts, name):
+    write_trace(long_frame(small_counts), tmp_path / name, TraceMetadata())
+    write_trace(long_frame(small_counts[:, :2]), tmp_path / "run1.parquet", TraceMetadata())
+    trace = read_trace(tmp_path / name)
+    assert trace.n_steps == 5 and trace.files == (tmp_path / name,)
+    info = json.loads(run_cli("info", str(tmp_path / name), "--json", check=True).stdout)
+    assert info["steps"]["count"] == 5
+    # a path that does not exist may be a pattern
+    assert read_trace(str(tmp_path / "run1.parq*")).n_steps == 2
+
+
+def test_ids_out_of_range_are_refused_in_one_line(tmp_path):
+    frame = pl.DataFrame({"step": [0], "layer": [0], "expert": [2 ** 31 - 1], "tokens": [5]},
+                         schema={"step": pl.Int64, "layer": pl.Int32, "expert": pl.Int32,
+                                 "tokens": pl.Int64})
+    frame.write_parquet(tmp_path / "t.parquet")
+    for command in ("info", "analyze"):
+        result = run_cli(command, str(tmp_path / "t.parquet"))
+        assert result.returncode == 2 and "expert index 2,147,483,647 is past the largest" \
+            in result.stderr
+        assert "negative dimensions" not in result.stderr
+    big = pl.DataFrame({"step": [0], "layer": [0], "expert": [0], "tokens": [2 ** 63 + 1]},
+                       schema={"step": pl.Int64, "layer": pl.Int32, "expert": pl.Int32,
+                               "tokens": pl.UInt64})
+    big.write_parquet(tmp_path / "u.parquet")
+    result = run_cli("info", str(tmp_path / "u.parquet"))
+    assert result.returncode == 2 and "internal error" not in result.stderr
+    assert "a token count of" in result.stderr

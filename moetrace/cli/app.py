@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from moetrace import __version__
+from moetrace.display import printable
 from moetrace.errors import MoetraceError
 
 #: Terminal output of every command. Lines are not wrapped (soft_wrap), so a path printed for
@@ -28,13 +29,13 @@ console = Console(highlight=False, soft_wrap=True)
 
 def fail(message: str, code: int) -> None:
     """One line on stderr, then exit with ``code``."""
-    sys.stderr.write(f"moetrace: error: {' '.join(message.split())}\n")
+    sys.stderr.write(f"moetrace: error: {printable(' '.join(message.split()))}\n")
     raise SystemExit(code)
 
 
 def warn(message: str) -> None:
     """One note line on stderr (the command goes on)."""
-    sys.stderr.write(f"moetrace: note: {' '.join(message.split())}\n")
+    sys.stderr.write(f"moetrace: note: {printable(' '.join(message.split()))}\n")
 
 
 app = typer.Typer(

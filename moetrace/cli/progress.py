@@ -19,7 +19,7 @@ def progress_bar(description: str, *, quiet: bool = False,
                  tasks: bool = False) -> Iterator[Update]:
     """Yield ``update(done, total, label=None)``. With ``tasks``, each label is a bar of its
     own (predict: one per predictor stage); otherwise the label describes the one bar."""
-    if quiet:
+    if quiet or not progress_console.is_terminal:  # nothing to draw on a pipe or a log file
         yield lambda *args, **kwargs: None
         return
     from rich.progress import (

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -20,6 +19,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
+from moetrace.display import printable
 from moetrace.output import write_file
 
 #: The two JSON options, declared once for every command.
@@ -31,16 +31,7 @@ Force = Annotated[bool, typer.Option(
     "--force", help="Replace existing outputs (a directory only if moetrace wrote it).")]
 
 
-def plain(text: Any) -> str:
-    """``text`` with control and format characters shown as escapes (``\\x1b``, ``\\u202e``)."""
-    out = []
-    for ch in str(text):
-        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp"):
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+plain = printable
 
 
 def safe(text: Any) -> str:

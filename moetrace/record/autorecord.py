@@ -17,10 +17,9 @@ from typing import Any
 
 from torch import nn
 from torch.nn.modules.module import register_module_forward_pre_hook
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from moetrace.errors import MoetraceError
-from moetrace.record.adapters import describe_model, find_moe_modules, hook_layer
+from moetrace.errors import MoetraceError, first_line
+from moetrace.record.adapters import describe_model, find_moe_modules, hook_layer, step_hook
 from moetrace.record.recorder import TraceRecorder
 
 ENV_DIR = "MOETRACE_RECORD_DIR"
@@ -55,12 +54,21 @@ class AutoRecorder:
                 warnings.warn(f"moetrace: not recording process {os.getpid()}: {exc}",
                               RuntimeWarning, stacklevel=2)
                 return None
-            self._hooks.append(register_optimizer_step_post_hook(lambda *_: self.step()))
+            self._hooks.append(step_hook(self.recorder))
         return self.recorder
 
     def pre_forward(self, module: nn.Module, args: Any) -> None:
         if module in self._seen or self.disabled:
             return
+        try:
+            self._attach(module)
+        except Exception as exc:  # noqa: BLE001 - never into the user's forward
+            self.disabled = True
+            warnings.warn(f"moetrace: not recording process {os.getpid()}: "
+                          f"{type(exc).__name__}: {first_line(exc)}", RuntimeWarning,
+                          stacklevel=2)
+
+    def _attach(self, module: nn.Module) -> None:
         found = list(find_moe_modules(module, skip=self._seen.__contains__))
         self._seen.update(module.modules())
         if not found:
@@ -69,8 +77,8 @@ class AutoRecorder:
         if rec is None:
             return
         top_k = None
-        for _name, moe, _kind, reader in found:
-            self._hooks.append(hook_layer(moe, self.layers, reader, rec))
+        for name, moe, _kind, reader in found:
+            self._hooks.append(hook_layer(moe, self.layers, reader, rec, name))
             self.layers += 1
             top_k = top_k or reader.k(moe)
         if rec.metadata.model is None:

@@ -141,7 +141,10 @@ class _DeviceCounts:
         flat = indices.detach().reshape(-1)
         if flat.dtype not in (torch.int64, torch.int32):
             flat = flat.to(torch.int64)
-        counts = torch.bincount(flat, minlength=n_experts)[:n_experts]
+        # ids outside 0..E-1 (padding, dropped tokens, "zero experts") go to a spare bin that
+        # is cut off: no data-dependent shape, so no device sync
+        flat = torch.where((flat >= 0) & (flat < n_experts), flat, n_experts)
+        counts = torch.bincount(flat, minlength=n_experts + 1)[:n_experts]
         row = self._row(layer, n_experts, flat.device)
         row.add_(counts.to(row.device, non_blocking=True))
 
@@ -192,7 +195,8 @@ class _Parts:
     """
 
     def __init__(self, root: Path, rank: int, flush_every: int,
-                 metadata: Callable[["_Parts"], TraceMetadata], append: bool = False):
+                 metadata: Callable[["_Parts"], TraceMetadata], append: bool = False,
+                 skipped: dict[int, str] | None = None):
         self.dir = root / f"rank={rank}"
         self.metadata = metadata
         self.rank = rank
@@ -204,6 +208,8 @@ class _Parts:
         self.failure: str | None = None  # why the last write failed (None: it worked)
         self.first_totals: np.ndarray | None = None  # per-layer tokens of the first step
         self._since_attempt = 0
+        self.skipped = skipped if skipped is not None else {}
+        self._dropped: tuple[int, ...] | None = None  # layers left out, fixed by the first part
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             mark(root, written_by_recorder=True)
@@ -253,12 +259,23 @@ class _Parts:
         return path
 
     def _frame(self) -> tuple[pl.DataFrame, int, int]:
-        """The buffered steps as long rows, with the layers and experts they span."""
+        """The buffered steps as long rows, with the layers and experts they span.
+
+        Layers skipped before the first part was written are left out and the others
+        renumbered 0..; that choice is kept for every later part (a layer skipped later
+        keeps its number, and the trace shows where it stopped)."""
         n_layers = max(c.shape[0] for c in self.counts)
         n_experts = max(c.shape[1] for c in self.counts)
         block = np.zeros((len(self.steps), n_layers, n_experts), dtype=np.int64)
         for i, c in enumerate(self.counts):
             block[i, :c.shape[0], :c.shape[1]] = c
+        if self._dropped is None:
+            self._dropped = tuple(sorted(k for k in self.skipped if k < n_layers)) \
+                if self.written == 0 else ()
+        if self._dropped:
+            keep = [i for i in range(n_layers) if i not in self._dropped]
+            block = block[:, keep]
+            n_layers = len(keep)
         return _long_rows(np.asarray(self.steps, dtype=np.int64), block, self.rank), \
             n_layers, n_experts
 
@@ -337,16 +354,18 @@ class TraceRecorder:
         self._active = False  # a training forward ran since the last step()
         self._step_failure: str | None = None
         self._step_lost = 0
+        self.skipped_layers: dict[int, str] = {}
         self._train = _DeviceCounts()
         self._eval = _DeviceCounts()
         self._train_parts = _Parts(self.out_dir, self.rank, flush_every,
-                                   lambda parts: self._metadata(parts, "train"), append=append)
+                                   lambda parts: self._metadata(parts, "train"), append=append,
+                                   skipped=self.skipped_layers)
         self._eval_parts = None
         if count_eval:
             try:
                 self._eval_parts = _Parts(eval_dir(self.out_dir), self.rank, flush_every,
                                           lambda parts: self._metadata(parts, "eval"),
-                                          append=append)
+                                          append=append, skipped=self.skipped_layers)
             except MoetraceError:
                 self._train_parts.lock.release()
                 raise
@@ -391,6 +410,17 @@ class TraceRecorder:
         if self.closed:
             raise ParameterError(f"the recorder of {self.out_dir} is closed")
 
+    def skip_layer(self, layer: int, reason: str) -> None:
+        """Leave MoE layer ``layer`` out from now on (its hook could not read it), with one
+        warning. While no part is written yet the layers after it are renumbered, so the
+        trace stays a valid one of the layers that could be read; the skipped layers and why
+        are in the metadata (``skipped_layers``)."""
+        if layer in self.skipped_layers:
+            return
+        self.skipped_layers[layer] = reason
+        warnings.warn(f"moetrace: not recording MoE layer {layer}, {reason}; training goes on",
+                      RuntimeWarning, stacklevel=3)
+
     # -- step boundaries and files ------------------------------------------------------------
     def step(self) -> None:
         """End the current optimizer step: one host copy of all layers' counts, buffered.
@@ -425,6 +455,9 @@ class TraceRecorder:
                  "world_size": self.world_size, "flush_every": self.flush_every}
         if self.every > 1:
             extra["every"] = self.every
+        if self.skipped_layers:
+            extra["skipped_layers"] = [{"layer": k, "reason": v}
+                                       for k, v in sorted(self.skipped_layers.items())]
         return replace(meta, tokens_per_step=tokens, extra=extra)
 
     @property

@@ -6,10 +6,16 @@ Nothing is fetched from the network: no external stylesheet, script, font or ima
 from __future__ import annotations
 
 import base64
-from html import escape
+from html import escape as _escape
 from pathlib import Path
 
+from moetrace.display import printable
 from moetrace.report.blocks import Block, Bullets, Code, Heading, Image, Paragraph, Table
+
+def escape(text: str) -> str:
+    """Report text as HTML shows it: control characters escaped, markup inert."""
+    return _escape(printable(text))
+
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; padding: 0 1em;

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from moetrace.display import printable
 from moetrace.report.blocks import Block, Bullets, Code, Heading, Image, Paragraph, Table
 
 
+def _text(text: str) -> str:
+    """Report text as Markdown shows it: control characters escaped, raw HTML inert."""
+    return printable(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def render_markdown(blocks: list[Block]) -> str:
@@ -14,20 +20,20 @@ def render_markdown(blocks: list[Block]) -> str:
     out: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
-            out.append(f"{'#' * block.level} {block.text}")
+            out.append(f"{'#' * block.level} {_text(block.text)}")
         elif isinstance(block, Paragraph):
-            out.append(block.text)
+            out.append(_text(block.text))
         elif isinstance(block, Bullets):
-            out.append("\n".join(f"- {item}" for item in block.items))
+            out.append("\n".join(f"- {_text(item)}" for item in block.items))
         elif isinstance(block, Table):
             lines = [f"| {' | '.join(_cell(h) for h in block.headers)} |",
                      f"|{'|'.join('---' for _ in block.headers)}|"]
             lines += [f"| {' | '.join(_cell(c) for c in row)} |" for row in block.rows]
             if block.caption:
-                lines = [f"*{block.caption}*", "", *lines]
+                lines = [f"*{_text(block.caption)}*", "", *lines]
             out.append("\n".join(lines))
         elif isinstance(block, Image):
-            out.append(f"![{block.caption}]({block.file})\n\n*{block.caption}*")
+            out.append(f"![{_text(block.caption)}]({block.file})\n\n*{_text(block.caption)}*")
         elif isinstance(block, Code):
-            out.append(f"```\n{block.text}\n```")
+            out.append(f"```\n{printable(block.text).replace('```', '` ` `')}\n```")
     return "\n\n".join(out) + "\n"

@@ -126,7 +126,11 @@ class Trace:
                 flat = (layer_pos[frame.get_column(LAYER).to_numpy()] * len(part) + t)
                 flat = flat * self.n_experts + frame.get_column(EXPERT).to_numpy()
                 block = np.zeros(len(layer_ids) * len(part) * self.n_experts, dtype=np.int64)
-                np.add.at(block, flat, frame.get_column(TOKENS).to_numpy().astype(np.int64))
+                tokens = frame.get_column(TOKENS).to_numpy()
+                if self.has_rank:  # partial counts of several ranks add up, in integers
+                    np.add.at(block, flat, tokens)
+                else:
+                    block[flat] = tokens
                 counts[:, i:i + chunk] = block.reshape(len(layer_ids), len(part), self.n_experts)
         if not np.array_equal(counts.sum(axis=2), self._totals[list(layer_ids), lo:hi]):
             raise TraceError("its rows changed since it was opened, or it is corrupt: the "
@@ -284,8 +288,10 @@ class _Plan:
                                  f"{MAX_RANK}", path=file)
         return cls(file, schema, tuple(wide), rank, float_tokens)
 
-    def long(self, frame: pl.LazyFrame, has_rank: bool) -> pl.LazyFrame:
-        """This file's rows as step, layer, expert, tokens (native type)[, rank]."""
+    def long(self, frame: pl.LazyFrame, has_rank: bool, index_type=pl.Int64,
+             tokens_type=None) -> pl.LazyFrame:
+        """This file's rows as step, layer, expert, tokens[, rank]: layer, expert and rank
+        as ``index_type``, tokens as ``tokens_type`` (None: as stored)."""
         if self.wide:
             index = [c for c in (STEP, LAYER, RANK) if c in self.schema.names()]
             if self.float_tokens:
@@ -297,11 +303,12 @@ class _Plan:
             frame = frame.unpivot(on=list(self.wide), index=index, variable_name=EXPERT,
                                   value_name=TOKENS)
             frame = frame.with_columns(pl.col(EXPERT).str.extract(r"(\d+)$").cast(pl.Int64))
-        cols = [pl.col(STEP).cast(pl.Int64), pl.col(LAYER).cast(pl.Int64),
-                pl.col(EXPERT).cast(pl.Int64), pl.col(TOKENS)]
+        cols = [pl.col(STEP).cast(pl.Int64), pl.col(LAYER).cast(index_type),
+                pl.col(EXPERT).cast(index_type),
+                pl.col(TOKENS) if tokens_type is None else pl.col(TOKENS).cast(tokens_type)]
         if has_rank:
-            cols.append(pl.col(RANK).cast(pl.Int64) if self.rank == -1
-                        else pl.lit(self.rank or 0, dtype=pl.Int64).alias(RANK))
+            cols.append(pl.col(RANK).cast(index_type) if self.rank == -1
+                        else pl.lit(self.rank or 0, dtype=index_type).alias(RANK))
         return frame.select(cols)
 
 
@@ -313,9 +320,8 @@ def _check_count_type(name: str, dtype: pl.DataType, file: Path) -> None:
 
 def _scan(plans: list[_Plan], has_rank: bool, label: str) -> pl.LazyFrame:
     """One lazy long frame over all files (validated, so the narrowing casts are safe)."""
-    frames = [plan.long(pl.scan_parquet(plan.file, glob=False), has_rank).with_columns(
-        pl.col(LAYER).cast(pl.Int32), pl.col(EXPERT).cast(pl.Int32),
-        pl.col(TOKENS).cast(pl.Int64)) for plan in plans]
+    frames = [plan.long(pl.scan_parquet(plan.file, glob=False), has_rank, pl.Int32, pl.Int64)
+              for plan in plans]
     with reading(label):
         return pl.concat(frames, how="vertical")
 
@@ -328,73 +334,125 @@ def _batches(plan: _Plan) -> Iterator[pl.DataFrame]:
             yield pl.from_arrow(pa.Table.from_batches([batch]))
 
 
-def _block_summary(frame: pl.LazyFrame, keys: list[str], float_tokens: bool) -> pl.DataFrame:
-    """Per (keys, block of 64 experts): row counts, a bitmask of the experts seen (duplicate
-    rows show as fewer bits than rows), index ranges and token checks."""
-    tokens, expert = pl.col(TOKENS), pl.col(EXPERT)
-    bit = pl.lit(2.0).pow((expert % 64).cast(pl.Float64)).cast(pl.UInt64)  # exact: 2**k
-    as_float = tokens.cast(pl.Float64)
+def _block_summary(frame: pl.LazyFrame, keys: list[str]) -> pl.DataFrame:
+    """Per (keys, block of 64 experts): rows, a bitmask of the experts seen (duplicate rows
+    show as fewer bits than rows), the largest expert and the token sum."""
+    expert = pl.col(EXPERT)
+    bit = pl.lit(2, dtype=pl.UInt64).pow((expert % 64).cast(pl.UInt32))
     return (
-        frame.filter(expert.is_not_null() & (expert >= 0))
-        .group_by(*keys, (expert // 64).alias("block"))
-        .agg(
-            pl.len().alias("rows"),
-            bit.bitwise_or().alias("mask"),
-            expert.min().alias("min_expert"),
-            expert.max().alias("max_expert"),
-            (tokens.null_count() + (tokens.is_nan().sum() if float_tokens else 0))
-            .alias("null_tokens"),
-            as_float.min().alias("min_tokens"),
-            as_float.max().alias("max_tokens"),
-            ((tokens != tokens.floor()).sum() if float_tokens else pl.lit(0, pl.UInt32))
-            .cast(pl.Int64).alias("fractional"),
-            as_float.sum().alias("float_tokens"),
-            tokens.cast(pl.Int64, strict=False).sum().alias(TOKENS),
-        )
+        frame.group_by(*keys, (expert // 64).alias("block"))
+        .agg(pl.len().alias("rows"), bit.bitwise_or().alias("mask"),
+             expert.max().alias("max_expert"), pl.col(TOKENS).sum())
         .collect()
     )
 
 
 def _summarize(plans: list[_Plan], has_rank: bool, label: str) -> pl.DataFrame:
-    """One pass over every file's batches: per (step, layer[, rank]) row counts, token sums
-    and the checks of :func:`_check_rows`. Index columns with nulls or negative values are
-    found here too; rows are never kept."""
+    """One pass over every file's batches: column checks (nulls, ranges, token values) per
+    batch, then per (step, layer[, rank]) row counts and token sums; rows are never kept."""
     keys = [STEP, LAYER] + ([RANK] if has_rank else [])
-    parts, nulls = [], {}
+    parts = []
+    largest = 0.0  # the largest token count seen: bounds every sum (see _check_sums)
     for plan in plans:
         for frame in _batches(plan):
             with reading(plan.file):
-                long = plan.long(frame.lazy(), has_rank)
-                checked = long.select(
-                    *(pl.col(c).null_count().alias(f"null_{c}") for c in keys + [EXPERT]),
-                    (pl.col(EXPERT) < 0).sum().alias("negative_expert"),
-                ).collect()
-                for name, value in checked.row(0, named=True).items():
-                    nulls[name] = nulls.get(name, 0) + value
-                if checked.item(0, f"null_{EXPERT}") or checked.item(0, "negative_expert"):
-                    bad = long.filter(pl.col(EXPERT).is_null() | (pl.col(EXPERT) < 0)) \
-                        .sort(STEP, LAYER, nulls_last=True).first().collect()
-                    what = "null expert index" if bad.item(0, EXPERT) is None \
-                        else "negative expert index"
-                    where = "" if bad.item(0, STEP) is None else \
-                        f" at step {bad.item(0, STEP)}, layer {bad.item(0, LAYER)}"
-                    raise TraceError(f"{what}{where}", path=label)
-                for col in keys:
-                    if nulls[f"null_{col}"]:
-                        raise TraceError(f"column '{col}' has null values", path=label)
-                parts.append(_block_summary(long, keys, plan.float_tokens))
+                if plan.wide:  # unpivoted first; then the checks see one row per expert
+                    frame = plan.long(frame.lazy(), has_rank).collect()
+                    rows = frame.lazy().with_columns(
+                        pl.col([c for c in (LAYER, EXPERT, RANK) if c in frame.columns])
+                        .cast(pl.Int32), pl.col(TOKENS).cast(pl.Int64))
+                else:
+                    rows = plan.long(frame.lazy(), has_rank, pl.Int32, pl.Int64)
+                largest = max(largest, _check_columns(frame, plan, keys, label))
+                parts.append(_block_summary(rows, keys))
+    pa.default_memory_pool().release_unused()
     blocks = pl.concat(parts) if parts else pl.DataFrame()
     if blocks.height == 0:
         raise TraceError("empty trace: no rows", path=label)
     summary = blocks.group_by(keys).agg(
         pl.col("rows").sum(),
         pl.col("mask").bitwise_count_ones().sum().alias("unique_experts"),
-        pl.col("min_expert").min(), pl.col("max_expert").max(),
-        pl.col("null_tokens").sum(), pl.col("min_tokens").min(), pl.col("max_tokens").max(),
-        pl.col("fractional").sum(), pl.col("float_tokens").sum(), pl.col(TOKENS).sum(),
-    )
-    _check_rows(summary, keys, label)
+        pl.col("max_expert").max(), pl.col(TOKENS).sum())
+    row = _first_bad(summary, pl.col("unique_experts") < pl.col("rows"))
+    if row is not None:
+        raise TraceError(f"duplicate rows for the same ({', '.join(keys + [EXPERT])}) at "
+                         f"{_where(row)}", path=label)
+    # every (step, layer) sum is at most its rows (all ranks) times the largest count
+    bound = summary.group_by(STEP, LAYER).agg(pl.col("rows").sum()).get_column("rows").max()
+    if bound * largest >= MAX_TOKENS:
+        _check_sums(plans, has_rank, keys, label)
     return summary
+
+
+_RANGES = {STEP: (0, MAX_STEP, "step"), LAYER: (0, MAX_LAYERS - 1, "layer index"),
+           EXPERT: (0, MAX_EXPERTS - 1, "expert index"), RANK: (0, MAX_RANK, "rank")}
+
+
+def _check_columns(frame: pl.DataFrame, plan: _Plan, keys: list[str], label: str) -> float:
+    """Column checks of one batch (values as stored, before any narrowing): nulls, index
+    ranges, token counts that are not whole non-negative numbers below the limit. Raises
+    naming the first bad row; returns the batch's largest token count."""
+    def first(condition: pl.Expr) -> dict:
+        return frame.filter(condition).sort(STEP, LAYER, nulls_last=True).row(0, named=True)
+
+    def where(row: dict, col: str) -> str:
+        if col in (STEP, LAYER) or row.get(STEP) is None or row.get(LAYER) is None:
+            return ""
+        return f" at step {row[STEP]}, layer {row[LAYER]}" + \
+            (f", rank {row[RANK]}" if RANK in row and col != RANK else "")
+
+    for col in [c for c in keys + [EXPERT] if c in frame.columns]:
+        values = frame.get_column(col)
+        if values.null_count():
+            if col == EXPERT:
+                raise TraceError(f"null expert index{where(first(values.is_null()), col)}",
+                                 path=label)
+            raise TraceError(f"column '{col}' has null values", path=label)
+        low, high, what = _RANGES[col]
+        lo, hi = values.min(), values.max()
+        if lo < low or hi > high:
+            row = first((pl.col(col) < low) | (pl.col(col) > high))
+            if row[col] < low:
+                raise TraceError(f"negative {what}{where(row, col)}", path=label)
+            raise TraceError(f"{what} {row[col]:,} is past the largest, {high:,}"
+                             f"{where(row, col)}", path=label)
+    tokens = frame.get_column(TOKENS)
+    col = pl.col(TOKENS)
+    checks = [(col.is_null(), "null or NaN token counts", tokens.null_count() > 0)]
+    if tokens.dtype.is_float():
+        checks += [(col.is_nan(), "null or NaN token counts", tokens.is_nan().any()),
+                   (col != col.floor(), "fractional token counts (tokens must be whole "
+                                        "numbers)", (tokens != tokens.floor()).any())]
+    low, high = tokens.min(), tokens.max()
+    checks += [(col < 0, "negative token counts", low is not None and low < 0),
+               (col.cast(pl.Float64) >= MAX_TOKENS, f"a token count of {MAX_TOKENS:,} (2^62) "
+                "or more", high is not None and float(high) >= MAX_TOKENS)]
+    for condition, problem, bad in checks:
+        if bad:
+            raise TraceError(f"{problem}{where(first(condition), TOKENS)}", path=label)
+    return float(high or 0)
+
+
+def _check_sums(plans: list[_Plan], has_rank: bool, keys: list[str], label: str) -> None:
+    """Exact check that no step's total reaches the limit (only when the cheap bound of
+    :func:`_summarize` could not rule it out: counts near 2^62)."""
+    parts = []
+    for plan in plans:
+        for frame in _batches(plan):
+            with reading(plan.file):
+                parts.append(plan.long(frame.lazy(), has_rank).group_by(keys).agg(
+                    pl.col(TOKENS).cast(pl.Float64).sum().alias("float_tokens")).collect())
+    sums = pl.concat(parts).group_by(keys).agg(pl.col("float_tokens").sum())
+    row = _first_bad(sums, pl.col("float_tokens") >= MAX_TOKENS)
+    if row is not None:
+        raise TraceError(f"token counts that add up to {MAX_TOKENS:,} (2^62) or more in one "
+                         f"step and layer: they would overflow, at {_where(row)}", path=label)
+    totals = sums.group_by(STEP, LAYER).agg(pl.col("float_tokens").sum())
+    row = _first_bad(totals, pl.col("float_tokens") >= MAX_TOKENS)
+    if row is not None:
+        raise TraceError(f"token counts of all ranks add up to {MAX_TOKENS:,} (2^62) or more "
+                         f"at step {row[STEP]}, layer {row[LAYER]}: they would overflow",
+                         path=label)
 
 
 def _first_bad(summary: pl.DataFrame, condition: pl.Expr) -> dict | None:
@@ -405,39 +463,6 @@ def _first_bad(summary: pl.DataFrame, condition: pl.Expr) -> dict | None:
 def _where(row: dict) -> str:
     rank = f", rank {row[RANK]}" if RANK in row else ""
     return f"step {row[STEP]}, layer {row[LAYER]}{rank}"
-
-
-def _check_rows(summary: pl.DataFrame, keys: list[str], label: str) -> None:
-    checks = [
-        (pl.col("null_tokens") > 0, "null or NaN token counts"),
-        (pl.col("min_tokens") < 0, "negative token counts"),
-        (pl.col("fractional") > 0, "fractional token counts (tokens must be whole numbers)"),
-        (pl.col("max_tokens") > MAX_TOKENS, f"a token count above {MAX_TOKENS:,} (2^62)"),
-        (pl.col("float_tokens") > MAX_TOKENS, "token counts that add up to more than "
-         f"{MAX_TOKENS:,} (2^62) in one step and layer: they would overflow"),
-        (pl.col(LAYER) < 0, "negative layer index"),
-        (pl.col(LAYER) >= MAX_LAYERS, f"a layer index past the largest, {MAX_LAYERS - 1}"),
-        (pl.col(STEP) < 0, "negative step"),
-        (pl.col(STEP) > MAX_STEP, f"a step past the largest, {MAX_STEP:,} (2^62)"),
-        (pl.col("max_expert") >= MAX_EXPERTS, f"an expert index past the largest, "
-         f"{MAX_EXPERTS - 1}"),
-        (pl.col("unique_experts") < pl.col("rows"), "duplicate rows for the same "
-         f"({', '.join(keys + [EXPERT])})"),
-    ]
-    if RANK in keys:
-        checks += [(pl.col(RANK) < 0, "negative rank"),
-                   (pl.col(RANK) > MAX_RANK, f"a rank past the largest, {MAX_RANK:,}")]
-    for condition, problem in checks:
-        row = _first_bad(summary, condition)
-        if row is not None:
-            raise TraceError(f"{problem} at {_where(row)}", path=label)
-    # sums over ranks: every (step, layer) total must stay exact in int64
-    totals = summary.group_by(STEP, LAYER).agg(pl.col("float_tokens").sum())
-    row = _first_bad(totals, pl.col("float_tokens") > MAX_TOKENS)
-    if row is not None:
-        raise TraceError(f"token counts of all ranks add up to more than {MAX_TOKENS:,} (2^62) "
-                         f"at step {row[STEP]}, layer {row[LAYER]}: they would overflow",
-                         path=label)
 
 
 def _dimensions(summary: pl.DataFrame, metadata: TraceMetadata, label: str) -> tuple[int, int]:

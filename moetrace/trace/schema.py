@@ -19,8 +19,9 @@ METADATA_KEY = "moetrace"
 INTEGRITY_KEY = "moetrace.integrity"
 FORMAT_VERSION = 1
 
-#: Largest values the reader accepts (docs/trace-format.md): ids are dense 0..N-1 indices, and
-#: every step's total stays far inside int64 so sums over experts and ranks are exact.
+#: Limits of the reader (docs/trace-format.md): ids are dense 0..N-1 indices below these, and
+#: token counts and every step's total stay below MAX_TOKENS, far inside int64, so sums over
+#: experts and ranks are exact.
 MAX_EXPERTS = 1 << 20
 MAX_LAYERS = 1 << 16
 MAX_RANK = (1 << 31) - 1

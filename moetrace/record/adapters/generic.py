@@ -24,14 +24,17 @@ ReadFn = Callable[[nn.Module, tuple, Any], "torch.Tensor | None"]
 class Reader:
     """Reads one forward of an MoE module: ``fn`` returns expert ids or counts (None: skip).
 
-    ``n_experts`` (ids only) is a number or a function of the module. ``top_k`` (a number or
-    a function of the module) only fills the trace's metadata.
+    ``fn(module, inputs, output)`` reads a finished forward; with ``pre=True`` it reads the
+    call before it runs, as ``fn(module, args, kwargs)``. ``n_experts`` (ids only) is a
+    number or a function of the module; ids at or above it are not counted. ``top_k`` (a
+    number or a function of the module) only fills the trace's metadata.
     """
 
     fn: ReadFn
     counts: bool = False
     n_experts: int | Callable[[nn.Module], int] | None = None
     top_k: int | Callable[[nn.Module], int | None] | None = None
+    pre: bool = False
 
     def experts(self, module: nn.Module) -> int:
         return self.n_experts(module) if callable(self.n_experts) else int(self.n_experts)
@@ -81,3 +84,13 @@ def first_attr(module: nn.Module, names: tuple[str, ...]) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     return None
+
+
+def class_match(classes: set[tuple[str, str]], reader: Reader):
+    """``match(module)`` for a framework whose MoE classes are known by (module, name):
+    the module itself is hooked when its class or a base is one of ``classes``."""
+    def match(module: nn.Module):
+        if any((base.__module__, base.__name__) in classes for base in type(module).__mro__):
+            return "", module, reader
+        return None
+    return match

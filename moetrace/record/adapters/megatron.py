@@ -13,13 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from moetrace.record.adapters.generic import Reader
+from moetrace.record.adapters.generic import Reader, class_match
 
 CLASSES = {("megatron.core.transformer.moe.router", "TopKRouter")}
-
-
-def matches(cls: type) -> bool:
-    return (cls.__module__, cls.__name__) in CLASSES
 
 
 def _routed(module: nn.Module, inputs: tuple, output: Any) -> torch.Tensor:
@@ -31,3 +27,4 @@ def _routed(module: nn.Module, inputs: tuple, output: Any) -> torch.Tensor:
 
 
 READER = Reader(_routed, counts=True, top_k=lambda m: getattr(m, "topk", None))
+match = class_match(CLASSES, READER)

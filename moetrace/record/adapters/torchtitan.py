@@ -14,14 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from moetrace.record.adapters.generic import Reader, first_attr, integer_tensor
+from moetrace.record.adapters.generic import Reader, class_match, first_attr, integer_tensor
 
 CLASSES = {("torchtitan.models.common.moe", "TokenChoiceTopKRouter"),
            ("torchtitan.models.moe.moe", "TokenChoiceTopKRouter")}
-
-
-def matches(cls: type) -> bool:
-    return (cls.__module__, cls.__name__) in CLASSES
 
 
 def _selected(module: nn.Module, inputs: tuple, output: Any) -> torch.Tensor | None:
@@ -30,3 +26,4 @@ def _selected(module: nn.Module, inputs: tuple, output: Any) -> torch.Tensor | N
 
 READER = Reader(_selected, n_experts=lambda m: first_attr(m, ("num_experts",)),
                 top_k=lambda m: first_attr(m, ("top_k",)))
+match = class_match(CLASSES, READER)

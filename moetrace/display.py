@@ -1,0 +1,29 @@
+"""Text from a trace (model names, metadata, paths) is data: shown, never obeyed.
+
+:func:`printable` escapes control and format characters (``\\x1b`` stays four visible
+characters), so metadata cannot set a window title, clear a screen or reorder a line in a
+terminal, a Markdown file or a web page. Each renderer adds its own quoting on top (rich
+markup, HTML); JSON keeps the exact text.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+_HIDDEN = ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
+
+
+def printable(text: Any) -> str:
+    """``text`` with control and format characters shown as escapes (``\\x1b``, ``\\u202e``)."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if unicodedata.category(ch) in _HIDDEN:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
