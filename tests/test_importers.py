@@ -234,7 +234,7 @@ def test_csv_bad_input(tmp_path, content, problem):
 # -- registry and CLI ----------------------------------------------------------------------
 
 def test_registry_and_unknown_format(tmp_path):
-    assert set(IMPORTERS) == {"megatron-router-trace", "sglang", "csv"}
+    assert set(IMPORTERS) == {"megatron-router-trace", "sglang", "csv", "smartmoe"}
     with pytest.raises(ParameterError, match="unknown import format 'vllm'"):
         import_trace("vllm", tmp_path, tmp_path / "x.parquet")
 

@@ -52,7 +52,7 @@ def test_gaps_are_allowed_and_reported(tmp_path, small_counts):
     trace = read_trace(tmp_path / "t.parquet")
     assert trace.gaps == [(2, 4), (7, 8)]
     info = json.loads(run_cli("info", str(tmp_path / "t.parquet"), "--json", check=True).stdout)
-    assert info["steps"] == {"first": 0, "last": 9, "count": 5, "missing": 5, "interval": 2,
+    assert info["steps"] == {"first": 0, "last": 9, "count": 5, "missing": 5, "interval": 1,
                              "gaps": [
         {"first_missing": 2, "last_missing": 4}, {"first_missing": 7, "last_missing": 8}]}
 

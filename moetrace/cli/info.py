@@ -35,7 +35,8 @@ def render(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     steps = summary["steps"]
-    gaps = f"{len(steps['gaps'])} gaps, {steps['missing']:,} steps missing" if steps["gaps"] \
+    unit = "steps" if steps["interval"] == 1 else "samples"
+    gaps = f"{len(steps['gaps'])} gaps, {steps['missing']:,} {unit} missing" if steps["gaps"] \
         else "no gaps"
     console.print(f"[bold]{safe(summary['path'])}[/]")
     console.print(f"  layers {summary['layers']}, experts per layer "

@@ -40,7 +40,7 @@ from moetrace.trace.schema import (
     Integrity,
     TraceMetadata,
 )
-from moetrace.trace.shares import Loads
+from moetrace.trace.shares import Loads, sampling_interval
 
 _HIVE_RANK = re.compile(r"^rank=(\d+)$")
 _WIDE_EXPERT = re.compile(r"^(?:expert_?|e)?(\d+)$")
@@ -74,11 +74,17 @@ class Trace:
         return len(self.steps)
 
     @cached_property
+    def interval(self) -> int:
+        """The sampling interval in training steps (1: every step recorded)."""
+        return sampling_interval(self.steps)
+
+    @cached_property
     def gaps(self) -> list[tuple[int, int]]:
-        """Missing step ranges as (first missing, last missing), inclusive."""
-        steps = self.steps
-        jumps = np.nonzero(np.diff(steps) > 1)[0]
-        return [(int(steps[i] + 1), int(steps[i + 1] - 1)) for i in jumps]
+        """Missing samples as (first missing step, last missing step), inclusive: where two
+        recorded steps are further apart than the sampling interval."""
+        steps, every = self.steps, self.interval
+        jumps = np.nonzero(np.diff(steps) > every)[0]
+        return [(int(steps[i] + every), int(steps[i + 1] - every)) for i in jumps]
 
     @cached_property
     def _totals(self) -> np.ndarray:

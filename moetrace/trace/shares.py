@@ -21,14 +21,15 @@ from moetrace.errors import ParameterError
 
 
 def sampling_interval(steps: np.ndarray) -> int:
-    """Training steps between recorded steps: the median gap (1 for a trace of every step).
-
-    The median, so a few gaps in a trace of every 10th step still give 10.
+    """Training steps between recorded steps: the most common gap (1 for a trace of every
+    step; the smallest of equally common ones). The most common, so a few missing samples
+    of a trace of every 10th step still give 10, and a few gaps in a trace of every step 1.
     """
     steps = np.asarray(steps)
     if len(steps) < 2:
         return 1
-    return max(1, int(np.median(np.diff(steps))))
+    gaps, counts = np.unique(np.diff(steps), return_counts=True)
+    return max(1, int(gaps[np.argmax(counts)]))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ import polars as pl
 
 from moetrace.trace.read import Trace
 from moetrace.trace.schema import LAYER, TOKENS
-from moetrace.trace.shares import sampling_interval
 
 
 def describe(trace: Trace) -> dict[str, Any]:
@@ -31,9 +30,11 @@ def describe(trace: Trace) -> dict[str, Any]:
             "first": int(steps[0]),
             "last": int(steps[-1]),
             "count": int(len(steps)),
-            "interval": sampling_interval(steps),
+            "interval": trace.interval,
             "gaps": [{"first_missing": a, "last_missing": b} for a, b in trace.gaps],
-            "missing": int(sum(b - a + 1 for a, b in trace.gaps)),
+            # missing samples: steps missing from a trace of every step, at a sampled
+            # trace's interval otherwise
+            "missing": int(sum((b - a) // trace.interval + 1 for a, b in trace.gaps)),
         },
         "tokens_per_step": [
             {"layer": row[LAYER], "min": int(row["min"]), "median": float(row["median"]),

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from moetrace.errors import ParameterError, TraceError
-from moetrace.record.importers import csv, megatron_router_trace, sglang
+from moetrace.record.importers import csv, megatron_router_trace, sglang, smartmoe
 from moetrace.record.importers.common import Imported, write_imported
 
 #: format name (as given to ``moetrace record --from``) -> reader of its files
@@ -18,6 +18,7 @@ IMPORTERS: dict[str, Callable[[Path], Imported]] = {
     "megatron-router-trace": megatron_router_trace.read_rows,
     "sglang": sglang.read_rows,
     "csv": csv.read_rows,
+    "smartmoe": smartmoe.read_rows,
 }
 
 

@@ -17,7 +17,7 @@ import polars as pl
 from moetrace.output import check_output, write_file
 from moetrace.errors import ParameterError, TraceError, first_line
 from moetrace.trace.read import read_trace
-from moetrace.trace.schema import EXPERT, LAYER, STEP, TOKENS, TraceMetadata
+from moetrace.trace.schema import EXPERT, LAYER, RANK, STEP, TOKENS, TraceMetadata
 from moetrace.trace.write import write_trace
 
 
@@ -49,7 +49,9 @@ def write_imported(imported: Imported, out: str | Path, src: str | Path, fmt: st
         if value is not None and value < 1:
             raise ParameterError(f"{name} must be at least 1, got {value}")
     try:
-        frame = (imported.rows.group_by(STEP, LAYER, EXPERT).agg(pl.col(TOKENS).sum())
+        keys = [STEP, LAYER, EXPERT] + ([RANK] if RANK in imported.rows.collect_schema()
+                                        else [])  # ranks kept as ranks; the reader sums them
+        frame = (imported.rows.group_by(keys).agg(pl.col(TOKENS).sum())
                  .collect(engine="streaming"))
     except pl.exceptions.PolarsError as exc:
         raise TraceError(f"cannot read it as {fmt}: {first_line(exc)}", path=src) from None
@@ -58,8 +60,7 @@ def write_imported(imported: Imported, out: str | Path, src: str | Path, fmt: st
     frame = _checked_counts(frame, src)
     n_experts = _experts(frame, imported.n_experts if n_experts is None else n_experts, src)
     source_layers = frame.get_column(LAYER).unique().sort().to_list()
-    frame = frame.with_columns((pl.col(LAYER).rank("dense") - 1).cast(pl.Int32)).sort(
-        STEP, LAYER, EXPERT)
+    frame = frame.with_columns((pl.col(LAYER).rank("dense") - 1).cast(pl.Int32)).sort(keys)
     totals = _complete_totals(frame, source_layers, src)
     top_k = top_k or imported.top_k
     if tokens_per_step is None and top_k:
@@ -97,7 +98,8 @@ def _checked_counts(frame: pl.DataFrame, src: str | Path) -> pl.DataFrame:
             raise TraceError(f"{problem} at step {row[STEP]}, layer {row[LAYER]}, expert "
                              f"{row[EXPERT]}", path=src)
     return frame.with_columns(pl.col(STEP).cast(pl.Int64), pl.col(EXPERT).cast(pl.Int32),
-                              tokens.cast(pl.Int64))
+                              tokens.cast(pl.Int64),
+                              *([pl.col(RANK).cast(pl.Int32)] if RANK in frame.columns else []))
 
 
 def _experts(frame: pl.DataFrame, n_experts: int | None, src: str | Path) -> int:
