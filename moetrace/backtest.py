@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from moetrace.defaults import LOOKAHEAD_RADIUS
 from moetrace.defaults import MIN_HISTORY as DEFAULT_MIN_HISTORY
 from moetrace.defaults import ORIGINS as DEFAULT_ORIGINS
 from moetrace.errors import ParameterError
-from moetrace.metrics import score
+from moetrace.metrics import lookahead_forecast, score
 from moetrace.predictors.base import Predictor, PredictorOptions, make_predictor
 from moetrace.trace.shares import Loads, sampling_interval
 
@@ -61,6 +62,9 @@ class BacktestResult:
     seconds: dict[str, float]  # fit + forecast time per predictor
     example: Example | None
     min_history: int
+    #: horizon -> (N, L) error rate of the look-ahead bound (metrics.lookahead_forecast)
+    lookahead: dict[int, np.ndarray] = field(default_factory=dict)
+    lookahead_radius: int = LOOKAHEAD_RADIUS  # in training steps
 
 
 def choose_origins(steps: np.ndarray, horizons: Sequence[int], *, min_history: int,
@@ -114,12 +118,15 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
              options: PredictorOptions | None = None, stable: np.ndarray | None = None,
              origins: Sequence[int] | None = None, stride: int | None = None,
              n_origins: int | None = None, min_history: int = DEFAULT_MIN_HISTORY,
-             example_layer: int = 0, progress: Progress | None = None) -> BacktestResult:
+             example_layer: int = 0, progress: Progress | None = None,
+             lookahead_radius: int = LOOKAHEAD_RADIUS) -> BacktestResult:
     """Backtest each predictor (a registered name or a predictor object) at every origin.
 
     ``stable`` is an (L, T) bool array over ``loads.steps`` (True = stable) used to label each
     origin with its layers' states. ``origins`` overrides the origin grid of
     :func:`choose_origins`. Each predictor is fitted on the same object at increasing origins.
+    Beside the predictors, every origin and horizon is scored for the look-ahead bound
+    (``lookahead_radius`` training steps on either side, see metrics.lookahead_forecast).
     """
     horizons = tuple(sorted({int(h) for h in horizons}))
     if not horizons or horizons[0] <= 0:
@@ -135,6 +142,7 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
                               n_origins=n_origins)
     else:
         grid = _check_origins(np.asarray(origins, dtype=np.int64), steps, horizons)
+    options = replace(options or PredictorOptions(), horizons=horizons)
     models = [_predictor(p, options) for p in predictors]
     names = tuple(m.name for m in models)
     if len(set(names)) != len(names):
@@ -167,6 +175,7 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
                 hi = int(np.searchsorted(steps, t + h, side="right"))
                 ahead = steps[lo:hi] - t - 1
                 values = score(forecast[:, ahead], shares[:, lo:hi])
+                values.update(_calibration(model.uncertainty(h), shares[:, lo:hi]))
                 for key, value in values.items():
                     metrics[(name, h)][key][i] = value
                 scored[(name, h)][i] = hi - lo
@@ -177,13 +186,42 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
                 progress(done, total, f"{name} @ step {t}")
         seconds[name] = time.perf_counter() - start
     scores = {key: Scores(fits[key[1]], metrics[key], scored[key]) for key in metrics}
+    lookahead = _lookahead(loads, grid, horizons, fits, loads.samples(lookahead_radius))
     return BacktestResult(grid, origin_stable, loads.layers, horizons, names, scores, seconds,
-                          example, min_history)
+                          example, min_history, lookahead, lookahead_radius)
+
+
+def _lookahead(loads: Loads, grid: np.ndarray, horizons: tuple[int, ...],
+               fits: dict[int, np.ndarray], radius: int) -> dict[int, np.ndarray]:
+    """(N, L) error rate of the look-ahead bound per horizon (NaN where it does not fit)."""
+    out = {h: np.full((len(grid), loads.n_layers), np.nan) for h in horizons}
+    steps = loads.steps
+    for i, t in enumerate(grid):
+        lo = int(np.searchsorted(steps, t, side="right"))
+        for h in horizons:
+            if fits[h][i]:
+                hi = int(np.searchsorted(steps, t + h, side="right"))
+                f = lookahead_forecast(loads.shares, lo, hi, radius)
+                out[h][i] = np.abs(f - loads.shares[:, lo:hi]).sum(axis=-1).mean(axis=-1)
+    return out
 
 
 def _empty(n: int, n_layers: int) -> dict[str, np.ndarray]:
-    names = ("error_rate", "mean_error_ratio", "window_error", "imbalance_error", "zero_actuals")
+    names = ("error_rate", "mean_error_ratio", "window_error", "imbalance_error", "zero_actuals",
+             "coverage", "expected_error")
     return {k: np.full((n, n_layers), np.nan) for k in names}
+
+
+def _calibration(uncertainty, actual: np.ndarray) -> dict[str, np.ndarray]:
+    """For a predictor that states its own uncertainty: per layer, the share of experts whose
+    actual mean share over the horizon fell inside the interval, and the expected error."""
+    if uncertainty is None:
+        return {}
+    mean = actual.mean(axis=1)  # (L, E)
+    inside = (mean >= uncertainty.lower) & (mean <= uncertainty.upper)
+    known = np.isfinite(uncertainty.lower).all(axis=1)  # a layer without a calibration: NaN
+    return {"coverage": np.where(known, inside.mean(axis=1), np.nan),
+            "expected_error": uncertainty.expected_error}
 
 
 def _check_origins(grid: np.ndarray, steps: np.ndarray, horizons: tuple[int, ...]) -> np.ndarray:

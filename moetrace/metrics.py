@@ -75,3 +75,21 @@ def score(f: np.ndarray, a: np.ndarray) -> dict[str, np.ndarray]:
         "imbalance_error": imbalance_error(f, a),
         "zero_actuals": zeros,
     }
+
+
+def lookahead_forecast(shares: np.ndarray, lo: int, hi: int, radius: int) -> np.ndarray:
+    """The look-ahead bound's forecast of rows ``lo .. hi-1`` of (..., T, E) ``shares``: at
+    each row the mean of the actual shares within ``radius`` rows on either side, the row
+    itself left out (a leave-one-out centred moving average). It sees the future, so no
+    forecaster can be expected to beat it; unlike the sampling floor it also carries the
+    real, overdispersed noise of routing. Shape (..., hi - lo, E)."""
+    n = shares.shape[-2]
+    a, b = max(0, lo - radius), min(n, hi + radius)
+    part = np.asarray(shares[..., a:b, :], dtype=np.float64)
+    cum = np.concatenate([np.zeros_like(part[..., :1, :]), np.cumsum(part, axis=-2)], axis=-2)
+    rows = np.arange(lo, hi)
+    start = np.maximum(rows - radius, 0) - a
+    stop = np.minimum(rows + radius + 1, n) - a
+    total = cum[..., stop, :] - cum[..., start, :] - part[..., rows - a, :]
+    count = (stop - start - 1)[:, None]
+    return total / np.maximum(count, 1)

@@ -37,6 +37,9 @@ class Oracle:
         out[:, ahead - self.origin - 1] = self.truth.shares[:, np.searchsorted(steps, ahead)]
         return out + self.offset
 
+    def uncertainty(self, horizon):
+        return None  # the protocol: no calibration of its own
+
 
 def test_exact_oracle_scores_zero_everywhere():
     rng = np.random.default_rng(1)

@@ -32,9 +32,11 @@ def test_table_and_verdict(trace):
     assert "verdict: stable from step" in out and "in all layers" in out
     truth = read_trace(trace).metadata.extra["true_boundaries"]
     for layer, true in enumerate(truth):
-        row = re.search(rf"^\s*{layer}\s+(\d+)\s+T 0, S (\d+)\s", out, re.M)
+        row = re.search(rf"^\s*{layer}\s+(\d+)\s+(\d+) \(\+(\d+)\).*T0 S(\d+)", out, re.M)
         assert row is not None, out
-        assert row.group(1) == row.group(2) and abs(int(row.group(1)) - true) <= 75
+        assert row.group(1) == row.group(4) and abs(int(row.group(1)) - true) <= 75
+        called = int(row.group(1)) + int(row.group(3))
+        assert true <= called <= true + 1000  # online: after the boundary, within 1,000 steps
 
 
 def test_json_has_the_documented_schema(trace, tmp_path):
@@ -43,9 +45,9 @@ def test_json_has_the_documented_schema(trace, tmp_path):
                                       "50"], env=ENV)
     assert result.exit_code == 0, result.output
     data = json.loads(path.read_text())
-    assert data["schema"] == "moetrace.analysis" and data["schema_version"] == 1
+    assert data["schema"] == "moetrace.analysis" and data["schema_version"] == 2
     assert data["parameters"]["window"] == 50
-    assert data["steps"] == {"first": 0, "last": 1499, "count": 1500}
+    assert data["steps"] == {"first": 0, "last": 1499, "count": 1500, "interval": 1}
     truth = read_trace(trace).metadata.extra["true_boundaries"]
     assert [la["layer"] for la in data["layers"]] == [0, 1, 2]
     for la, true in zip(data["layers"], truth):
@@ -58,6 +60,11 @@ def test_json_has_the_documented_schema(trace, tmp_path):
         floor = la["noise_floor"]["stable"]
         assert 0 < floor["value"] <= floor["multinomial"] * 1.0001
         assert set(la["fluctuation"]) == set(la["imbalance"]) == {"transient", "stable", "all"}
+        online = la["online"]
+        assert online["delay"] == online["detected_at"] - la["stable_from"]
+        assert online["calls"][-1] == {"at": online["detected_at"],
+                                       "onset": online["stable_from"], "state": "stable"}
+        assert 0 <= online["confidence"] <= 1
     assert data["model"]["stable_from"] == max(la["stable_from"] for la in data["layers"])
     assert data["model"]["verdict"].startswith("stable from step")
 

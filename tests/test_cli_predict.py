@@ -81,8 +81,16 @@ def test_all_predictors(trace, tmp_path):
                     "--order", "1,1,1", "--seed", 1, "-o", out)
     assert result.exit_code == 0, result.output
     frame = pl.read_parquet(out)
-    assert sorted(frame["predictor"].unique()) == ["arima", "lstm", "naive", "sw_avg"]
+    assert sorted(frame["predictor"].unique()) == ["arima", "auto", "drift", "lstm", "naive",
+                                                   "sw_avg"]
     assert frame["share"].min() >= 0
+    # every forecast carries the bounds of each expert's mean share over the horizon
+    bounds = frame.group_by("predictor", "layer", "expert").agg(
+        pl.col("mean_lower").n_unique().alias("lowers"), pl.col("mean_lower").first(),
+        pl.col("mean_upper").first())
+    assert (bounds["lowers"] == 1).all()  # one bound per expert, repeated on every step
+    known = bounds.filter(pl.col("mean_lower").is_not_nan())
+    assert known.height and (known["mean_lower"] <= known["mean_upper"]).all()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -25,6 +25,9 @@ class Offset:
         f[:, :, 1] -= self.offsets[:, None]
         return f
 
+    def uncertainty(self, horizon):
+        return None
+
 
 @pytest.fixture
 def result():

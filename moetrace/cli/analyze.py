@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def _pct(value: float | None) -> str:
     if value is None or math.isnan(value):
         return "-"
-    return f"{100 * value:.3g}%"
+    return f"{100 * value:.2g}%"
 
 
 def _ratio(value: float | None) -> str:
@@ -35,8 +35,16 @@ def _ratio(value: float | None) -> str:
 
 
 def _segments(la: LayerAnalysis) -> str:
-    """Each segment as its state's initial and its first step: "T 0, S 1013"."""
-    return ", ".join(f"{s.state[0].upper()} {s.start}" for s in la.segments)
+    """Each segment as its state's initial and its first step: "T0 S1013"."""
+    return " ".join(f"{s.state[0].upper()}{s.start}" for s in la.segments)
+
+
+def _online(la: LayerAnalysis) -> str:
+    """The online detector's stable onset and its delay: "4925 (+399)"."""
+    if la.online_stable_from is None:
+        return "never"
+    delay = "" if la.detection_delay is None else f" ({la.detection_delay:+})"
+    return f"{la.online_stable_from}{delay}"
 
 
 def _floor(la: LayerAnalysis) -> str:
@@ -44,28 +52,33 @@ def _floor(la: LayerAnalysis) -> str:
 
 
 def render(analysis: Analysis, title: str) -> None:
-    """The per-layer table and the model's verdict."""
+    """The per-layer table and the model's verdict (80 columns wide: a log or a pipe fits)."""
     from rich import box
     from rich.table import Table
 
     table = Table(title=safe(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("layer", "stable\nfrom", "segments", "fluct.\nT", "fluct.\nS", "max/mean\nT",
-                 "max/mean\nS", "noise\nfloor"):
-        table.add_column(name, justify="left" if name == "segments" else "right")
+    for name in ("layer", "stable\nfrom", "online\n(delay)", "fluct.\nT / S",
+                 "max/mean\nT / S", "noise\nfloor", "segments"):
+        table.add_column(name, justify="left" if name == "segments" else "right",
+                         no_wrap=name != "segments")
     for la in analysis.layers:
         table.add_row(str(la.layer), "never" if la.stable_from is None else str(la.stable_from),
-                      _segments(la),
-                      _pct(la.fluctuation.get(TRANSIENT)), _pct(la.fluctuation.get(STABLE)),
-                      _ratio(la.imbalance.get(TRANSIENT)), _ratio(la.imbalance.get(STABLE)),
-                      _floor(la))
+                      _online(la),
+                      f"{_pct(la.fluctuation.get(TRANSIENT))} / {_pct(la.fluctuation.get(STABLE))}",
+                      f"{_ratio(la.imbalance.get(TRANSIENT))} / "
+                      f"{_ratio(la.imbalance.get(STABLE))}",
+                      _floor(la), _segments(la))
     console.print(table)
-    console.print("T: transient, S: stable; segments: each state from the step given; "
-                  "fluct.: mean windowed "
-                  "std of the shares; max/mean: busiest expert's load over the mean; noise floor: "
-                  "per-step error a perfect predictor still makes, stable state (else transient) "
-                  f"(window {analysis.window}, sensitivity {analysis.sensitivity:g}, "
-                  f"stable ratio {analysis.stable_ratio:g}, top-k {analysis.top_k})",
-                  style="dim")
+    console.print("T: transient, S: stable (segments: each state from the step given); stable "
+                  "from, segments: hindsight (the whole "
+                  "trace); online: the stable onset a live job believes in, from the steps seen "
+                  "so far, and its delay (the step it was called minus the hindsight onset); "
+                  "fluct.: mean windowed std of the shares; max/mean: busiest expert's load "
+                  "over the mean; noise floor: per-step error a perfect predictor still makes, "
+                  "stable state (else transient) "
+                  f"({analysis.describe_steps()}, window {analysis.window} steps, sensitivity "
+                  f"{analysis.sensitivity:g}, stable ratio {analysis.stable_ratio:g}, top-k "
+                  f"{analysis.top_k})", style="dim")
     console.print(f"[bold]verdict:[/] {analysis.verdict}")
 
 

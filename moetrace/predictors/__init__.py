@@ -9,12 +9,16 @@ from moetrace.predictors.base import (
     register,
 )
 from moetrace.predictors.arima import ArimaPredictor
+from moetrace.predictors.auto import AutoPredictor
+from moetrace.predictors.drift import DriftPredictor
 from moetrace.predictors.naive import NaivePredictor
 from moetrace.predictors.sw_avg import SlidingWindowAveragePredictor
 
 register("naive", NaivePredictor)
 register("sw_avg", SlidingWindowAveragePredictor)
 register("arima", ArimaPredictor)
+register("drift", DriftPredictor)
+register("auto", AutoPredictor)
 
 
 def _lstm(options: PredictorOptions) -> Predictor:

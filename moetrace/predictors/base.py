@@ -30,8 +30,24 @@ class PredictorOptions:
     seed: int = 0
     train: Loads | None = None  # a separate training trace (LSTM), None: the history itself
     train_path: str | None = None  # where ``train`` was read from (an input of the command)
+    #: the horizons (training steps) the forecast will be scored or used at: predictors that
+    #: tune themselves or state their own uncertainty (drift, auto) do so for these
+    horizons: tuple[int, ...] | None = None
     #: called as progress(task, done, total) during long fits; the CLI shows a progress bar.
     progress: Callable[[str, int, int], None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """What a forecast at one horizon is worth, from the history's own past errors: bounds of
+    every expert's mean share over the horizon (holding it with probability ``level``) and
+    each layer's expected per-step error rate."""
+
+    horizon: int  # training steps
+    lower: np.ndarray  # (L, E)
+    upper: np.ndarray  # (L, E)
+    expected_error: np.ndarray  # (L,)
+    level: float
 
 
 class Predictor(Protocol):
@@ -45,6 +61,11 @@ class Predictor(Protocol):
 
     def forecast(self, horizon: int) -> np.ndarray:
         """Shares for steps origin+1 .. origin+horizon, shape (layers, horizon, experts)."""
+        ...
+
+    def uncertainty(self, horizon: int) -> Uncertainty | None:
+        """The predictor's own calibration at ``horizon`` (one of ``options.horizons``), or
+        None if it makes none (moetrace.predictors.calibrate then makes one for it)."""
         ...
 
 

@@ -8,7 +8,7 @@ history up to it, forecast the next H steps, and shape the result as the long ta
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +16,20 @@ import polars as pl
 
 from moetrace.output import check_output, write_file
 from moetrace.errors import ParameterError
-from moetrace.predictors.base import PredictorOptions, make_predictor, select_predictors
+from moetrace.predictors.base import (
+    PredictorOptions,
+    Uncertainty,
+    make_predictor,
+    select_predictors,
+)
+from moetrace.predictors.calibrate import calibrate
 from moetrace.trace.read import read_trace
 from moetrace.trace.shares import Loads
 
 #: Columns and dtypes of a written forecast.
 FORECAST_SCHEMA = {"predictor": pl.String, "origin": pl.Int64, "step": pl.Int64,
-                   "layer": pl.Int32, "expert": pl.Int32, "share": pl.Float64}
+                   "layer": pl.Int32, "expert": pl.Int32, "share": pl.Float64,
+                   "mean_lower": pl.Float64, "mean_upper": pl.Float64}
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,9 @@ class Forecasts:
     layers: tuple[int, ...]
     shares: dict[str, np.ndarray]  # predictor -> (L, H, E)
     skipped: tuple[tuple[str, str], ...] = ()  # predictors left out, and why
+    #: predictor -> bounds of each expert's mean share over the horizon and each layer's
+    #: expected error rate (None: the history was too short to calibrate)
+    uncertainty: dict[str, Uncertainty | None] = field(default_factory=dict)
 
     def frame(self) -> pl.DataFrame:
         """The long table, one row per (predictor, step, layer, expert)."""
@@ -43,27 +53,40 @@ class Forecasts:
             layer = np.repeat(np.asarray(self.layers, dtype=np.int32), horizon * n_experts)
             step = np.tile(np.repeat(self.steps.astype(np.int64), n_experts), n_layers)
             expert = np.tile(np.arange(n_experts, dtype=np.int32), n_layers * horizon)
+            u = self.uncertainty.get(name)
+            bounds = [np.full(arr.size, np.nan)] * 2 if u is None else \
+                [np.repeat(b[:, None, :], horizon, axis=1).reshape(-1) for b in (u.lower,
+                                                                                   u.upper)]
             parts.append(pl.DataFrame({"step": step, "layer": layer, "expert": expert,
-                                       "share": arr.reshape(-1)}).with_columns(
+                                       "share": arr.reshape(-1), "mean_lower": bounds[0],
+                                       "mean_upper": bounds[1]}).with_columns(
                 pl.lit(name).alias("predictor"), pl.lit(self.origin, pl.Int64).alias("origin")))
         return pl.concat(parts).select(list(FORECAST_SCHEMA))
 
     def summary(self, top: int = 3) -> pl.DataFrame:
-        """Per predictor and layer: hottest and coldest experts (mean forecast share) and the
-        forecast max/mean imbalance (max share x experts, averaged over the horizon)."""
+        """Per predictor and layer: hottest and coldest experts (mean forecast share) with
+        their interval, the forecast max/mean imbalance (max share x experts, averaged over
+        the horizon) and the expected error rate."""
         rows = []
         for name, arr in self.shares.items():
             mean = arr.mean(axis=1)  # (L, E)
             order = np.argsort(-mean, axis=1, kind="stable")
             imbalance = (arr.max(axis=2) * arr.shape[2]).mean(axis=1)
+            u = self.uncertainty.get(name)
             for i, layer in enumerate(self.layers):
+                hot, cold = order[i, :top], order[i, ::-1][:top]
                 rows.append({
                     "predictor": name, "layer": layer,
-                    "hottest": [int(e) for e in order[i, :top]],
-                    "hottest_share": [float(mean[i, e]) for e in order[i, :top]],
-                    "coldest": [int(e) for e in order[i, ::-1][:top]],
-                    "coldest_share": [float(mean[i, e]) for e in order[i, ::-1][:top]],
+                    "hottest": [int(e) for e in hot],
+                    "hottest_share": [float(mean[i, e]) for e in hot],
+                    "hottest_interval": None if u is None else
+                    [[float(u.lower[i, e]), float(u.upper[i, e])] for e in hot],
+                    "coldest": [int(e) for e in cold],
+                    "coldest_share": [float(mean[i, e]) for e in cold],
                     "imbalance": float(imbalance[i]),
+                    "expected_error": None if u is None else float(u.expected_error[i]),
+                    "interval_width": None if u is None else
+                    float((u.upper[i] - u.lower[i]).mean()),
                 })
         return pl.DataFrame(rows)
 
@@ -79,8 +102,8 @@ class Forecasts:
         }
 
 
-#: Predictors `predict` runs when none are named.
-DEFAULT_PREDICTORS = ("naive", "sw_avg", "arima", "lstm")
+#: Predictors `predict` runs when none are named: the state-aware one (docs/predictors.md).
+DEFAULT_PREDICTORS = ("auto",)
 
 
 def forecast_loads(loads: Loads, predictors: Sequence[str] | str | None, horizon: int,
@@ -98,17 +121,21 @@ def forecast_loads(loads: Loads, predictors: Sequence[str] | str | None, horizon
         raise ParameterError(f"--at {at} is outside the trace's steps {first}..{last}")
     history = loads.upto(last if at is None else at)
     origin = int(history.steps[-1])
-    options = options or PredictorOptions()
-    shares = {}
+    options = replace(options or PredictorOptions(), horizons=(int(horizon),))
+    shares, uncertainty = {}, {}
     for i, name in enumerate(names):
         if options.progress is not None:
             options.progress("predictors", i, len(names))
-        shares[name] = make_predictor(name, options).fit(history).forecast(horizon)
+        model = make_predictor(name, options).fit(history)
+        shares[name] = model.forecast(horizon)
+        uncertainty[name] = model.uncertainty(horizon) or calibrate(
+            lambda: make_predictor(name, replace(options, progress=None)), history, horizon,
+            shares[name])
     if options.progress is not None:
         options.progress("predictors", len(names), len(names))
     steps = np.arange(origin + 1, origin + horizon + 1, dtype=np.int64)
     return Forecasts(origin, steps, tuple(int(x) for x in loads.layers), shares,
-                     selection.skipped)
+                     selection.skipped, uncertainty)
 
 
 def forecast_trace(path: str | Path, predictors: Sequence[str] | str | None, horizon: int,

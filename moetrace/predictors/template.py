@@ -108,6 +108,10 @@ class BucketPredictor:
             self._cache = normalize_shares(self._forecast_buckets(k))
         return expand_buckets(self._cache[:, :k], self.step_bucket, int(horizon))
 
+    def uncertainty(self, horizon: int):
+        """None: this predictor makes no calibration of its own (see Predictor)."""
+        return None
+
     def _fit(self, buckets: np.ndarray, history: Loads) -> None:
         raise NotImplementedError
 

@@ -17,6 +17,7 @@ from moetrace.defaults import STATE_WINDOW as DEFAULT_WINDOW
 from moetrace.errors import ParameterError
 from moetrace.states import noise, stats
 from moetrace.states.noise import NoiseFloor
+from moetrace.states.online import online_states
 from moetrace.states.segment import (
     STABLE,
     TRANSIENT,
@@ -49,6 +50,19 @@ class LayerAnalysis:
     fluctuation: dict[str, float]  # mean windowed std of the shares, over the state's windows
     imbalance: dict[str, float]  # mean max/mean load over the state's steps
     noise_scale: float = 1.0  # empirical noise variance over the multinomial one (>= 1)
+    #: the online detector's view at the last step (moetrace/states/online.py)
+    online_stable_from: int | None = None  # onset of the stable state it believes in
+    online_detected_at: int | None = None  # step at which it called that stable state
+    online_confidence: float = 0.0
+    online_calls: list = field(default_factory=list)  # (called at, onset, stable?) in order
+
+    @property
+    def detection_delay(self) -> int | None:
+        """Steps from the hindsight stable onset to the online call (online minus
+        hindsight); None unless both see the layer stable at the end."""
+        if self.stable_from is None or self.online_detected_at is None:
+            return None
+        return self.online_detected_at - self.stable_from
 
 
 @dataclass
@@ -68,6 +82,16 @@ class Analysis:
     interval: int  # the trace's sampling interval in training steps
     window_stats: dict[str, np.ndarray] = field(repr=False)  # name -> (L, W), see WINDOW_STATS
     step_stats: dict[str, np.ndarray] = field(repr=False)  # name -> (L, T), see STEP_STATS
+    online_stable: np.ndarray | None = field(default=None, repr=False)  # (L, T) causal labels
+
+    def labels(self, states: str = "hindsight") -> np.ndarray:
+        """(L, T) stable labels: ``hindsight`` (the segmentation of the whole trace) or
+        ``online`` (what a live job believed at each step)."""
+        if states == "online":
+            return self.online_stable
+        if states != "hindsight":
+            raise ParameterError(f"--states takes hindsight or online, got '{states}'")
+        return self.stable
 
     def describe_steps(self) -> str:
         """"5,000 steps", or for a sampled trace "5,001 training steps (501 samples, every 10)"."""
@@ -156,12 +180,18 @@ def analyze_loads(loads: Loads, *, window: int = DEFAULT_WINDOW,
         if progress is not None:
             progress(i + 1, n_layers)
     model_segments = segments_from_labels(stable.all(axis=0), loads.steps)
+    online = online_states(loads, window=window, top_k=top_k, stable_ratio=stable_ratio)
+    for i, la in enumerate(layers):
+        la.online_stable_from, la.online_detected_at = online.stable_from[i], \
+            online.detected_at[i]
+        la.online_confidence, la.online_calls = online.confidence[i], online.calls[i]
     return Analysis(
         steps=loads.steps, layers=layers, stable=stable,
         model_stable_from=stable_from(model_segments), model_segments=model_segments,
         window=window, sensitivity=sensitivity, stable_ratio=stable_ratio, top_k=top_k,
         interval=loads.interval,
-        window_steps=loads.steps[centres], window_stats=window_stats, step_stats=step_stats)
+        window_steps=loads.steps[centres], window_stats=window_stats, step_stats=step_stats,
+        online_stable=online.stable)
 
 
 def _layer_statistics(counts: np.ndarray, w: int, top_k: int, stable_ratio: float,

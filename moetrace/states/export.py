@@ -21,7 +21,7 @@ from moetrace.states.segment import STABLE, TRANSIENT, Segment
 from moetrace.trace.shares import Loads
 
 SCHEMA = "moetrace.analysis"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _number(x: float) -> float | None:
@@ -44,11 +44,15 @@ def _layer(la: LayerAnalysis) -> dict[str, Any]:
         "fluctuation": {k: _number(v) for k, v in la.fluctuation.items()},
         "imbalance": {k: _number(v) for k, v in la.imbalance.items()},
         "noise_scale": la.noise_scale,
+        "online": {"stable_from": la.online_stable_from, "detected_at": la.online_detected_at,
+                   "delay": la.detection_delay, "confidence": la.online_confidence,
+                   "calls": [{"at": at, "onset": onset, "state": "stable" if st else "transient"}
+                             for at, onset, st in la.online_calls]},
     }
 
 
 def to_json_dict(analysis: Analysis, trace: str | None = None) -> dict[str, Any]:
-    """Everything the terminal table shows, plus segments and parameters (schema v1)."""
+    """Everything the terminal table shows, plus segments and parameters (schema v2)."""
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -56,7 +60,7 @@ def to_json_dict(analysis: Analysis, trace: str | None = None) -> dict[str, Any]
         "parameters": {"window": analysis.window, "sensitivity": analysis.sensitivity,
                        "stable_ratio": analysis.stable_ratio, "top_k": analysis.top_k},
         "steps": {"first": int(analysis.steps[0]), "last": int(analysis.steps[-1]),
-                  "count": int(len(analysis.steps))},
+                  "count": int(len(analysis.steps)), "interval": analysis.interval},
         "model": {"stable_from": analysis.model_stable_from,
                   "segments": _segments(analysis.model_segments),
                   "verdict": analysis.verdict},
@@ -82,6 +86,7 @@ def states_frame(analysis: Analysis) -> pl.DataFrame:
         "step": np.tile(analysis.steps, n_layers),
         "state": pl.Series(np.where(stable, STABLE, TRANSIENT)).cast(pl.Categorical),
         "stable": stable,
+        "online_stable": analysis.online_stable.ravel(),
         **{k: v.ravel() for k, v in analysis.step_stats.items()},
     })
 
