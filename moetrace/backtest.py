@@ -65,6 +65,9 @@ class BacktestResult:
     #: horizon -> (N, L) error rate of the look-ahead bound (metrics.lookahead_forecast)
     lookahead: dict[int, np.ndarray] = field(default_factory=dict)
     lookahead_radius: int = LOOKAHEAD_RADIUS  # in training steps
+    #: predictor -> per origin, why it fell back to a simpler rule, or "not fitted: why" where
+    #: the history was too short for it (that origin is then not scored); None: neither
+    fallbacks: dict[str, list[str | None]] = field(default_factory=dict)
 
 
 def choose_origins(steps: np.ndarray, horizons: Sequence[int], *, min_history: int,
@@ -160,13 +163,22 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
                       np.arange(grid[example_at] + 1, grid[example_at] + 1 + max(
                           h for h in horizons if fits[h][example_at])))
     seconds: dict[str, float] = {}
+    fallbacks: dict[str, list[str | None]] = {name: [] for name in names}
+    failed: dict[str, ParameterError] = {}
     total, done = len(models) * n, 0
     for model, name in zip(models, names):
         start = time.perf_counter()
         for i, t in enumerate(grid):
             t = int(t)
             reach = max(h for h in horizons if fits[h][i])
-            forecast = np.asarray(model.fit(loads.upto(t)).forecast(reach))
+            try:
+                forecast = np.asarray(model.fit(loads.upto(t)).forecast(reach))
+            except ParameterError as exc:  # too little history at this origin: not scored
+                fallbacks[name].append(f"not fitted: {exc}")
+                failed.setdefault(name, exc)
+                done += 1
+                continue
+            fallbacks[name].append(model.fallback)
             _check_forecast(forecast, name, t, (n_layers, reach, loads.n_experts))
             lo = int(np.searchsorted(steps, t, side="right"))
             for h in horizons:
@@ -185,10 +197,13 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
             if progress is not None:
                 progress(done, total, f"{name} @ step {t}")
         seconds[name] = time.perf_counter() - start
+    if failed and all(all(r and r.startswith("not fitted") for r in fallbacks[name])
+                      for name in names):
+        raise next(iter(failed.values()))  # no predictor at any origin: nothing to report
     scores = {key: Scores(fits[key[1]], metrics[key], scored[key]) for key in metrics}
     lookahead = _lookahead(loads, grid, horizons, fits, loads.samples(lookahead_radius))
     return BacktestResult(grid, origin_stable, loads.layers, horizons, names, scores, seconds,
-                          example, min_history, lookahead, lookahead_radius)
+                          example, min_history, lookahead, lookahead_radius, fallbacks)
 
 
 def _lookahead(loads: Loads, grid: np.ndarray, horizons: tuple[int, ...],

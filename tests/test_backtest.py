@@ -37,6 +37,8 @@ class Oracle:
         out[:, ahead - self.origin - 1] = self.truth.shares[:, np.searchsorted(steps, ahead)]
         return out + self.offset
 
+    fallback = None  # the protocol: never falls back
+
     def uncertainty(self, horizon):
         return None  # the protocol: no calibration of its own
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 from report_data import FAST, small_trace
 
@@ -70,9 +71,11 @@ def test_html_is_self_contained_with_every_figure(report):
 
 def test_markdown_has_every_section_and_figure(report):
     md = (report.path / "report.md").read_text()
-    for heading in ("## The trace", "## States per layer", "## Headline", "## Per layer",
+    for heading in ("## Bottom line", "## The trace", "## States per layer",
+                    "## Every predictor, horizon and state", "## Per layer",
                     "## Next to the paper", "## How the numbers were computed"):
         assert heading in md
+    assert md.index("## Bottom line") < md.index("## The trace")  # the answer comes first
     for fig in (report.path / "figures").glob("*.png"):
         assert f"(figures/{fig.name})" in md
     assert "the paper's figures on its own traces" in md
@@ -119,3 +122,58 @@ def test_report_failing_while_written_leaves_nothing_behind(trace, tmp_path, mon
 def test_unknown_predictor_is_refused_before_any_work(tmp_path):
     with pytest.raises(ParameterError, match="unknown predictor 'nope'"):
         build_report(tmp_path / "missing.parquet", tmp_path / "out", predictors=["nope"])
+
+
+def test_the_bottom_line_names_the_best_its_references_and_ties(trace, tmp_path):
+    report = build_report(trace, tmp_path / "r", predictors=["naive", "sw_avg", "auto"], **FAST)
+    doc = report.document
+    assert doc["bottom_line"], "no bottom line"
+    for b in doc["bottom_line"]:
+        rows = [r for r in doc["results"] if r["layer"] is None and r["horizon"] == b["horizon"]
+                and r["state"] == b["state"]]
+        best = min(rows, key=lambda r: r["error_rate_median"])
+        assert b["best"] == best["predictor"]
+        assert b["error_rate_p10"] <= b["error_rate_median"] <= b["error_rate_p90"]
+        assert b["reference"] >= (b["noise_floor"] or 0) - 1e-12
+        assert set(b["ties"]) <= {r["predictor"] for r in rows} - {b["best"]}
+        naive = next(r for r in rows if r["predictor"] == "naive")
+        assert b["gain_over_naive"] == pytest.approx(
+            1 - best["error_rate_median"] / naive["error_rate_median"])
+    for row in doc["results"]:
+        assert row["lookahead"] is None or row["lookahead"] > 0
+        if row["predictor"] == "auto":  # the one that states its own uncertainty
+            assert row["coverage"] is None or 0 <= row["coverage"] <= 1
+        else:
+            assert row["coverage"] is None
+
+
+def test_a_50_step_trace_gets_a_report_with_notes_on_what_is_unreliable(tmp_path):
+    from conftest import long_frame
+
+    from moetrace.trace import TraceMetadata, write_trace
+
+    rng = np.random.default_rng(0)
+    counts = rng.multinomial(4, np.ones(8) / 8, size=(2, 50))  # few tokens per step
+    path = tmp_path / "short.parquet"
+    write_trace(long_frame(counts), path, TraceMetadata(top_k=1))
+    report = build_report(path, tmp_path / "r", predictors=["naive", "sw_avg", "arima"])
+    params = report.document["parameters"]
+    assert params["min_history"] == 25 and max(params["horizons"]) <= 25
+    assert any("too few for the default" in n for n in params["shrunk"])
+    assert any("state window was shrunk" in n for n in params["shrunk"])
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "horizons of" in md and "say little about a placement" in md
+    # arima cannot be fitted on 25 steps of history: said, not an error
+    arima = next(n for n in report.document["notes"] if n["predictor"] == "arima")
+    assert arima["fallbacks"] == arima["fits"] and "needs 600 steps" in \
+        arima["fallback_reasons"][0]
+
+
+def test_online_state_labels_change_only_the_labels(trace, tmp_path):
+    hind = build_report(trace, tmp_path / "h", predictors=["naive"], **FAST)
+    online = build_report(trace, tmp_path / "o", predictors=["naive"], states="online", **FAST)
+    assert online.document["parameters"]["states"] == "online"
+    assert online.document["states"]["labels"] == "online"
+    all_h = [r for r in hind.document["results"] if r["state"] == "all"]
+    all_o = [r for r in online.document["results"] if r["state"] == "all"]
+    assert [r["error_rate"] for r in all_h] == [r["error_rate"] for r in all_o]

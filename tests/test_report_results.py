@@ -25,6 +25,8 @@ class Offset:
         f[:, :, 1] -= self.offsets[:, None]
         return f
 
+    fallback = None
+
     def uncertainty(self, horizon):
         return None
 

@@ -98,3 +98,39 @@ def test_noise_scale_from_white_windows_bounded_by_quietest():
     var = np.array([1e-4] * 5 + [1e-6] * 95)
     steady = np.array([1e-4] * 5 + [2e-8] * 95)
     assert noise_scale(var, steady, np.full(100, 1e-8), 2.0) == pytest.approx(2.0)
+
+
+def test_exact_binomial_absolute_deviation_by_hand():
+    from moetrace.states.noise import binomial_abs_deviation
+
+    assert binomial_abs_deviation(1, 0.5) == pytest.approx(0.5)  # |X - 0.5| = 0.5 always
+    assert binomial_abs_deviation(2, 0.5) == pytest.approx(0.5)  # 1, 0, 1 w.p. 1/4, 1/2, 1/4
+    assert binomial_abs_deviation(4, 0.25) == pytest.approx(  # by enumeration
+        sum(abs(x - 1) * p for x, p in enumerate([81 / 256, 108 / 256, 54 / 256,
+                                                    12 / 256, 1 / 256])))
+    assert binomial_abs_deviation(10, 0.0) == 0.0 and binomial_abs_deviation(10, 1.0) == 0.0
+
+
+@pytest.mark.parametrize("tokens, top_k", [(1, 2), (4, 1), (4, 2), (512, 1), (512, 2)])
+def test_floors_are_what_a_perfect_constant_forecast_scores(tokens, top_k):
+    """A trace whose underlying shares never move: the floor analyze reports must match the
+    error of forecasting exactly those shares, simulated, at any number of tokens per step."""
+    from moetrace.states import analyze_loads
+    from moetrace.trace.shares import Loads
+
+    rng = np.random.default_rng(tokens * 10 + top_k)
+    n_experts, steps = 8, 4000
+    logits = rng.normal(0, 0.5, n_experts)
+    picks = np.argsort(-(logits + rng.gumbel(size=(steps, tokens, n_experts))), axis=2)
+    picks = picks[..., :top_k].reshape(steps, -1)
+    counts = np.stack([np.bincount(s, minlength=n_experts) for s in picks])[None]
+    loads = Loads(np.arange(steps), counts, (0,))
+    # the underlying shares, estimated from a very long independent run of the same routing
+    many = np.argsort(-(logits + rng.gumbel(size=(200_000, n_experts))), axis=1)[:, :top_k]
+    p = np.bincount(many.ravel(), minlength=n_experts) / many.size
+    perfect = np.abs(loads.shares[0] - p).sum(axis=1).mean()
+    analysis = analyze_loads(loads, top_k=top_k, window=200)
+    floor = analysis.layers[0].noise_floor["all"]
+    assert floor.multinomial == pytest.approx(perfect, rel=0.08), (floor, perfect)
+    assert floor.scale < 10  # no runaway noise scale from 0/1 shares
+    assert floor.reliable == (200 * tokens * top_k / n_experts >= 100)

@@ -79,6 +79,12 @@ def render(analysis: Analysis, title: str) -> None:
                   f"({analysis.describe_steps()}, window {analysis.window} steps, sensitivity "
                   f"{analysis.sensitivity:g}, stable ratio {analysis.stable_ratio:g}, top-k "
                   f"{analysis.top_k})", style="dim")
+    unreliable = [la.layer for la in analysis.layers
+                  if not all(f.reliable for f in la.noise_floor.values())]
+    if unreliable:
+        console.print(f"note: the noise floors of layer(s) {', '.join(map(str, unreliable))} "
+                      "are unreliable: too few routed tokens per expert in a state window to "
+                      "know the underlying shares", style="yellow")
     console.print(f"[bold]verdict:[/] {analysis.verdict}")
 
 

@@ -12,7 +12,7 @@ from moetrace.cli.app import command, console, warn
 from moetrace.cli.options import Bucket, Order, Predictors, Seed, TrainTrace, Window
 from moetrace.cli.progress import progress_bar
 from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
-from moetrace.defaults import HORIZONS, MIN_HISTORY, ORIGINS, STATE_WINDOW
+from moetrace.defaults import HORIZONS, LOOKAHEAD_RADIUS, MIN_HISTORY, ORIGINS, STATE_WINDOW
 from moetrace.output import check_output
 
 if TYPE_CHECKING:
@@ -25,10 +25,11 @@ def report(
                                          metavar="TRACE")],
     out: Annotated[Path, typer.Option("-o", "--out", metavar="DIR",
                                       help="Report directory to write.")],
-    horizon: Annotated[str, typer.Option(
+    horizon: Annotated[Optional[str], typer.Option(
         "--horizon", "--horizons", metavar="STEPS",
-        help="Forecast horizons to score, in training steps (comma-separated).")
-    ] = ",".join(map(str, HORIZONS)),
+        help="Forecast horizons to score, in training steps, comma-separated (default "
+             f"{','.join(map(str, HORIZONS))}; shrunk with a note for a trace too short).")
+    ] = None,
     predictors: Predictors = None,
     stride: Annotated[Optional[int], typer.Option(
         metavar="STEPS", help="Training steps between origins (default: --origins spread "
@@ -36,13 +37,22 @@ def report(
     origins: Annotated[Optional[int], typer.Option(
         "--origins", metavar="N",
         help=f"Number of origins spread evenly over the trace (default {ORIGINS}).")] = None,
-    min_history: Annotated[int, typer.Option(
+    min_history: Annotated[Optional[int], typer.Option(
         "--min-history", metavar="STEPS",
-        help="Training steps of history the first origin needs.")] = MIN_HISTORY,
-    state_window: Annotated[int, typer.Option(
+        help=f"Training steps of history the first origin needs (default {MIN_HISTORY:,}).")
+    ] = None,
+    state_window: Annotated[Optional[int], typer.Option(
         "--state-window", metavar="STEPS",
         help="Window of the state analysis that labels each origin transient or stable "
-             "(analyze's --window).")] = STATE_WINDOW,
+             f"(analyze's --window; default {STATE_WINDOW}).")] = None,
+    states: Annotated[str, typer.Option(
+        "--states", metavar="hindsight|online",
+        help="Label each origin's layers with the hindsight segmentation (as the paper) or "
+             "with what a live job believed then (the online detector).")] = "hindsight",
+    lookahead: Annotated[int, typer.Option(
+        "--lookahead", metavar="STEPS",
+        help="Half-width of the look-ahead bound's centred moving average (docs/metrics.md)."
+    )] = LOOKAHEAD_RADIUS,
     window: Window = None,
     bucket: Bucket = None,
     order: Order = None,
@@ -56,21 +66,27 @@ def report(
     from moetrace.cli.options import parse_int_list, predictor_options
     from moetrace.report import build_report
 
-    steps = parse_int_list(horizon, "--horizon")
+    steps = None if horizon is None else parse_int_list(horizon, "--horizon")
     inputs = [trace] + ([train_trace] if train_trace else [])
     check_output(out, kind="dir", inputs=inputs, force=force)
     if json_out is not None:
         check_output(json_out, kind="file", inputs=inputs, force=force)
     options = predictor_options(window=window, bucket=bucket, order=order, seed=seed,
                                 train_trace=train_trace)
-    command_line = _command(trace, out, steps, predictors, stride, origins, min_history,
-                            state_window, window, bucket, order, seed, train_trace)
+    command_line = _command(trace, out, {
+        "--horizon": horizon, "--predictors": predictors, "--stride": stride,
+        "--origins": origins, "--min-history": min_history, "--state-window": state_window,
+        "--states": states if states != "hindsight" else None,
+        "--lookahead": lookahead if lookahead != LOOKAHEAD_RADIUS else None,
+        "--window": window, "--bucket": bucket, "--order": order, "--seed": seed or None,
+        "--train-trace": train_trace})
     with progress_bar("backtest", quiet=as_json) as update:
         update(0, None, "reading and analyzing the trace")
         result = build_report(trace, out, predictors=predictors, horizons=steps, stride=stride,
                               n_origins=origins, min_history=min_history, options=options,
                               train_trace=train_trace, force=force, command=command_line,
-                              progress=update, state_window=state_window)
+                              progress=update, state_window=state_window, states=states,
+                              lookahead_radius=lookahead)
     for item in result.document["parameters"]["skipped"]:
         warn(f"{item['predictor']} skipped: {item['reason']}")
     emit_json(result.document, to_stdout=as_json, path=json_out, inputs=inputs, force=force)
@@ -78,39 +94,39 @@ def report(
         _render(result)
 
 
-def _command(trace, out, horizons, predictors, stride, origins, min_history, state_window,
-             window, bucket, order, seed, train_trace) -> str:
-    """The command line that reproduces this report, every option spelled out."""
-    parts = ["moetrace", "report", trace, "-o", str(out), "--horizon",
-             ",".join(map(str, horizons)), "--min-history", str(min_history),
-             "--state-window", str(state_window), "--seed", str(seed)]
-    for flag, value in (("--predictors", predictors), ("--stride", stride),
-                        ("--origins", origins), ("--window", window), ("--bucket", bucket),
-                        ("--order", order), ("--train-trace", train_trace)):
+def _command(trace, out, options: dict) -> str:
+    """The command line that reproduces this report: every option given."""
+    parts = ["moetrace", "report", trace, "-o", str(out)]
+    for flag, value in options.items():
         if value is not None:
             parts += [flag, str(value)]
     return shlex.join(parts)
 
 
 def _render(result: Report) -> None:
+    """The report's bottom line, as its first screen shows it."""
+    from rich import box
     from rich.table import Table
 
-    from moetrace.report.document import pct
-    from moetrace.report.results import find
+    from moetrace.report.document import note_lines, pct
 
-    doc = result.document
-    table = Table(title="Error rate, mean over layers (origins)")
-    for name, justify in (("predictor", "left"), ("horizon", "right"), ("stable", "right"),
-                          ("all", "right"), ("noise floor", "right")):
-        table.add_column(name, justify=justify)
-    for h in doc["parameters"]["horizons"]:
-        for name in doc["parameters"]["predictors"]:
-            stable = find(result.rows, predictor=name, horizon=h, state="stable")
-            every = find(result.rows, predictor=name, horizon=h, state="all")
-            cells = ["—" if r is None else f"{pct(r.error_rate)} ({r.origins})"
-                     for r in (stable, every)]
-            floor = (stable or every).noise_floor if (stable or every) else None
-            table.add_row(name, f"{h:,}", *cells, pct(floor))
+    table = Table(title="Bottom line: the predictor to trust, per horizon and state",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("horizon", "state", "best", "error", "vs naive", "x ref.", "tie with"):
+        table.add_column(name, justify="left" if name in ("state", "best", "tie with")
+                         else "right")
+    for b in result.document["bottom_line"]:
+        gain = b["gain_over_naive"]
+        table.add_row(f"{b['horizon']:,}", b["state"], safe(b["best"]),
+                      pct(b["error_rate_median"]),
+                      "-" if gain is None else f"{-gain * 100:+.0f}%",
+                      "-" if b["times_reference"] is None else f"{b['times_reference']:.2f}x",
+                      safe(", ".join(b["ties"]) or "none"))
     console.print(table)
+    console.print("error: median over origins of the per-step error rate; vs naive: relative "
+                  "to naive's; x ref.: times the higher of the noise floor and the look-ahead "
+                  "bound (what no forecaster can be expected to beat)", style="dim")
+    for line in note_lines(result.document):
+        console.print(safe(line), style="dim")
     console.print(f"report written to [bold]{safe(result.path)}[/] "
                   f"(report.html, report.md, report.json, figures/)")

@@ -51,9 +51,14 @@ class Uncertainty:
 
 
 class Predictor(Protocol):
-    """Fit on history, forecast shares of the next ``horizon`` steps."""
+    """Fit on history, forecast shares of the next ``horizon`` steps.
+
+    ``fallback`` says, after a fit, why the predictor forecast with a simpler rule than its
+    own (for example an LSTM with too little history to train on), or None; reports show it.
+    """
 
     name: str
+    fallback: str | None
 
     def fit(self, history: Loads) -> "Predictor":
         """Fit on ``history`` (every step of it is at or before the origin)."""

@@ -57,6 +57,11 @@ CLIP = 10.0  # noise-scaled departures beyond this are clipped (robust to outlie
 #: Buckets of (recent) history trained on: 10,000 steps at the default bucket, so a long
 #: transient start does not dominate what the model learns about the current state.
 TRAIN_BUCKETS = 500
+#: Fewest buckets to train on besides the validation rollout: with less (a short or sampled
+#: history), the model is not trained and forecasts with its baseline, saying so
+MIN_TRAIN = 2 * WINDOW
+#: the horizon validated on when none is given (training steps)
+DEFAULT_HORIZON = 1000
 EPS = 1e-9
 
 
@@ -138,13 +143,20 @@ def noise_scale(series: np.ndarray) -> np.ndarray:
     return np.maximum(rms, 1e-6)
 
 
+def validation_buckets(n: int, horizon: int) -> int:
+    """Buckets of the validation rollout: 15% of the series, and never shorter than the
+    horizon the forecast is for (a model that wins over 7 buckets can run off over 100)."""
+    return max(int(round(n * VALIDATION)), horizon, 1)
+
+
 def train_model(series: np.ndarray, n_layers: int, n_experts: int,
-                progress=None) -> ShareLSTM:
+                progress=None, horizon: int = 1) -> ShareLSTM:
     """Fit on the last TRAIN_BUCKETS of (n, L*E) bucket shares; early stopping on the error of
-    a forecast over their last 15% (epoch 0, the untrained model, is the baseline forecast)."""
-    series = series[-TRAIN_BUCKETS:]
+    a forecast rolled out over their last ``validation_buckets`` (at least the ``horizon``
+    in buckets; epoch 0, the untrained model, is the baseline forecast)."""
+    series = series[-max(TRAIN_BUCKETS, MIN_TRAIN + horizon):]
     n = len(series)
-    split = min(n - 1, max(2, int(round(n * (1 - VALIDATION)))))
+    split = min(n - 1, max(2, n - validation_buckets(n, horizon)))
     data = torch.as_tensor(series, dtype=torch.float32)
     base = torch.as_tensor(moving_baseline(series), dtype=torch.float32)
     model = ShareLSTM(n_layers, n_experts, noise_scale(series[:split]),
@@ -222,6 +234,7 @@ class LSTMPredictor(BucketPredictor):
         self.retrain_every = retrain_every
         self.model: ShareLSTM | None = None
         self._trained_on: HistoryMark | None = None
+        self._why: str | None = None
 
     def _fit(self, buckets: np.ndarray, history: Loads) -> None:
         n_layers, n, n_experts = buckets.shape
@@ -235,11 +248,30 @@ class LSTMPredictor(BucketPredictor):
             if source.shape[1] < self.min_buckets:
                 raise ParameterError(f"lstm: the training trace needs at least "
                                      f"{self.min_buckets * self.bucket} steps")
-            with _deterministic(self.options.seed):
-                self.model = train_model(self._flat(source), n_layers, n_experts,
-                                         lambda done, total: self._report(
-                                             "lstm: training", done, total))
+            horizon = max(1, -(-max(self.options.horizons or (DEFAULT_HORIZON,))
+                               // self.step_bucket))
+            need = MIN_TRAIN + validation_buckets(source.shape[1], horizon)
+            if source.shape[1] < need:
+                with _deterministic(self.options.seed):
+                    self.model = ShareLSTM(n_layers, n_experts,
+                                           noise_scale(self._flat(source)),
+                                           self._flat(source).mean(axis=0))
+                self.model.eval()
+                self._why = (f"too little history to train and validate on the horizon (it "
+                             f"needs {(MIN_TRAIN + horizon) * self.step_bucket:,} steps): "
+                             f"forecast with its {BASELINE * self.step_bucket}-step "
+                             "moving-average baseline")
+            else:
+                with _deterministic(self.options.seed):
+                    self.model = train_model(self._flat(source), n_layers, n_experts,
+                                             lambda done, total: self._report(
+                                                 "lstm: training", done, total), horizon)
+                losses = self.model.validation_losses
+                self._why = None if int(np.argmin(losses)) > 0 else (
+                    "training never beat its baseline on the validation rollout: forecast "
+                    f"with its {BASELINE * self.step_bucket}-step moving-average baseline")
             self._trained_on = HistoryMark.of(history)
+        self.fallback = self._why
         self._context = self._flat(buckets[:, -CONTEXT:])
 
     def _can_reuse(self, history: Loads) -> bool:

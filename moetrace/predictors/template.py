@@ -75,6 +75,8 @@ class BucketPredictor:
             raise ParameterError(f"{self.name}: bucket must be a positive number of steps, "
                                  f"got {self.bucket}")
         self.origin: int | None = None
+        #: why the last fit fell back to a simpler forecast (None: it did not); see Predictor
+        self.fallback: str | None = None
         self.step_bucket = self.bucket
         self._cache: np.ndarray | None = None
 

@@ -17,7 +17,8 @@ import numpy as np
 import moetrace
 from moetrace.output import check_output, write_dir
 from moetrace.backtest import DEFAULT_MIN_HISTORY, BacktestResult, Progress, backtest
-from moetrace.defaults import HORIZONS, STATE_WINDOW
+from moetrace.defaults import HORIZONS, LOOKAHEAD_RADIUS, STATE_WINDOW
+from moetrace.errors import ParameterError
 from moetrace.predictors.base import PredictorOptions, select_predictors
 from moetrace.report import paper
 from moetrace.report.document import report_blocks
@@ -25,13 +26,51 @@ from moetrace.report.figures import write_figures
 from moetrace.report.html import render_html
 from moetrace.report.markdown import render_markdown
 from moetrace.report.results import SCHEMA_NAME, SCHEMA_VERSION, STATES, Row, summarize
+from moetrace.report.verdict import bottom_line, notes
 from moetrace.states import Analysis, analyze_loads
 from moetrace.trace import Trace, read_trace
 
 DEFAULT_HORIZONS = HORIZONS
 #: Predictors a report backtests when none are named (those whose extra is missing are left
-#: out with a note).
-DEFAULT_PREDICTORS = ("sw_avg", "arima", "lstm", "naive")
+#: out with a note): the state-aware default first, then the paper's three and naive.
+DEFAULT_PREDICTORS = ("auto", "sw_avg", "arima", "lstm", "naive")
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The horizons, minimum history and state window a report uses on this trace."""
+
+    horizons: tuple[int, ...]
+    min_history: int
+    state_window: int
+    notes: list[str]
+
+
+def fit_to_trace(loads, horizons: Sequence[int] | None, min_history: int | None,
+                 state_window: int | None) -> Fitted:
+    """Defaults where the caller gave None, shrunk to a trace too short for them: the
+    history to half the trace, the horizons to fit after it, the state window to a quarter
+    of the trace (at least 2 samples). What was shrunk is said in ``notes``."""
+    span, every = loads.span, loads.interval
+    notes = []
+    h = tuple(int(x) for x in (horizons or DEFAULT_HORIZONS))
+    mh = DEFAULT_MIN_HISTORY if min_history is None else int(min_history)
+    sw = STATE_WINDOW if state_window is None else int(state_window)
+    if min_history is None and mh + min(h) > span:
+        mh = max(every, span // 2)
+        notes.append(f"the trace covers {span:,} steps, too few for the default "
+                     f"{DEFAULT_MIN_HISTORY:,} steps of history: {mh:,} were used")
+    if horizons is None and mh + min(h) > span:
+        room = max(every, span - mh)
+        h = tuple(sorted({max(every, room // 2), room}))
+        notes.append(f"horizons of {', '.join(f'{x:,}' for x in h)} steps were used instead "
+                     f"of {', '.join(f'{x:,}' for x in DEFAULT_HORIZONS)}: errors over so few "
+                     "steps say little about a placement held for thousands")
+    if state_window is None and sw > span // 4:
+        sw = max(2 * every, span // 4)
+        notes.append(f"the state window was shrunk to {sw:,} steps: states found in a short "
+                     "trace are uncertain")
+    return Fitted(h, mh, sw, notes)
 
 
 @dataclass(frozen=True)
@@ -45,36 +84,46 @@ class Report:
 
 def build_report(trace: str | Path, out: str | Path, *,
                  predictors: Sequence[str] | str | None = None,
-                 horizons: Sequence[int] = DEFAULT_HORIZONS, stride: int | None = None,
-                 n_origins: int | None = None, min_history: int = DEFAULT_MIN_HISTORY,
+                 horizons: Sequence[int] | None = None, stride: int | None = None,
+                 n_origins: int | None = None, min_history: int | None = None,
                  options: PredictorOptions | None = None, train_trace: str | None = None,
                  force: bool = False, command: str = "", progress: Progress | None = None,
-                 state_window: int = STATE_WINDOW) -> Report:
+                 state_window: int | None = None, states: str = "hindsight",
+                 lookahead_radius: int = LOOKAHEAD_RADIUS) -> Report:
     """Backtest ``predictors`` on ``trace`` at ``horizons`` and write the report to ``out``.
 
     ``predictors`` as :func:`select_predictors` takes them (None: the default set).
-    ``state_window`` is the window of the state analysis that labels each origin.
+    ``state_window`` is the window of the state analysis that labels each origin, ``states``
+    which labels: ``hindsight`` (the segmentation of the whole trace, as the paper) or
+    ``online`` (what a live job believed at the origin). Horizons, the minimum history and
+    the state window left at None take their defaults, shrunk to fit a trace too short for
+    them (with a note in the report saying so and what it means).
     """
     out = Path(out)
     inputs = [trace] + ([train_trace] if train_trace else [])
     check_output(out, kind="dir", inputs=inputs, force=force)  # before minutes of work
     selection = select_predictors(predictors, DEFAULT_PREDICTORS)
+    if states not in ("hindsight", "online"):
+        raise ParameterError(f"--states takes hindsight or online, got '{states}'")
     options = options or PredictorOptions()
     opened = read_trace(trace)
     loads = opened.loads()
-    analysis = analyze_loads(loads, window=state_window, top_k=opened.metadata.top_k or 1,
-                             option="--state-window")
-    result = backtest(loads, list(selection.names), horizons, options=options,
-                      stable=analysis.stable, stride=stride, n_origins=n_origins,
-                      min_history=min_history, progress=progress)
+    fitted = fit_to_trace(loads, horizons, min_history, state_window)
+    analysis = analyze_loads(loads, window=fitted.state_window,
+                             top_k=opened.metadata.top_k or 1, option="--state-window")
+    result = backtest(loads, list(selection.names), fitted.horizons, options=options,
+                      stable=analysis.labels(states), stride=stride, n_origins=n_origins,
+                      min_history=fitted.min_history, progress=progress,
+                      lookahead_radius=lookahead_radius)
     floors = noise_floors(analysis)
     rows = summarize(result, floors)
     parameters = {
         "predictors": list(result.predictors), "horizons": list(result.horizons),
         "skipped": [{"predictor": n, "reason": r} for n, r in selection.skipped],
-        "state_window": state_window,
+        "state_window": fitted.state_window, "states": states,
+        "lookahead_radius": lookahead_radius, "shrunk": fitted.notes,
         "stride": stride, "n_origins": None if stride else (n_origins or len(result.origins)),
-        "min_history": min_history, "window": options.window, "bucket": options.bucket,
+        "min_history": fitted.min_history, "window": options.window, "bucket": options.bucket,
         "order": list(options.order) if options.order else None, "seed": options.seed,
         "train_trace": train_trace, "command": command,
     }
@@ -102,9 +151,18 @@ def report_document(trace: Trace, analysis: Analysis, result: BacktestResult, ro
                     parameters: dict, figures: list[dict]) -> dict:
     """The report.json document (schema: docs/report.md)."""
     steps = trace.steps
-    tokens = trace.metadata.tokens_per_step or int(np.median(
-        trace.step_totals.get_column("tokens").to_numpy()))
+    slots = int(np.median(trace.step_totals.get_column("tokens").to_numpy()))
+    tokens = trace.metadata.tokens_per_step or slots // (trace.metadata.top_k or 1)
     floors = noise_floors(analysis)
+    calibration = [{"predictor": name, "horizon": h, "origin": int(t), "layer": layer,
+                    "stable": bool(result.stable[i, j]),
+                    "expected_error": float(m["expected_error"][i, j]),
+                    "error_rate": float(m["error_rate"][i, j]),
+                    "coverage": float(m["coverage"][i, j])}
+                   for (name, h), s in result.scores.items() for m in (s.metrics,)
+                   for i, t in enumerate(result.origins)
+                   for j, layer in enumerate(result.layers)
+                   if np.isfinite(m["expected_error"][i, j]) and np.isfinite(m["error_rate"][i, j])]
     return {
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
@@ -115,14 +173,22 @@ def report_document(trace: Trace, analysis: Analysis, result: BacktestResult, ro
             "n_experts": trace.n_experts, "top_k": trace.metadata.top_k,
             "tokens_per_step": int(tokens), "source": trace.metadata.source,
             "first_step": int(steps[0]), "last_step": int(steps[-1]), "n_steps": len(steps),
-            "gaps": [list(g) for g in trace.gaps],
+            "interval": trace.interval, "gaps": [list(g) for g in trace.gaps],
+            "samples_per_horizon": {str(h): max(1, h // trace.interval)
+                                    for h in result.horizons},
+            "checksummed": trace.checksummed,
         },
+        "bottom_line": bottom_line(result, rows, floors),
+        "notes": notes(result, rows),
         "parameters": parameters,
         "states": {
-            "window": analysis.window,
+            "window": analysis.window, "labels": parameters["states"],
             "model_stable_from": analysis.model_stable_from,
             "layers": [{
                 "layer": layer.layer, "stable_from": layer.stable_from,
+                "online_stable_from": layer.online_stable_from,
+                "online_detected_at": layer.online_detected_at,
+                "detection_delay": layer.detection_delay,
                 "segments": [{"start": s.start, "end": s.end, "state": s.state}
                              for s in layer.segments],
                 "noise_floor": {state: float(floors[state][i]) for state in STATES
@@ -132,6 +198,8 @@ def report_document(trace: Trace, analysis: Analysis, result: BacktestResult, ro
         "origins": [{"step": int(t), "stable": [bool(v) for v in result.stable[i]]}
                     for i, t in enumerate(result.origins)],
         "results": [row.to_dict() for row in rows],
+        "calibration": calibration,
+        "fallbacks": {name: reasons for name, reasons in result.fallbacks.items()},
         "timings": {"backtest_seconds": {k: round(v, 3) for k, v in result.seconds.items()}},
         "paper": {"citation": paper.CITATION, "caveat": paper.CAVEAT,
                   "figures": [f.to_dict() for f in paper.FIGURES]},

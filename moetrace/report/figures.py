@@ -43,8 +43,30 @@ def _colors(result: BacktestResult) -> dict[str, str]:
     return {name: palette[i % len(palette)] for i, name in enumerate(result.predictors)}
 
 
-def _pct(ax) -> None:
-    ax.yaxis.set_major_formatter(lambda v, _: f"{v * 100:.3g}%")
+def _pct(ax, digits: int | None = None) -> None:
+    """Y axis in percent (the tables' unit), one precision for every tick of the axis."""
+    from matplotlib.ticker import FuncFormatter
+
+    if digits is None:
+        lo, hi = ax.get_ylim()
+        span = abs(hi - lo) * 100
+        digits = 0 if span >= 10 else 1 if span >= 1 else 2 if span >= 0.1 else 3
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v * 100:.{digits}f}%"))
+
+
+def _scale(ax, values: np.ndarray) -> None:
+    """Linear where the values span less than 10x (read as the tables read), log beyond."""
+    finite = values[np.isfinite(values) & (values > 0)]
+    if finite.size and finite.max() / finite.min() > 10:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
+
+
+def _legend_below(fig, ax, n: int) -> None:
+    """A legend under the plot, where it never covers data."""
+    ax.legend(fontsize=8, ncol=min(n, 4), loc="upper center", bbox_to_anchor=(0.5, -0.2),
+              frameon=False)
 
 
 def origin_floor(result: BacktestResult, floors: dict[str, np.ndarray] | None) -> np.ndarray | None:
@@ -58,7 +80,7 @@ def origin_floor(result: BacktestResult, floors: dict[str, np.ndarray] | None) -
 def error_vs_origin(result: BacktestResult, horizon: int, steps: np.ndarray,
                     stable_from: int | None, floors: dict[str, np.ndarray] | None) -> Figure:
     """Layer-mean error rate at each origin for every predictor, model states shaded."""
-    fig = _figure(figsize=(8, 4))
+    fig = _figure(figsize=(8, 4.4))
     ax = fig.add_subplot()
     first, last = int(steps[0]), int(steps[-1])
     if result.stable is not None:
@@ -67,20 +89,28 @@ def error_vs_origin(result: BacktestResult, horizon: int, steps: np.ndarray,
         if stable_from is not None:
             ax.axvspan(stable_from, last, color=_STABLE, label="stable (all layers)")
     colors = _colors(result)
+    shown = []
     for name in result.predictors:
         s = result.scores[(name, horizon)]
-        ax.plot(result.origins[s.fits], np.nanmean(s.metrics["error_rate"][s.fits], axis=1),
-                marker="o", ms=3, color=colors[name], label=name)
+        values = np.nanmean(s.metrics["error_rate"][s.fits], axis=1)
+        shown.append(values)
+        ax.plot(result.origins[s.fits], values, marker="o", ms=3, color=colors[name],
+                label=name)
+    fits = result.scores[(result.predictors[0], horizon)].fits
     floor = origin_floor(result, floors)
     if floor is not None:
-        fits = result.scores[(result.predictors[0], horizon)].fits
         ax.plot(result.origins[fits], floor[fits], ls="--", color="black", label="noise floor")
+    if horizon in result.lookahead:
+        bound = np.nanmean(result.lookahead[horizon][fits], axis=1)
+        ax.plot(result.origins[fits], bound, ls=":", color="black", label="look-ahead bound")
     ax.set_xlim(first, last)
-    ax.set_yscale("log")
+    _scale(ax, np.concatenate(shown) if shown else np.array([]))
     ax.set_xlabel("origin step (last step the predictor sees)")
     ax.set_ylabel(f"error rate over the next {horizon:,} steps")
-    ax.set_title(f"Error rate by origin, {horizon:,}-step horizon (mean over layers)")
-    ax.legend(fontsize=8, ncol=2)
+    ax.set_title(f"Error rate by origin, {horizon:,}-step horizon (mean over layers)",
+                 fontsize=10)
+    _pct(ax)
+    _legend_below(fig, ax, len(result.predictors) + 4)
     return fig
 
 
@@ -94,7 +124,7 @@ def forecast_vs_actual(result: BacktestResult, loads: Loads, experts: int = 4) -
     mid = int(np.searchsorted(steps, ex.origin, side="right"))
     actual = loads.shares[ex.layer, lo:hi]
     busiest = np.argsort(loads.shares[ex.layer, mid:hi].mean(axis=0))[::-1][:experts]
-    fig = _figure(figsize=(9, 5.5))
+    fig = _figure(figsize=(9, 6))
     axes = fig.subplots(2, (len(busiest) + 1) // 2, sharex=True, squeeze=False).ravel()
     colors = _colors(result)
     for ax, e in zip(axes, busiest):
@@ -104,7 +134,9 @@ def forecast_vs_actual(result: BacktestResult, loads: Loads, experts: int = 4) -
         ax.axvline(ex.origin, color="black", lw=0.8, ls=":")
         ax.set_title(f"expert {e}", fontsize=9)
         _pct(ax)
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncol=min(len(labels), 6), loc="outside lower center",
+               frameon=False)
     fig.suptitle(f"Forecast from step {ex.origin:,} against actual shares, "
                  f"layer {loads.layers[ex.layer]}", fontsize=10)
     fig.supylabel("load share")
@@ -113,30 +145,81 @@ def forecast_vs_actual(result: BacktestResult, loads: Loads, experts: int = 4) -
 
 
 def error_by_layer(result: BacktestResult, rows: list[Row]) -> Figure:
-    """Error rate per layer (all origins) for every predictor and horizon, with the noise floor."""
-    fig = _figure(figsize=(9, 3.2 * len(result.horizons)))
-    axes = fig.subplots(len(result.horizons), 1, squeeze=False).ravel()
+    """Error rate per layer for every predictor, one panel per horizon and state, with the
+    noise floor and the look-ahead bound."""
+    states = [s for s in ("stable", "transient") if result.stable is not None] or ["all"]
+    panels = [(h, s) for h in result.horizons for s in states]
+    fig = _figure(figsize=(9, 2.9 * len(panels) + 0.6))
+    axes = fig.subplots(len(panels), 1, squeeze=False).ravel()
     colors = _colors(result)
     x = np.arange(len(result.layers))
     width = 0.8 / len(result.predictors)
-    for ax, h in zip(axes, result.horizons):
-        floors = []
+    for ax, (h, state) in zip(axes, panels):
+        refs: dict[str, list] = {"noise floor": [], "look-ahead bound": []}
+        values_all = []
         for k, name in enumerate(result.predictors):
-            vals = [getattr(find(rows, predictor=name, horizon=h, layer=layer), "error_rate",
-                            np.nan) for layer in result.layers]
-            ax.bar(x + (k - (len(result.predictors) - 1) / 2) * width,
-                   np.asarray(vals, dtype=float), width, color=colors[name], label=name)
-            floors = [getattr(find(rows, predictor=name, horizon=h, layer=layer), "noise_floor",
-                              None) for layer in result.layers]
-        floor = np.array([np.nan if f is None else f for f in floors])
-        if np.isfinite(floor).any():
-            ax.scatter(x, floor, marker="_", s=400, color="black", zorder=3, label="noise floor")
+            found = [find(rows, predictor=name, horizon=h, state=state, layer=layer)
+                     for layer in result.layers]
+            vals = np.array([np.nan if r is None else r.error_rate for r in found], float)
+            values_all.append(vals)
+            ax.bar(x + (k - (len(result.predictors) - 1) / 2) * width, vals, width,
+                   color=colors[name], label=name)
+            if k == 0:
+                refs["noise floor"] = [np.nan if r is None or r.noise_floor is None
+                                       else r.noise_floor for r in found]
+                refs["look-ahead bound"] = [np.nan if r is None or r.lookahead is None
+                                            else r.lookahead for r in found]
+        for (label, ref), marker in zip(refs.items(), ("_", "x")):
+            ref = np.asarray(ref, dtype=float)
+            if np.isfinite(ref).any():
+                ax.scatter(x, ref, marker=marker, s=200 if marker == "_" else 30,
+                           color="black", zorder=3, label=label)
         ax.set_xticks(x, [str(layer) for layer in result.layers])
-        ax.set_xlabel("MoE layer")
         ax.set_ylabel("error rate")
-        ax.set_title(f"Error rate per layer, {h:,}-step horizon (all origins)", fontsize=10)
+        ax.set_title(f"{h:,}-step horizon, {state} state (mean over origins)", fontsize=10)
+        _scale(ax, np.concatenate(values_all))
         _pct(ax)
-    axes[0].legend(fontsize=8, ncol=len(result.predictors) + 1)
+    axes[-1].set_xlabel("MoE layer")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncol=min(len(labels), 7),
+               loc="outside lower center", frameon=False)
+    return fig
+
+
+def calibration(result: BacktestResult) -> Figure | None:
+    """Expected against realised error rate per (origin, layer), for every predictor that
+    states its uncertainty, one panel per horizon; the diagonal is perfect calibration."""
+    named = [(n, h) for (n, h), s in result.scores.items()
+             if np.isfinite(s.metrics["expected_error"]).any()]
+    if not named:
+        return None
+    fig = _figure(figsize=(4.2 * len(result.horizons), 4.4))
+    axes = fig.subplots(1, len(result.horizons), squeeze=False).ravel()
+    colors = _colors(result)
+    for ax, h in zip(axes, result.horizons):
+        top = 0.0
+        for name, horizon in named:
+            if horizon != h:
+                continue
+            m = result.scores[(name, h)].metrics
+            ok = np.isfinite(m["expected_error"]) & np.isfinite(m["error_rate"])
+            stable = result.stable[ok] if result.stable is not None else np.ones(ok.sum(), bool)
+            for mask, marker, label in ((stable, "o", "stable"), (~stable, "^", "transient")):
+                if mask.any():
+                    ax.scatter(m["expected_error"][ok][mask], m["error_rate"][ok][mask],
+                               s=12, marker=marker, color=colors[name], alpha=0.6,
+                               label=f"{name}, {label}")
+            top = max(top, np.nanmax(m["expected_error"][ok]), np.nanmax(m["error_rate"][ok]))
+        ax.plot([0, top], [0, top], color="black", lw=0.8, ls="--", label="expected = realised")
+        ax.set_xlim(0, top * 1.05)
+        ax.set_ylim(0, top * 1.05)
+        ax.set_xlabel("expected error rate (stated with the forecast)")
+        ax.set_ylabel("realised error rate")
+        ax.set_title(f"{h:,}-step horizon", fontsize=10)
+        _pct(ax)
+        ax.xaxis.set_major_formatter(ax.yaxis.get_major_formatter())
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncol=3, loc="outside lower center", frameon=False)
     return fig
 
 
@@ -150,14 +233,21 @@ def write_figures(directory: Path, result: BacktestResult, loads: Loads, rows: l
         made.append((f"error_vs_origin_{h}.png",
                      error_vs_origin(result, h, loads.steps, stable_from, floors),
                      f"Error rate at each origin, {h:,}-step horizon, mean over layers; shading: "
-                     "model state at that step; dashed: noise floor."))
+                     "model state at that step; dashed: noise floor; dotted: look-ahead bound."))
     if result.example is not None and result.example.forecasts:
         made.append(("forecast_vs_actual.png", forecast_vs_actual(result, loads),
                      f"Each predictor's forecast from step {result.example.origin:,} against the "
                      f"actual shares of the busiest experts of layer "
                      f"{loads.layers[result.example.layer]}."))
     made.append(("error_by_layer.png", error_by_layer(result, rows),
-                 "Error rate per layer over all origins; black bars: the layer's noise floor."))
+                 "Error rate per layer, by horizon and state; bars: predictors; dashes: the "
+                 "layer's noise floor; crosses: its look-ahead bound."))
+    figure = calibration(result)
+    if figure is not None:
+        made.append(("calibration.png", figure,
+                     "Expected error rate (stated with each forecast) against the realised one, "
+                     "per origin and layer; on the dashed line the forecast knew how wrong it "
+                     "would be."))
     files = []
     for name, fig, caption in made:
         fig.savefig(directory / name)

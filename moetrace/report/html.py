@@ -18,17 +18,24 @@ def escape(text: str) -> str:
 
 
 _CSS = """
+* { box-sizing: border-box; }
 body { font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; padding: 0 1em;
-       color: #222; line-height: 1.45; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+       color: #222; line-height: 1.45; overflow-wrap: break-word; }
+.table { overflow-x: auto; margin: 0.5em 0 1.5em; -webkit-overflow-scrolling: touch; }
+table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f2f2f2; }
 td:first-child, th:first-child { text-align: left; }
 caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: 0.3em; }
 figure { margin: 1em 0 2em; }
-figure img { max-width: 100%; }
+figure img { max-width: 100%; height: auto; display: block; }
 figcaption { font-style: italic; font-size: 0.9em; }
-pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
+pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; white-space: pre-wrap; }
+@media (max-width: 600px) {
+  body { margin: 1em auto; padding: 0 0.6em; font-size: 15px; }
+  table { font-size: 0.8em; }
+  th, td { padding: 0.2em 0.35em; }
+}
 """
 
 
@@ -48,8 +55,9 @@ def render_html(blocks: list[Block], root: Path, title: str) -> str:
             head = "".join(f"<th>{escape(h)}</th>" for h in block.headers)
             rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
                            for row in block.rows)
-            body.append(f"<table>{caption}<thead><tr>{head}</tr></thead>"
-                        f"<tbody>{rows}</tbody></table>")
+            thead = f"<thead><tr>{head}</tr></thead>" if any(block.headers) else ""
+            body.append(f'<div class="table"><table>{caption}{thead}'
+                        f"<tbody>{rows}</tbody></table></div>")
         elif isinstance(block, Image):
             data = base64.b64encode((root / block.file).read_bytes()).decode("ascii")
             body.append(f'<figure><img alt="{escape(block.caption)}" '
@@ -58,5 +66,6 @@ def render_html(blocks: list[Block], root: Path, title: str) -> str:
         elif isinstance(block, Code):
             body.append(f"<pre><code>{escape(block.text)}</code></pre>")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")

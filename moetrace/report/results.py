@@ -2,6 +2,12 @@
 
 One :class:`Row` per (predictor, horizon, state, layer), with ``layer`` None for the average
 over layers. These rows are ``results`` in report.json (schema in docs/report.md).
+
+Every error comes with its two references (docs/metrics.md): the sampling **noise floor**
+(what a perfect forecast of the underlying shares still scores) and the **look-ahead bound**
+(what a forecast that sees the future, a centred moving average of the actual shares,
+scores); ``reference`` is the higher of the two, the level no forecaster can be expected to
+beat on this trace.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from moetrace.backtest import BacktestResult
 from moetrace.metrics import METRICS
 
 #: Version of report.json's layout; bump when a field changes meaning or disappears.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_NAME = "moetrace.report"
 STATES = ("transient", "stable", "all")
 
@@ -43,9 +49,22 @@ class Row:
     window_error_p90: float
     imbalance_error_p10: float
     imbalance_error_p90: float
+    #: median across origins of the per-origin error rate (its p10/p90 are the ones above)
+    error_rate_median: float | None = None
+    lookahead: float | None = None  # the look-ahead bound's error rate, same pairs
+    #: the predictor's own calibration, where it states one (auto): share of experts whose
+    #: actual mean share fell inside the forecast interval, and its expected error rate
+    coverage: float | None = None
+    expected_error: float | None = None
+
+    @property
+    def reference(self) -> float | None:
+        """The higher of the noise floor and the look-ahead bound (None if neither)."""
+        known = [v for v in (self.noise_floor, self.lookahead) if v is not None]
+        return max(known) if known else None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "reference": self.reference}
 
 
 def state_masks(result: BacktestResult) -> dict[str, np.ndarray]:
@@ -70,24 +89,31 @@ def summarize(result: BacktestResult,
     for name in result.predictors:
         for h in result.horizons:
             scores = result.scores[(name, h)]
+            extra = {"lookahead": result.lookahead.get(h),
+                     "coverage": scores.metrics.get("coverage"),
+                     "expected_error": scores.metrics.get("expected_error")}
             for state in STATES:
                 if state not in masks:
                     continue
-                mask = masks[state] & scores.fits[:, None]
+                # origins where the horizon fits and the predictor could be fitted
+                mask = masks[state] & scores.fits[:, None] & \
+                    np.isfinite(scores.metrics["error_rate"])
                 floors = (noise_floors or {}).get(state)
-                rows.extend(_rows(name, h, state, scores.metrics, mask, floors, result.layers))
+                rows.extend(_rows(name, h, state, scores.metrics, mask, floors, result.layers,
+                                  extra))
     return rows
 
 
 def _rows(name: str, h: int, state: str, metrics: dict[str, np.ndarray], mask: np.ndarray,
-          floors: np.ndarray | None, layers: tuple[int, ...]) -> list[Row]:
+          floors: np.ndarray | None, layers: tuple[int, ...],
+          extra: dict[str, np.ndarray | None]) -> list[Row]:
     out = []
     if mask.any():
         per_origin = {k: _masked_mean(metrics[k], mask, axis=1) for k in METRICS}
         pairs_per_layer = mask.sum(axis=0)
         floor = (None if floors is None
                  else _finite(np.nansum(floors * pairs_per_layer) / pairs_per_layer.sum()))
-        out.append(_row(name, h, state, None, metrics, mask, per_origin, floor))
+        out.append(_row(name, h, state, None, metrics, mask, per_origin, floor, extra))
     for pos, layer in enumerate(layers):
         col = mask[:, pos]
         if not col.any():
@@ -96,18 +122,24 @@ def _rows(name: str, h: int, state: str, metrics: dict[str, np.ndarray], mask: n
         single[:, pos] = col
         per_origin = {k: metrics[k][col, pos] for k in METRICS}
         floor = None if floors is None else _finite(floors[pos])
-        out.append(_row(name, h, state, layer, metrics, single, per_origin, floor))
+        out.append(_row(name, h, state, layer, metrics, single, per_origin, floor, extra))
     return out
 
 
-def _row(name, h, state, layer, metrics, mask, per_origin, floor) -> Row:
+def _row(name, h, state, layer, metrics, mask, per_origin, floor, extra) -> Row:
     values = {}
     for k in METRICS:
         pooled = metrics[k][mask]
         values[k] = _finite(np.nanmean(pooled)) if np.isfinite(pooled).any() else None
         spread = per_origin[k][np.isfinite(per_origin[k])]
-        p10, p90 = np.percentile(spread, [10, 90]) if spread.size else (None, None)
+        p10, p50, p90 = np.percentile(spread, [10, 50, 90]) if spread.size else (None,) * 3
         values[f"{k}_p10"], values[f"{k}_p90"] = _finite(p10), _finite(p90)
+        if k == "error_rate":
+            values["error_rate_median"] = _finite(p50)
+    for key, array in extra.items():
+        picked = None if array is None else array[mask]
+        values[key] = None if picked is None or not np.isfinite(picked).any() else \
+            _finite(np.nanmean(picked))
     return Row(predictor=name, horizon=int(h), state=state, layer=layer, noise_floor=floor,
                origins=int(mask.any(axis=1).sum()), pairs=int(mask.sum()),
                zero_actuals=int(np.nansum(metrics["zero_actuals"][mask])), **values)
@@ -120,6 +152,30 @@ def _masked_mean(values: np.ndarray, mask: np.ndarray, axis: int) -> np.ndarray:
     count = keep.sum(axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def per_origin_error(result: BacktestResult, name: str, horizon: int,
+                     state: str) -> np.ndarray:
+    """(N,) the layer-mean error rate of ``name`` at each origin over the layers in
+    ``state`` there (NaN where none is, or the horizon does not fit)."""
+    mask = state_masks(result)[state] & result.scores[(name, horizon)].fits[:, None]
+    return _masked_mean(result.scores[(name, horizon)].metrics["error_rate"], mask, axis=1)
+
+
+def per_origin_reference(result: BacktestResult, horizon: int, state: str,
+                         floors: dict[str, np.ndarray] | None) -> np.ndarray:
+    """(N,) at each origin, the higher of the layer-mean noise floor and the layer-mean
+    look-ahead bound over the layers in ``state`` there: the same averaging as
+    :func:`per_origin_error`, so the two can be compared origin by origin."""
+    fits = next(s.fits for (n, h), s in result.scores.items() if h == horizon)
+    mask = state_masks(result)[state] & fits[:, None]
+    lookahead = _masked_mean(result.lookahead[horizon], mask, axis=1) \
+        if horizon in result.lookahead else np.full(len(fits), np.nan)
+    if floors is None or result.stable is None:
+        return lookahead
+    per_pair = np.where(result.stable, floors["stable"][None, :], floors["transient"][None, :])
+    floor = _masked_mean(per_pair, mask, axis=1)
+    return np.fmax(lookahead, floor)
 
 
 def _finite(value) -> float | None:

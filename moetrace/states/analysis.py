@@ -31,6 +31,8 @@ from moetrace.trace.shares import Loads
 
 STATES = (TRANSIENT, STABLE, "all")
 _TINY = 1e-300
+#: routed tokens per expert in a state window below which a noise floor is called unreliable
+RELIABLE_TOKENS = 100
 
 #: per-window statistics kept for --out, each (layers, windows)
 WINDOW_STATS = ("var_mean", "var_max", "range_mean", "range_max", "std_mean", "noise_var",
@@ -175,7 +177,7 @@ def analyze_loads(loads: Loads, *, window: int = DEFAULT_WINDOW,
                                      stable_ratio=stable_ratio)
         stable[i] = step_labels(point_stable, starts[picked], w, n_steps)
         layers.append(_summarize_layer(loads, i, stable[i], stable[i, centres], half_sq,
-                                       window_stats, step_stats, scale))
+                                       window_stats, step_stats, scale, window))
         del half_sq
         if progress is not None:
             progress(i + 1, n_layers)
@@ -209,12 +211,15 @@ def _layer_statistics(counts: np.ndarray, w: int, top_k: int, stable_ratio: floa
     shares = counts / totals[:, None].astype(np.float64)
     for name, value in stats.step_imbalance(shares).items():
         step_stats[name][i] = value
-    sampling = noise.multinomial_share_var(shares, totals, top_k)
+    # the underlying shares the sampling noise is around: the window's mean (a step's own
+    # shares are that plus the noise; with a few tokens per step they are 0 or 1)
+    underlying = stats.centred_mean(shares, w)
+    sampling = noise.multinomial_share_var(underlying, totals, top_k)
     # floored so a layer that sends every token to one expert (no sampling noise) still divides
     noise_var = np.maximum(stats.moving_mean(sampling.mean(axis=1), w), _TINY)
-    np.sqrt(sampling, out=sampling)
-    step_stats["noise_floor"][i] = noise.SQRT_2_OVER_PI * sampling.sum(axis=1)
     del sampling
+    step_stats["noise_floor"][i] = noise.multinomial_floor(underlying, totals, top_k)
+    del underlying
     var = stats.windowed_variance(shares, w)
     window_stats["var_mean"][i] = var.mean(axis=1)
     window_stats["var_max"][i] = var.max(axis=1)
@@ -236,9 +241,13 @@ def _layer_statistics(counts: np.ndarray, w: int, top_k: int, stable_ratio: floa
 
 def _summarize_layer(loads: Loads, i: int, stable: np.ndarray, window_stable: np.ndarray,
                      half_sq: np.ndarray, window_stats: dict, step_stats: dict,
-                     scale: float) -> LayerAnalysis:
+                     scale: float, window_steps: int) -> LayerAnalysis:
     """Segments and per-state fluctuation, imbalance and noise floor of one layer."""
     segments = segments_from_labels(stable, loads.steps)
+    # enough routed tokens per expert in a window for its mean share to be a good estimate
+    # of the underlying share (about 10% relative error at 100)
+    window = loads.samples(window_steps)
+    reliable = bool(window * loads.totals[i].mean() / loads.n_experts >= RELIABLE_TOKENS)
     floors, fluctuation, imbalance = {}, {}, {}
     for state in STATES:
         at = np.ones_like(stable) if state == "all" else (stable == (state == STABLE))
@@ -248,7 +257,8 @@ def _summarize_layer(loads: Loads, i: int, stable: np.ndarray, window_stable: np
             (window_stable == (state == STABLE))
         floors[state] = NoiseFloor(
             multinomial=float(step_stats["noise_floor"][i, at].mean()),
-            empirical=noise.empirical_floor(half_sq, at[1:] & at[:-1]), scale=scale)
+            empirical=noise.empirical_floor(half_sq, at[1:] & at[:-1]), scale=scale,
+            reliable=reliable)
         fluctuation[state] = float(window_stats["std_mean"][i, win].mean()) if win.any() \
             else float("nan")
         imbalance[state] = float(step_stats["max_mean"][i, at].mean())

@@ -39,7 +39,8 @@ def _layer(la: LayerAnalysis) -> dict[str, Any]:
         "stable_from": la.stable_from,
         "segments": _segments(la.segments),
         "noise_floor": {state: {"value": _number(f.value), "multinomial": _number(f.multinomial),
-                                "empirical": _number(f.empirical), "scale": f.scale}
+                                "empirical": _number(f.empirical), "scale": f.scale,
+                                "reliable": f.reliable}
                         for state, f in la.noise_floor.items()},
         "fluctuation": {k: _number(v) for k, v in la.fluctuation.items()},
         "imbalance": {k: _number(v) for k, v in la.imbalance.items()},

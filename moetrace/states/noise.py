@@ -36,6 +36,9 @@ class NoiseFloor:
     multinomial: float
     empirical: float
     scale: float = 1.0
+    #: whether the floor rests on enough tokens: the underlying shares it is computed from are
+    #: window means, and with few tokens per step those are themselves noisy
+    reliable: bool = True
 
     @property
     def value(self) -> float:
@@ -63,9 +66,38 @@ def multinomial_share_var(shares: np.ndarray, totals: np.ndarray, top_k: int = 1
     return q * (1.0 - q) / (top_k * top_k * tokens)
 
 
+#: below this binomial variance n q (1 - q) the normal approximation of a count's absolute
+#: deviation is replaced by the exact one (it is within 1% above it)
+EXACT_BELOW = 50.0
+
+
+def binomial_abs_deviation(n: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """E |X - n q| for X ~ Binomial(n, q), exactly (De Moivre): 2 v (1 - q) P(X = v), with
+    v = floor(n q) + 1. Elementwise over broadcast arrays."""
+    from scipy.stats import binom
+
+    n = np.asarray(n, dtype=np.float64)
+    q = np.clip(np.asarray(q, dtype=np.float64), 0.0, 1.0)
+    v = np.floor(n * q) + 1
+    return 2.0 * v * (1.0 - q) * binom.pmf(v, n, q)
+
+
 def multinomial_floor(shares: np.ndarray, totals: np.ndarray, top_k: int = 1) -> np.ndarray:
-    """Expected sum over experts of |observed - underlying share| at each step, shape (T,)."""
-    return SQRT_2_OVER_PI * np.sqrt(multinomial_share_var(shares, totals, top_k)).sum(axis=1)
+    """Expected sum over experts of |observed - underlying share| at each step, shape (T,),
+    for underlying ``shares`` (T, E) and ``totals`` (T,) routed slots.
+
+    A count is Binomial(tokens, k p); its share's absolute deviation is sqrt(2/pi) times its
+    standard deviation where the count is near normal, and the exact binomial mean absolute
+    deviation where it is not (a few tokens per step: one token with top-2 gives a floor of 1,
+    not the 0 that a plug-in of the observed shares would)."""
+    tokens = np.asarray(totals, dtype=np.float64)[:, None] / top_k
+    q = np.minimum(np.asarray(shares, dtype=np.float64) * top_k, 1.0)
+    normal = SQRT_2_OVER_PI * np.sqrt(q * (1.0 - q) / tokens) / top_k
+    small = tokens * q * (1.0 - q) < EXACT_BELOW
+    if small.any():
+        t = np.broadcast_to(tokens, q.shape)
+        normal[small] = binomial_abs_deviation(t[small], q[small]) / (top_k * t[small])
+    return normal.sum(axis=1)
 
 
 def successive_half_sq_diff(shares: np.ndarray) -> np.ndarray:

@@ -122,8 +122,10 @@ class OnlineDetector:
         if (totals <= 0).any():
             raise ParameterError("online detector: a layer routes no tokens at a step")
         shares = counts / totals[:, :, None]
-        q = np.minimum(shares * self.top_k, 1.0)
-        sampling = (q * (1.0 - q)).mean(axis=2) / (self.top_k * totals)
+        # per sample 1 / (k^2 tokens): the sampling variance of a share q/k is q(1-q) times
+        # this, with q taken from the window's mean share at evaluation (a sample's own
+        # shares are 0 or 1 with a few tokens per step)
+        sampling = self.top_k / (self.top_k ** 2 * totals)
         previous = shares[:, :1] if self._last is None else self._last[:, None]
         hsd = 0.5 * (np.diff(np.concatenate([previous, shares], axis=1), axis=1) ** 2
                      ).mean(axis=2)
@@ -142,9 +144,12 @@ class OnlineDetector:
         if len(evals):
             ends = evals - first_row  # window = ext[end - w : end]
             window = np.lib.stride_tricks.sliding_window_view(ext_shares, self.w, axis=1)
-            var = window[:, ends - self.w].var(axis=3, ddof=1).mean(axis=2)  # (L, m)
-            mean_sampling = np.lib.stride_tricks.sliding_window_view(
-                ext_sampling, self.w, axis=1)[:, ends - self.w].mean(axis=2)
+            picked = window[:, ends - self.w]  # (L, m, E, w)
+            var = picked.var(axis=3, ddof=1).mean(axis=2)  # (L, m)
+            q = np.minimum(picked.mean(axis=3) * self.top_k, 1.0)  # (L, m, E)
+            inv = np.lib.stride_tricks.sliding_window_view(
+                ext_sampling, self.w, axis=1)[:, ends - self.w].mean(axis=2)  # (L, m)
+            mean_sampling = (q * (1.0 - q)).mean(axis=2) * inv
             # successive pairs inside the window: the first sample's change is left out
             mean_hsd = np.lib.stride_tricks.sliding_window_view(
                 ext_hsd, self.w - 1, axis=1)[:, ends - self.w + 1].mean(axis=2)

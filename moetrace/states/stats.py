@@ -28,6 +28,17 @@ def moving_mean(x: np.ndarray, w: int) -> np.ndarray:
     return _window_sums(np.asarray(x, dtype=np.float64), w) / w
 
 
+def centred_mean(x: np.ndarray, w: int) -> np.ndarray:
+    """Mean of ``x`` over the ``w`` rows centred on each row (fewer at the ends), same shape."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[0]
+    cum = np.concatenate([np.zeros_like(x[:1]), np.cumsum(x, axis=0)])
+    rows = np.arange(n)
+    lo = np.clip(rows - w // 2, 0, n)
+    hi = np.clip(rows - w // 2 + w, 0, n)
+    return (cum[hi] - cum[lo]) / (hi - lo)[:, None]
+
+
 def windowed_variance(shares: np.ndarray, w: int) -> np.ndarray:
     """Per-expert sample variance (ddof=1) of the shares over each window, shape (T-w+1, E).
 
