@@ -35,6 +35,7 @@ MEGATRON = [
     (0, 0, 1, [[0, 1], [0, 2], [3, 0]]),
     (0, 0, 1, [[1, 2]]),  # second micro-batch of the same step and layer
     (0, 0, 3, [[2, 3], [2, 1], [0, 2], [1, 3]]),
+    (0, 0, 3, [[1, 0]]),  # ... which passes through layer 3 too
     (1, 0, 1, [[5, 0], [0, 1]]),
     (1, 0, 3, [[4, 5]]),
     (0, 1, 1, [[3, 2], [3, 1]]),
@@ -101,7 +102,7 @@ def test_megatron_single_file_and_inferred_experts(megatron_dir, tmp_path):
     ('{"step": 0, "layer": 1, "top_indices": [[0]]\n', "not a Megatron router trace"),
     ('{"step": 0, "block": "mtp", "layer": 1, "top_indices": [[0]]}\n', "no decoder router"),
     ('{"step": 0, "layer": 1, "top_indices": [[0]]}\n{"step": 1, "layer": 2, '
-     '"top_indices": [[1]]}\n', "step 0 has no tokens for layer 2"),
+     '"top_indices": [[1]]}\n', r"step 0, layer 2: 0 router record\(s\)"),
 ])
 def test_megatron_bad_input_names_the_file(tmp_path, content, problem):
     src = tmp_path / "router_trace_rank0.jsonl"
@@ -109,6 +110,20 @@ def test_megatron_bad_input_names_the_file(tmp_path, content, problem):
     with pytest.raises(TraceError, match=problem) as err:
         import_trace("megatron-router-trace", src, tmp_path / "x.parquet")
     assert "router_trace_rank0.jsonl" in str(err.value)
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_megatron_refuses_a_trace_with_skipped_router_records(megatron_dir, tmp_path):
+    """The tracer returns without a record when capacity dropping makes the choices uneven:
+    a layer with fewer records than the rank's other layers at a step lost tokens."""
+    lines = (megatron_dir / "router_trace_rank0.jsonl").read_text().splitlines(keepends=True)
+    kept = [line for line in lines if '"top_indices": [[1, 0]]' not in line]
+    assert len(kept) == len(lines) - 1
+    (megatron_dir / "router_trace_rank0.jsonl").write_text("".join(kept))
+    with pytest.raises(TraceError, match=r"rank0.jsonl: step 0, layer 3: 1 router record\(s\) "
+                       r"where the rank's other layers have 2 \(1 step\(s\) affected\)"
+                       r".*capacity dropping"):
+        import_trace("megatron-router-trace", megatron_dir, tmp_path / "x.parquet")
     assert not (tmp_path / "x.parquet").exists()
 
 
@@ -164,10 +179,12 @@ def test_sglang_loads_only_with_weights_only(tmp_path):
 
 
 @pytest.mark.parametrize("content, problem", [
-    ({"records": [], "last_physical_to_logical_map": None}, "per-token"),
-    ({"rank": 0}, "no 'logical_count'"),
-    ({"logical_count": torch.ones(2, 3)}, r"must be an integer tensor \[passes"),
-    ({"logical_count": torch.ones(2, 3, 4)}, "must be an integer tensor"),
+    ({"records": [], "last_physical_to_logical_map": None}, "'records' holds no forward"),
+    ({"rank": 0}, "no 'logical_count' and no 'records'"),
+    ({"physical_to_logical_map": torch.zeros(2, 3, dtype=torch.int64)}, "a placement"),
+    ({"logical_count": torch.ones(2)}, "must have 2 or 3 dimensions"),
+    ({"logical_count": torch.full((2, 3, 4), 0.5)}, "must hold whole numbers"),
+    ([1, 2], "holds a list, not an SGLang dump"),
 ])
 def test_sglang_bad_dumps(tmp_path, content, problem):
     src = tmp_path / "dump.pt"
@@ -179,7 +196,8 @@ def test_sglang_bad_dumps(tmp_path, content, problem):
 def test_sglang_garbage_file(tmp_path):
     src = tmp_path / "dump.pt"
     src.write_bytes(b"not a torch file at all")
-    with pytest.raises(TraceError, match="cannot be loaded with torch.load"):
+    with pytest.raises(TraceError, match=r"cannot be loaded as data \(torch.load with "
+                       r"weights_only=True\)"):
         import_trace("sglang", src, tmp_path / "x.parquet")
 
 
@@ -234,7 +252,8 @@ def test_csv_bad_input(tmp_path, content, problem):
 # -- registry and CLI ----------------------------------------------------------------------
 
 def test_registry_and_unknown_format(tmp_path):
-    assert set(IMPORTERS) == {"megatron-router-trace", "sglang", "csv", "smartmoe"}
+    assert set(IMPORTERS) == {"megatron-tokens-per-expert", "megatron-router-trace", "sglang",
+                              "trtllm", "flame-moe", "smartmoe", "csv"}
     with pytest.raises(ParameterError, match="unknown import format 'vllm'"):
         import_trace("vllm", tmp_path, tmp_path / "x.parquet")
 

@@ -40,6 +40,12 @@ def record(
     tokens_per_step: Annotated[Optional[int], typer.Option(
         "--tokens-per-step", help="Tokens per layer per step: overrides the preset, or states "
         "it for an import.")] = None,
+    layout: Annotated[Optional[str], typer.Option(
+        "--layout", metavar="KEY=SIZE,...", help="Parallel layout of the run that wrote an "
+        "import, for per-rank formats (e.g. pp=2,etp=1).")] = None,
+    steps_are: Annotated[Optional[str], typer.Option(
+        "--steps-are", metavar="TEXT", help="What an imported step is, where the format "
+        "cannot say (e.g. 'decode steps' for an inference trace).")] = None,
     flush_every: Annotated[int, typer.Option(
         "--flush-every", help="Steps per part file when recording (crash safety).")] = 100,
     every: Annotated[int, typer.Option(
@@ -61,6 +67,8 @@ def record(
                              "or a training command after --")
     if every != 1 and (simulate or from_format):
         raise ParameterError("--every applies to recording (a command or --demo)")
+    if (layout or steps_are) and not from_format:
+        raise ParameterError("--layout and --steps-are describe an import (--from FORMAT)")
     if simulate:
         from moetrace.simulate import simulate_trace
 
@@ -71,7 +79,8 @@ def record(
         console.print(f"wrote simulated trace [bold]{safe(path)}[/]")
     elif from_format:
         _import(from_format, ctx.args, out, experts=experts, top_k=top_k,
-                tokens_per_step=tokens_per_step, force=force)
+                tokens_per_step=tokens_per_step, layout=layout, steps_are=steps_are,
+                force=force)
     elif demo:
         _train_demo(out, steps=steps, seed=seed, flush_every=flush_every, every=every,
                     force=force)
@@ -129,7 +138,8 @@ def _train_demo(out: Path, *, steps: int | None, seed: int, flush_every: int, ev
 
 
 def _import(fmt: str, args: list[str], out: Path, *, experts: int | None, top_k: int | None,
-            tokens_per_step: int | None, force: bool) -> None:
+            tokens_per_step: int | None, layout: str | None, steps_are: str | None,
+            force: bool) -> None:
     """Convert another tool's dump (SRC, the one extra argument) into a canonical trace."""
     from moetrace.record.importers import import_trace
 
@@ -138,5 +148,6 @@ def _import(fmt: str, args: list[str], out: Path, *, experts: int | None, top_k:
                              f"got {len(args)}")
     _parquet_file(out)
     path = import_trace(fmt, args[0], out, n_experts=experts, top_k=top_k,
-                        tokens_per_step=tokens_per_step, force=force)
+                        tokens_per_step=tokens_per_step, layout=layout, steps_are=steps_are,
+                        force=force)
     console.print(f"imported {fmt} dump {safe(args[0])} into [bold]{safe(path)}[/]")

@@ -8,6 +8,7 @@ the metadata as ``source_layers``) and writes one canonical trace that ``read_tr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,52 @@ from moetrace.trace.schema import EXPERT, LAYER, RANK, STEP, TOKENS, TraceMetada
 from moetrace.trace.write import write_trace
 
 
+@dataclass(frozen=True)
+class ImportOptions:
+    """What the user states about a dump that its files do not say.
+
+    ``layout`` holds the parallel layout of the run that wrote it (``ep``, ``etp``, ``pp``
+    sizes), for formats whose files are per rank and per local expert; each format names the
+    keys it reads in its ``LAYOUT`` and refuses others.
+    """
+
+    n_experts: int | None = None
+    layout: Mapping[str, int] = field(default_factory=dict)
+
+    def size(self, key: str, default: int = 1) -> int:
+        return int(self.layout.get(key, default))
+
+
+def parse_layout(text: str | None) -> dict[str, int]:
+    """``"ep=8,pp=2"`` -> ``{"ep": 8, "pp": 2}``; every size a positive integer."""
+    layout: dict[str, int] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip().lower()
+        try:
+            size = int(value)
+        except ValueError:
+            size = 0
+        if not sep or not key or size < 1:
+            raise ParameterError(f"--layout takes KEY=SIZE pairs such as ep=8,pp=2; "
+                                 f"'{item.strip()}' is not one")
+        if key in layout:
+            raise ParameterError(f"--layout gives '{key}' twice")
+        layout[key] = size
+    return layout
+
+
+def check_layout(options: ImportOptions, fmt: str, known: Mapping[str, str]) -> None:
+    """Refuse layout keys that format ``fmt`` does not read (``known``: key -> meaning)."""
+    unknown = sorted(set(options.layout) - set(known))
+    if unknown:
+        accepted = ", ".join(f"{k} ({v})" for k, v in known.items()) or "none"
+        raise ParameterError(f"--layout {', '.join(unknown)} means nothing to --from {fmt}; "
+                             f"it reads: {accepted}")
+
+
 @dataclass
 class Imported:
     """Long rows read from a foreign dump, plus what the format says about the run."""
@@ -30,15 +77,18 @@ class Imported:
     n_experts: int | None = None  # when the format knows it (else the largest id + 1)
     model: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    tokens_per_step: int | None = None  # when the format knows it (else total / top_k)
 
 
 def write_imported(imported: Imported, out: str | Path, src: str | Path, fmt: str, *,
                    n_experts: int | None = None, top_k: int | None = None,
-                   tokens_per_step: int | None = None, force: bool = False) -> Path:
+                   tokens_per_step: int | None = None, steps_are: str | None = None,
+                   force: bool = False) -> Path:
     """Check and renumber ``imported`` rows and write them atomically as a trace at ``out``.
 
     ``top_k`` and ``tokens_per_step`` state what the format cannot (or override it); both
-    reach the trace's metadata, where the noise floor and the report read them.
+    reach the trace's metadata, where the noise floor and the report read them. ``steps_are``
+    overrides what the format says its steps are (an inference trace's decode steps, say).
     """
     out = Path(out)
     if out.is_dir():
@@ -63,13 +113,14 @@ def write_imported(imported: Imported, out: str | Path, src: str | Path, fmt: st
     frame = frame.with_columns((pl.col(LAYER).rank("dense") - 1).cast(pl.Int32)).sort(keys)
     totals = _complete_totals(frame, source_layers, src)
     top_k = top_k or imported.top_k
+    tokens_per_step = tokens_per_step or imported.tokens_per_step
     if tokens_per_step is None and top_k:
         tokens_per_step = int(totals.item(0, TOKENS)) // top_k
     metadata = TraceMetadata(
         model=imported.model, n_layers=len(source_layers), n_experts=n_experts,
         top_k=top_k, tokens_per_step=tokens_per_step, source="imported",
         extra={"source_format": fmt, "source_path": str(src), "source_layers": source_layers,
-               **imported.extra})
+               **imported.extra, **({"steps_are": steps_are} if steps_are else {})})
     with write_file(out, inputs=[src], force=force) as tmp:
         write_trace(frame, tmp, metadata, force=True)
         read_trace(tmp)  # what we hand over must read back; nothing appears at out otherwise

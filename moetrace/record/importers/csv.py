@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from moetrace.errors import TraceError, first_line
-from moetrace.record.importers.common import Imported
+from moetrace.record.importers.common import ImportOptions, Imported
 from moetrace.trace.schema import EXPERT, LAYER, STEP, TOKENS
 
 _WIDE_EXPERT = re.compile(r"^(?:expert_?|e)?(\d+)$")
@@ -34,7 +34,7 @@ def delimiter(src: Path) -> str:
         return ","
 
 
-def read_rows(src: Path) -> Imported:
+def read_rows(src: Path, options: ImportOptions | None = None) -> Imported:
     """Long rows from a long or wide table; the layout is told by its header."""
     if src.is_dir():
         raise TraceError("is a directory; --from csv takes one .csv or .tsv file", path=src)

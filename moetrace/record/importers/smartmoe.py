@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from moetrace.errors import TraceError, first_line
-from moetrace.record.importers.common import Imported
+from moetrace.record.importers.common import ImportOptions, Imported
 from moetrace.trace.schema import EXPERT, LAYER, RANK, STEP, TOKENS
 
 FILE = re.compile(r"^table_iter(\d+)_rank(\d+)\.log$")
@@ -79,7 +79,7 @@ def parse_table(file: Path) -> np.ndarray:
     return counts.astype(np.int64)
 
 
-def read_rows(src: Path) -> Imported:
+def read_rows(src: Path, options: ImportOptions | None = None) -> Imported:
     """Every table as long rows with its iteration as the step and its rank as the rank."""
     files = table_files(src)
     iterations = sorted({it for it, _ in files})
