@@ -42,6 +42,9 @@ def test_report_writes_directory_and_prints_summary(trace, tmp_path):
     (["--stride", "100", "--origins", "3"], "either --stride or --origins"),
     (["--predictors", "naive,crystal_ball"], "unknown predictor 'crystal_ball'"),
     (["--min-history", "100000"], "needs at least 100,000 steps of history"),
+    (["--no-placement", "--gpus", "4"], "--no-placement leaves out the section"),
+    (["--gpus", "3"], "8 experts do not split evenly over 3 GPUs"),
+    (["--gpus", "4", "--redundant", "3"], "11 replica slots do not split evenly over 4 GPUs"),
 ])
 def test_bad_options_exit_2_in_one_line(trace, tmp_path, args, message):
     result = invoke("report", trace, "-o", tmp_path / "rep", "--predictors", "naive",

@@ -52,6 +52,26 @@ def test_json_follows_the_documented_schema(report):
     assert all(len(o["stable"]) == 2 for o in doc["origins"])
 
 
+def test_placement_section_replays_every_policy_on_the_default_cluster(report, trace,
+                                                                      tmp_path):
+    doc = json.loads((report.path / "report.json").read_text())
+    placed = doc["placement"]
+    assert placed["schema"] == "moetrace.placement-replay" and placed["skipped"] is None
+    # 8 experts: the default cluster is 8 GPUs with one redundant slot each
+    assert placed["cluster"]["gpus"] == 8 and placed["cluster"]["replicas"] == 16
+    assert placed["interval"] == 100  # re-planned every (smallest) horizon
+    overall = {r["policy"]: r for r in placed["results"] if r["layer"] is None
+               and r["state"] == "all"}
+    assert set(overall) == {"static", "window", "forecast", "adaptive", "oracle"}
+    assert placed["predictors"]["forecast"] == "naive"  # the report's first predictor
+    assert overall["oracle"]["balancedness"] >= overall["static"]["balancedness"]
+    none = build_report(trace, tmp_path / "none", predictors=["naive"], placement=None, **FAST)
+    assert none.document.get("placement") is None
+    md = (none.path / "report.md").read_text()
+    assert "What would these forecasts" not in md
+    assert not (none.path / "figures" / "placement.png").exists()
+
+
 def test_json_numbers_match_the_returned_rows(report):
     doc = json.loads((report.path / "report.json").read_text())
     assert doc["results"] == [r.to_dict() for r in report.rows]
@@ -61,7 +81,7 @@ def test_html_is_self_contained_with_every_figure(report):
     html = (report.path / "report.html").read_text()
     figures = sorted(p.name for p in (report.path / "figures").glob("*.png"))
     assert figures == sorted(["error_vs_origin_100.png", "error_vs_origin_200.png",
-                              "forecast_vs_actual.png", "error_by_layer.png"])
+                              "forecast_vs_actual.png", "error_by_layer.png", "placement.png"])
     embedded = re.findall(r'data-file="figures/([^"]+)" src="data:image/png;base64,', html)
     assert sorted(embedded) == figures
     assert not re.search(r'(src|href)\s*=\s*"(?!data:)', html)
@@ -73,7 +93,8 @@ def test_markdown_has_every_section_and_figure(report):
     md = (report.path / "report.md").read_text()
     for heading in ("## Bottom line", "## The trace", "## States per layer",
                     "## Every predictor, horizon and state", "## Per layer",
-                    "## Next to the paper", "## How the numbers were computed"):
+                    "## Next to the paper", "## How the numbers were computed",
+                    "## What would these forecasts have bought?"):
         assert heading in md
     assert md.index("## Bottom line") < md.index("## The trace")  # the answer comes first
     for fig in (report.path / "figures").glob("*.png"):

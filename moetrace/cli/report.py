@@ -13,6 +13,7 @@ from moetrace.cli.options import Bucket, Order, Predictors, Seed, TrainTrace, Wi
 from moetrace.cli.progress import progress_bar
 from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
 from moetrace.defaults import HORIZONS, LOOKAHEAD_RADIUS, MIN_HISTORY, ORIGINS, STATE_WINDOW
+from moetrace.errors import ParameterError
 from moetrace.output import check_output
 
 if TYPE_CHECKING:
@@ -53,6 +54,14 @@ def report(
         "--lookahead", metavar="STEPS",
         help="Half-width of the look-ahead bound's centred moving average (docs/metrics.md)."
     )] = LOOKAHEAD_RADIUS,
+    gpus: Annotated[Optional[int], typer.Option(
+        "--gpus", help="GPUs of the Placement section's cluster (default: the most up to 8 "
+        "that divide the experts, one redundant slot each).")] = None,
+    redundant: Annotated[Optional[int], typer.Option(
+        "--redundant", help="Redundant expert slots of that cluster (default: one per GPU).")
+    ] = None,
+    no_placement: Annotated[bool, typer.Option(
+        "--no-placement", help="Leave out the Placement section (no replay).")] = False,
     window: Window = None,
     bucket: Bucket = None,
     order: Order = None,
@@ -73,11 +82,17 @@ def report(
         check_output(json_out, kind="file", inputs=inputs, force=force)
     options = predictor_options(window=window, bucket=bucket, order=order, seed=seed,
                                 train_trace=train_trace)
+    if no_placement and (gpus or redundant is not None):
+        raise ParameterError("--no-placement leaves out the section --gpus and --redundant "
+                             "describe")
+    placement = None if no_placement else "default" if gpus is None and redundant is None \
+        else _cluster(trace, gpus, redundant)
     command_line = _command(trace, out, {
         "--horizon": horizon, "--predictors": predictors, "--stride": stride,
         "--origins": origins, "--min-history": min_history, "--state-window": state_window,
         "--states": states if states != "hindsight" else None,
         "--lookahead": lookahead if lookahead != LOOKAHEAD_RADIUS else None,
+        "--gpus": gpus, "--redundant": redundant, "--no-placement": True if no_placement else None,
         "--window": window, "--bucket": bucket, "--order": order, "--seed": seed or None,
         "--train-trace": train_trace})
     with progress_bar("backtest", quiet=as_json) as update:
@@ -86,7 +101,7 @@ def report(
                               n_origins=origins, min_history=min_history, options=options,
                               train_trace=train_trace, force=force, command=command_line,
                               progress=update, state_window=state_window, states=states,
-                              lookahead_radius=lookahead)
+                              lookahead_radius=lookahead, placement=placement)
     for item in result.document["parameters"]["skipped"]:
         warn(f"{item['predictor']} skipped: {item['reason']}")
     emit_json(result.document, to_stdout=as_json, path=json_out, inputs=inputs, force=force)
@@ -94,11 +109,23 @@ def report(
         _render(result)
 
 
+def _cluster(trace: str, gpus: int | None, redundant: int | None):
+    """The Placement section's cluster from --gpus/--redundant (defaults as default_cluster)."""
+    from moetrace.placement import Cluster, default_cluster
+    from moetrace.trace import read_trace
+
+    base = default_cluster(read_trace(trace).n_experts)
+    gpus = base.gpus if gpus is None else gpus
+    return Cluster(gpus=gpus, redundant=gpus if redundant is None else redundant)
+
+
 def _command(trace, out, options: dict) -> str:
     """The command line that reproduces this report: every option given."""
     parts = ["moetrace", "report", trace, "-o", str(out)]
     for flag, value in options.items():
-        if value is not None:
+        if value is True:
+            parts.append(flag)
+        elif value is not None:
             parts += [flag, str(value)]
     return shlex.join(parts)
 

@@ -19,6 +19,8 @@ from moetrace.output import check_output, write_dir
 from moetrace.backtest import DEFAULT_MIN_HISTORY, BacktestResult, Progress, backtest
 from moetrace.defaults import HORIZONS, LOOKAHEAD_RADIUS, STATE_WINDOW
 from moetrace.errors import ParameterError
+from moetrace.placement import (DEFAULT_POLICIES, Cluster, PlacementReplay, default_cluster,
+                                expert_parameters, make_policies, replay)
 from moetrace.predictors.base import PredictorOptions, select_predictors
 from moetrace.report import paper
 from moetrace.report.document import report_blocks
@@ -89,7 +91,8 @@ def build_report(trace: str | Path, out: str | Path, *,
                  options: PredictorOptions | None = None, train_trace: str | None = None,
                  force: bool = False, command: str = "", progress: Progress | None = None,
                  state_window: int | None = None, states: str = "hindsight",
-                 lookahead_radius: int = LOOKAHEAD_RADIUS) -> Report:
+                 lookahead_radius: int = LOOKAHEAD_RADIUS,
+                 placement: Cluster | str | None = "default") -> Report:
     """Backtest ``predictors`` on ``trace`` at ``horizons`` and write the report to ``out``.
 
     ``predictors`` as :func:`select_predictors` takes them (None: the default set).
@@ -97,7 +100,9 @@ def build_report(trace: str | Path, out: str | Path, *,
     which labels: ``hindsight`` (the segmentation of the whole trace, as the paper) or
     ``online`` (what a live job believed at the origin). Horizons, the minimum history and
     the state window left at None take their defaults, shrunk to fit a trace too short for
-    them (with a note in the report saying so and what it means).
+    them (with a note in the report saying so and what it means). ``placement`` is the
+    cluster of the Placement section (``"default"``: :func:`default_cluster`; None: no
+    section).
     """
     out = Path(out)
     inputs = [trace] + ([train_trace] if train_trace else [])
@@ -108,6 +113,8 @@ def build_report(trace: str | Path, out: str | Path, *,
     options = options or PredictorOptions()
     opened = read_trace(trace)
     loads = opened.loads()
+    if isinstance(placement, Cluster):
+        placement.slots(loads.n_experts)  # a cluster that does not fit fails before the work
     fitted = fit_to_trace(loads, horizons, min_history, state_window)
     analysis = analyze_loads(loads, window=fitted.state_window,
                              top_k=opened.metadata.top_k or 1, option="--state-window")
@@ -117,6 +124,8 @@ def build_report(trace: str | Path, out: str | Path, *,
                       lookahead_radius=lookahead_radius)
     floors = noise_floors(analysis)
     rows = summarize(result, floors)
+    placed, placement_note = _placement(loads, opened, analysis.labels(states), analysis,
+                                        placement, fitted, result.predictors[0], progress)
     parameters = {
         "predictors": list(result.predictors), "horizons": list(result.horizons),
         "skipped": [{"predictor": n, "reason": r} for n, r in selection.skipped],
@@ -126,19 +135,50 @@ def build_report(trace: str | Path, out: str | Path, *,
         "min_history": fitted.min_history, "window": options.window, "bucket": options.bucket,
         "order": list(options.order) if options.order else None, "seed": options.seed,
         "train_trace": train_trace, "command": command,
+        "placement": None if placed is None else {"gpus": placed.cluster.gpus,
+                                                  "replicas": placed.slots},
     }
     with write_dir(out, inputs=inputs, force=force, command=command) as tmp:
         figures = write_figures(tmp / "figures", result, loads, rows,
-                                stable_from=analysis.model_stable_from, floors=floors)
+                                stable_from=analysis.model_stable_from, floors=floors,
+                                placement=placed)
         doc = report_document(opened, analysis, result, rows, parameters,
                               [{"file": f"figures/{f.name}", "caption": f.caption}
                                for f in figures])
+        doc["placement"] = (None if placed is None else
+                            {**placed.document(str(trace)), "skipped": None})
+        if placed is None and placement_note:
+            doc["placement"] = {"skipped": placement_note}
         (tmp / "report.json").write_text(json.dumps(doc, indent=1) + "\n")
         blocks = report_blocks(doc)
         (tmp / "report.md").write_text(render_markdown(blocks))
         (tmp / "report.html").write_text(
             render_html(blocks, tmp, title=f"moetrace report: {Path(str(trace)).name}"))
     return Report(out, doc, rows)
+
+
+def _placement(loads, opened: Trace, labels: np.ndarray, analysis: Analysis, placement,
+               fitted: Fitted,
+               predictor: str, progress: Progress | None
+               ) -> tuple[PlacementReplay | None, str | None]:
+    """Replay every placement policy for the report, re-planning every (first) horizon; a
+    cluster or trace it cannot replay is skipped with the reason."""
+    if placement is None:
+        return None, None
+    cluster = default_cluster(loads.n_experts) if placement == "default" else placement
+    interval = min(fitted.horizons)
+    try:
+        policies = make_policies(DEFAULT_POLICIES, window=interval, predictor=predictor)
+        return replay(loads, cluster, policies, interval=interval, window=interval,
+                      stable=labels, online_stable=analysis.online_stable,
+                      expert_params=expert_parameters(opened.metadata),
+                      progress=None if progress is None else
+                      (lambda task, done, total: progress(done, total, f"placement: {task}"))
+                      ), None
+    except ParameterError as exc:
+        if placement != "default":
+            raise
+        return None, f"not replayed: {exc}"
 
 
 def noise_floors(analysis: Analysis) -> dict[str, np.ndarray]:

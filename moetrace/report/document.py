@@ -33,6 +33,7 @@ def report_blocks(doc: dict) -> list[Block]:
         Paragraph(_summary(doc)),
         *_bottom_line_section(doc),
         *_calibration_section(doc),
+        *_placement_section(doc),
         *_trace_section(doc),
         *_states_section(doc),
         *_headline_section(doc),
@@ -153,6 +154,62 @@ def _calibration_section(doc: dict) -> list[Block]:
     ]
     for fig in doc["figures"]:
         if fig["file"].startswith("figures/calibration"):
+            blocks.append(Image(fig["file"], fig["caption"]))
+    return blocks
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:,.1f} {unit}"
+    return f"{value} B"
+
+
+def _placement_section(doc: dict) -> list[Block]:
+    placed = doc.get("placement")
+    if not placed:
+        return []
+    if placed.get("skipped"):
+        return [Heading(2, "What would these forecasts have bought?"),
+                Paragraph(f"Placement {placed['skipped']}.")]
+    c = placed["cluster"]
+    table = [(r["policy"], r["state"], pct(r["balancedness"], 1),
+              pct(r["balancedness_p5"], 1), f"{r['time_vs_balanced']:.2f}x",
+              f"{r['replans']}", f"{r['replicas_moved']:,}", _bytes(r["bytes_moved"]))
+             for r in placed["results"] if r["layer"] is None]
+    gaps = [f"{name} closes {pct(share, 0)}" for name, share in
+            placed["gap_closed"]["all"].items() if share is not None]
+    stable_gaps = [f"{name} {pct(share, 0)}" for name, share in
+                   placed["gap_closed"]["stable"].items() if share is not None]
+    text = (f"Every policy replayed over the trace on {c['gpus']} GPUs with {c['replicas']} "
+            f"expert slots ({c['rebalance']} planner), re-planning every "
+            f"{placed['interval']:,} steps from step {placed['start']:,}: static (no "
+            "re-planning, no replicas), window (the last "
+            f"{placed['window']:,} steps' counts, as vLLM), forecast (the "
+            f"{placed['predictors'].get('forecast', 'chosen')} predictor's mean forecast over "
+            "the interval), adaptive (state-aware: transient "
+            "layers re-planned every quarter interval from recent counts, stable layers only "
+            "when the forecast says a new plan gains) and oracle (the actual mean over the "
+            "interval: the bound for any plan held that long). Balanced: mean / max GPU tokens "
+            "per layer and step (1 = perfect), its mean and 5th percentile; time: modeled MoE "
+            "compute over a perfectly balanced step; moves: replicas placed on a GPU that did "
+            "not hold them, and their bytes at "
+            f"{placed['bytes_per_param']} bytes per parameter.")
+    blocks: list[Block] = [
+        Heading(2, "What would these forecasts have bought?"),
+        Paragraph(text),
+        Table(("policy", "state", "balanced", "p5", "time", "re-plans", "moves",
+               "bytes moved"), tuple(table)),
+    ]
+    if gaps:
+        blocks.append(Paragraph("Of the balancedness gap between window and oracle: "
+                                + "; ".join(gaps) + (f" (stable state: "
+                                                     f"{', '.join(stable_gaps)})"
+                                                     if stable_gaps else "") + "."))
+    for fig in doc["figures"]:
+        if fig["file"].startswith("figures/placement"):
             blocks.append(Image(fig["file"], fig["caption"]))
     return blocks
 

@@ -223,9 +223,31 @@ def calibration(result: BacktestResult) -> Figure | None:
     return fig
 
 
+def placement_over_steps(placed, stable_from: int | None) -> Figure:
+    """Balancedness of each placement policy over the scored steps (mean over layers, smoothed
+    over a tenth of the re-plan interval), the stable state shaded."""
+    fig = _figure(figsize=(8, 3.6))
+    ax = fig.add_subplot()
+    steps = placed.steps
+    width = max(1, min(len(steps), placed.interval // 10 // max(1, int(np.median(np.diff(
+        steps))) if len(steps) > 1 else 1)))
+    kernel = np.ones(width) / width
+    for name, series in placed.series().items():
+        smooth = np.convolve(series, kernel, mode="valid")
+        ax.plot(steps[width - 1:], smooth, label=name, linewidth=1.2)
+    if stable_from is not None and stable_from <= steps[-1]:
+        ax.axvspan(max(stable_from, steps[0]), steps[-1], color="0.92", zorder=0,
+                   label="stable (model)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("balancedness (mean / max GPU)")
+    _pct(ax, 0)
+    _legend_below(fig, ax, len(placed.policies) + 1)
+    return fig
+
+
 def write_figures(directory: Path, result: BacktestResult, loads: Loads, rows: list[Row], *,
                   stable_from: int | None,
-                  floors: dict[str, np.ndarray] | None) -> list[FigureFile]:
+                  floors: dict[str, np.ndarray] | None, placement=None) -> list[FigureFile]:
     """Write every figure as PNG under ``directory`` and describe each."""
     directory.mkdir(parents=True, exist_ok=True)
     made: list[tuple[str, Figure, str]] = []
@@ -248,6 +270,12 @@ def write_figures(directory: Path, result: BacktestResult, loads: Loads, rows: l
                      "Expected error rate (stated with each forecast) against the realised one, "
                      "per origin and layer; on the dashed line the forecast knew how wrong it "
                      "would be."))
+    if placement is not None:
+        made.append(("placement.png", placement_over_steps(placement, stable_from),
+                     f"Balancedness (mean / max GPU tokens) of each placement policy on "
+                     f"{placement.cluster.gpus} GPUs with {placement.slots} slots, mean over "
+                     f"layers, re-planned every {placement.interval:,} steps; shading: the "
+                     "model's stable state."))
     files = []
     for name, fig, caption in made:
         fig.savefig(directory / name)

@@ -29,17 +29,18 @@ class Preset:
     reference_steps: int
     top_k: int = 1
     tokens_per_step: int = 256 * 2048
+    expert_params: int | None = None  # one expert FFN (2 x d_model x d_ffn), for move costs
 
 
 PRESETS: dict[str, Preset] = {
     # The paper: 125M is stable after about 5,000 iterations; shallow layers settle last.
     "gpt3-125m": Preset("GPT-3 Small 125M MoE (simulated)", n_layers=6, n_experts=16,
                         steps=10_000, transient_first=5_000, transient_last=2_500,
-                        reference_steps=10_000),
+                        reference_steps=10_000, expert_params=2 * 768 * 3072),
     # Not given by the paper; same shape of settling, a little longer for the bigger model.
     "gpt3-350m": Preset("GPT-3 Medium 350M MoE (simulated)", n_layers=12, n_experts=128,
                         steps=20_000, transient_first=6_000, transient_last=3_000,
-                        reference_steps=20_000),
+                        reference_steps=20_000, expert_params=2 * 1024 * 4096),
 }
 
 

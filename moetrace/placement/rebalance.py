@@ -1,0 +1,195 @@
+"""Where to put (and replicate) experts: a drop-in for DeepSeek EPLB's ``rebalance_experts``.
+
+Contract (the same as ``eplb.rebalance_experts`` in deepseek-ai/EPLB, numpy instead of torch):
+
+- ``weight [layers, E]``: the estimated load of every logical expert (only comparisons within a
+  layer matter: counts, means and shares give the same plan);
+- ``num_replicas`` R physical expert slots, a multiple of ``num_gpus``; slot p lives on GPU
+  ``p // (R / num_gpus)``; ``num_gpus`` a multiple of ``num_nodes``;
+- ``num_groups`` expert groups (E / num_groups consecutive experts each, as in group-limited
+  routing): when ``num_groups % num_nodes == 0`` whole groups are packed onto nodes and
+  replicas stay inside their node (hierarchical); otherwise one group and one node (global);
+- returns ``phy2log [layers, R]`` (the logical expert in each slot), ``log2phy [layers, E, X]``
+  (the slots of each expert, padded with -1) and ``logcnt [layers, E]`` (replicas per expert,
+  at least 1), all int64.
+
+Policies: ``"eplb"`` is EPLB's own algorithm (greedy packing of groups onto nodes, redundant
+slots one at a time to the expert with the highest load per replica, greedy packing of the
+replicas onto GPUs), reproducing its published example exactly. ``"balanced"`` (the default)
+refines both packings with pairwise swaps (moetrace.placement.packing.refine_packing) and keeps,
+per layer, whichever of the candidate plans has the smallest maximum GPU load, EPLB's own plan
+among them: it is never worse than ``"eplb"`` on the same input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from moetrace.errors import ParameterError
+from moetrace.placement.packing import greedy_packing, ranks_in_packs, refine_packing
+
+Policy = Literal["balanced", "eplb"]
+POLICIES: tuple[str, ...] = ("balanced", "eplb")
+
+
+def rebalance_experts(weight: np.ndarray | Sequence[Sequence[float]], num_replicas: int,
+                      num_groups: int, num_nodes: int, num_gpus: int, *,
+                      policy: Policy = "balanced") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Plan ``num_replicas`` slots for every layer; see the module docstring for the contract."""
+    weight = check_inputs(weight, num_replicas, num_groups, num_nodes, num_gpus, policy)
+    if num_groups % num_nodes:
+        num_groups = num_nodes = 1  # EPLB's global policy
+    if policy == "eplb":
+        phy2log, rank, logcnt = _hierarchical(weight.astype(np.float32), num_replicas,
+                                              num_groups, num_nodes, num_gpus, refine=False)
+    else:
+        phy2log, rank, logcnt = _best_of(weight, num_replicas, num_groups, num_nodes, num_gpus)
+    return phy2log, _log2phy(phy2log, rank, logcnt), logcnt
+
+
+def check_inputs(weight, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int,
+                 policy: str) -> np.ndarray:
+    """The loads as a float64 ``[layers, E]`` array, or a ParameterError saying what is wrong."""
+    if policy not in POLICIES:
+        raise ParameterError(f"unknown rebalance policy '{policy}' (known: "
+                             f"{', '.join(POLICIES)})")
+    try:
+        weight = np.asarray(weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ParameterError("loads must be a [layers, experts] array of numbers") from None
+    if weight.ndim != 2 or 0 in weight.shape:
+        raise ParameterError(f"loads must be a [layers, experts] array, got shape "
+                             f"{weight.shape}")
+    if not np.all(np.isfinite(weight)) or (weight < 0).any():
+        raise ParameterError("loads must be finite and non-negative")
+    n_experts = weight.shape[1]
+    for name, value in (("replicas", num_replicas), ("groups", num_groups),
+                        ("nodes", num_nodes), ("GPUs", num_gpus)):
+        if int(value) != value or value < 1:
+            raise ParameterError(f"the number of {name} must be a positive integer, got {value}")
+    if num_replicas % num_gpus:
+        raise ParameterError(f"{num_replicas} replica slots do not split evenly over "
+                             f"{num_gpus} GPUs")
+    if num_gpus % num_nodes:
+        raise ParameterError(f"{num_gpus} GPUs do not split evenly over {num_nodes} nodes")
+    if num_replicas < n_experts:
+        raise ParameterError(f"{num_replicas} replica slots cannot hold {n_experts} experts")
+    if num_groups % num_nodes == 0:
+        if n_experts % num_groups:
+            raise ParameterError(f"{n_experts} experts do not split into {num_groups} groups")
+        if num_replicas // num_nodes < n_experts // num_nodes or n_experts % num_nodes:
+            raise ParameterError(f"{n_experts} experts in {num_groups} groups do not fit "
+                                 f"{num_replicas} slots on {num_nodes} nodes")
+    return weight
+
+
+def gpu_loads(weight: np.ndarray, phy2log: np.ndarray, logcnt: np.ndarray,
+              num_gpus: int) -> np.ndarray:
+    """``[layers, num_gpus]``: each GPU's load, an expert's load split evenly over replicas."""
+    per_slot = np.take_along_axis(weight / logcnt, phy2log, axis=1)
+    return per_slot.reshape(weight.shape[0], num_gpus, -1).sum(axis=2)
+
+
+def _best_of(weight, num_replicas, num_groups, num_nodes, num_gpus):
+    """Per layer, the candidate plan with the smallest maximum GPU load (EPLB's among them).
+
+    Candidates: EPLB's plan; the same replicas with refined packings; and replicas capped at
+    one per GPU of the node (a replica beyond that shares a GPU with its twin, where it
+    halves nothing), refined.
+    """
+    candidates = [_hierarchical(weight.astype(np.float32), num_replicas, num_groups,
+                                num_nodes, num_gpus, refine=False),
+                  _hierarchical(weight, num_replicas, num_groups, num_nodes, num_gpus,
+                                refine=True),
+                  _hierarchical(weight, num_replicas, num_groups, num_nodes, num_gpus,
+                                refine=True, cap=num_gpus // num_nodes)]
+    peaks = np.stack([gpu_loads(weight, c[0], c[2], num_gpus).max(axis=1)
+                      for c in candidates])  # [candidates, layers]
+    best = np.argmin(peaks, axis=0)  # ties keep the earlier candidate (EPLB's)
+    return tuple(np.stack([c[k] for c in candidates])[best, np.arange(weight.shape[0])]
+                 for k in range(3))
+
+
+def _replicate(weight: np.ndarray, num_phy: int, cap: int | None = None
+               ) -> tuple[np.ndarray, ...]:
+    """Give each slot beyond the experts to the expert with the highest load per replica
+    (among those below ``cap`` replicas, while any is)."""
+    rows, num_log = weight.shape
+    phy2log = np.broadcast_to(np.arange(num_phy, dtype=np.int64), (rows, num_phy)).copy()
+    rank = np.zeros((rows, num_phy), dtype=np.int64)
+    logcnt = np.ones((rows, num_log), dtype=np.int64)
+    row = np.arange(rows)
+    for slot in range(num_log, num_phy):
+        per_replica = weight / logcnt.astype(weight.dtype)
+        if cap is not None:
+            full = logcnt >= cap
+            full &= ~full.all(axis=1, keepdims=True)  # every expert capped: lift the cap
+            per_replica = np.where(full, -np.inf, per_replica)
+        hottest = np.argmax(per_replica, axis=1)
+        phy2log[:, slot] = hottest
+        rank[:, slot] = logcnt[row, hottest]
+        logcnt[row, hottest] += 1
+    return phy2log, rank, logcnt
+
+
+def _packing(weight: np.ndarray, num_packs: int, refine: bool) -> tuple[np.ndarray, np.ndarray]:
+    pack, rank = greedy_packing(weight, num_packs)
+    if refine and weight.shape[1] > num_packs:
+        pack = refine_packing(weight, pack, num_packs)
+        rank = ranks_in_packs(pack, num_packs)
+    return pack, rank
+
+
+def _inverse(perm: np.ndarray) -> np.ndarray:
+    inverse = np.empty_like(perm)
+    np.put_along_axis(inverse, perm, np.arange(perm.shape[1])[None, :].repeat(len(perm), 0),
+                      axis=1)
+    return inverse
+
+
+def _hierarchical(weight: np.ndarray, num_phy: int, num_groups: int, num_nodes: int,
+                  num_gpus: int, *, refine: bool, cap: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Groups onto nodes, replicas within nodes, replicas onto the node's GPUs."""
+    layers, num_log = weight.shape
+    group_size = num_log // num_groups
+    groups_per_node = num_groups // num_nodes
+    per_gpu = num_phy // num_gpus
+    log_per_node = num_log // num_nodes
+
+    # 1. whole groups onto nodes; "mlog" numbers experts node by node
+    group_load = weight.reshape(layers, num_groups, group_size).sum(axis=2)
+    node, rank_in_node = _packing(group_load, num_nodes, refine)
+    first = (node * groups_per_node + rank_in_node) * group_size  # [layers, groups]
+    log2mlog = (first[:, :, None] + np.arange(group_size)).reshape(layers, num_log)
+    mlog2log = _inverse(log2mlog)
+
+    # 2. redundant slots inside each node
+    node_weight = np.take_along_axis(weight, mlog2log, axis=1).reshape(-1, log_per_node)
+    phy2mlog, phyrank, mlogcnt = _replicate(node_weight, num_phy // num_nodes, cap)
+
+    # 3. the node's replicas onto its GPUs, each carrying its expert's load / replicas
+    replica_load = np.take_along_axis(node_weight / mlogcnt.astype(weight.dtype), phy2mlog,
+                                      axis=1)
+    gpu, rank_on_gpu = _packing(replica_load, num_gpus // num_nodes, refine)
+    pphy2phy = _inverse(gpu * per_gpu + rank_on_gpu)
+
+    pphy2mlog = np.take_along_axis(phy2mlog, pphy2phy, axis=1).reshape(layers, num_nodes, -1)
+    pphy2mlog = (pphy2mlog + (np.arange(num_nodes) * log_per_node)[None, :, None]
+                 ).reshape(layers, -1)
+    phy2log = np.take_along_axis(mlog2log, pphy2mlog, axis=1)
+    rank = np.take_along_axis(phyrank, pphy2phy, axis=1).reshape(layers, -1)
+    logcnt = np.take_along_axis(mlogcnt.reshape(layers, -1), log2mlog, axis=1)
+    return phy2log, rank, logcnt
+
+
+def _log2phy(phy2log: np.ndarray, rank: np.ndarray, logcnt: np.ndarray) -> np.ndarray:
+    layers, num_log = logcnt.shape
+    width = int(logcnt.max())
+    log2phy = np.full((layers, num_log * width), -1, dtype=np.int64)
+    np.put_along_axis(log2phy, phy2log * width + rank,
+                      np.broadcast_to(np.arange(phy2log.shape[1]), phy2log.shape), axis=1)
+    return log2phy.reshape(layers, num_log, width)

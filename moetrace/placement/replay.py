@@ -1,0 +1,300 @@
+"""Replay placement policies over a trace: what each would have cost, step by step.
+
+Every policy starts from the static placement; from the replay's start it re-plans at its own
+origins and holds each plan until its next re-plan. At every step each GPU's tokens are the
+step's expert counts times the share of each expert the GPU holds (an expert's tokens split
+evenly over its replicas): one batched matrix product per layer and plan segment, never a loop
+over steps. Per (layer, step): balancedness = mean / max GPU tokens (vLLM's definition) and the
+max and mean themselves (the modeled MoE compute time is proportional to the max; a perfectly
+balanced step takes the mean). Per re-plan: the replicas placed on a GPU that did not hold
+them, and their bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from moetrace.errors import ParameterError
+from moetrace.placement.cluster import Cluster, balancedness, moved_replicas, token_split
+from moetrace.placement.policies import PlacementPolicy
+from moetrace.trace.shares import Loads, load_shares
+
+#: bytes moved per expert parameter: 16 for a training expert with its Adam state in mixed
+#: precision (weights, gradients, two moments, master copy); 2 for a read-only bf16 replica
+BYTES_PER_PARAM = 16
+STATES = ("all", "transient", "stable")
+
+
+def expert_parameters(metadata) -> int | None:
+    """Parameters of one expert, from what the trace says about its model (None: unknown)."""
+    extra = metadata.extra or {}
+    if isinstance(extra.get("expert_params"), int):
+        return int(extra["expert_params"])
+    preset = extra.get("preset")
+    if isinstance(preset, str):
+        from moetrace.simulate.config import PRESETS
+
+        if preset in PRESETS and PRESETS[preset].expert_params:
+            return PRESETS[preset].expert_params
+    demo = extra.get("demo_config")
+    if isinstance(demo, dict) and {"d_model", "d_expert"} <= set(demo):
+        return 2 * int(demo["d_model"]) * int(demo["d_expert"])
+    return None
+
+
+@dataclass
+class ReplayContext:
+    """What every policy may ask at a re-plan step; estimates are cached by step."""
+
+    loads: Loads
+    cluster: Cluster
+    interval: int  # training steps between re-plans
+    grid: np.ndarray  # the interval grid of re-plan steps (training steps)
+    online_stable: np.ndarray | None  # (L, T) causal stable labels, for state-aware policies
+    progress: Callable[[str], None] | None = None
+    notes: list[str] = field(default_factory=list)
+    _forecasts: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def last(self) -> int:
+        return int(self.loads.steps[-1])
+
+    def _index(self, t: int) -> int:
+        """Samples at or before step ``t``."""
+        return int(np.searchsorted(self.loads.steps, t, side="right"))
+
+    def window_weights(self, t: int, window: int) -> np.ndarray:
+        """[L, E] token counts of the steps in (t - window, t]."""
+        lo = int(np.searchsorted(self.loads.steps, t - window, side="right"))
+        return self.loads.counts[:, lo:self._index(t)].sum(axis=1, dtype=np.float64)
+
+    def actual_weights(self, t: int) -> np.ndarray:
+        """[L, E] the mean share over the steps in (t, t + interval]: the oracle's."""
+        lo, hi = self._index(t), self._index(t + self.interval)
+        return load_shares(self.loads.counts[:, lo:hi]).mean(axis=1)
+
+    def forecast_weights(self, t: int, predictor: str) -> np.ndarray:
+        """[L, E] a predictor's mean forecast share over the next interval, fitted on the
+        steps up to ``t``; the window estimate (noted) where it cannot be fitted."""
+        key = (predictor, t)
+        if key not in self._forecasts:
+            from moetrace.predictors import PredictorOptions, make_predictor
+
+            if self.progress is not None:
+                self.progress(f"{predictor} @ step {t}")
+            model = make_predictor(predictor, PredictorOptions(horizons=(self.interval,)))
+            try:
+                shares = model.fit(self.loads.upto(t)).forecast(self.interval).mean(axis=1)
+            except ParameterError as exc:
+                self.notes.append(f"{predictor} could not forecast at step {t} ({exc}); the "
+                                  f"last {self.interval} steps' counts stood in")
+                shares = self.window_weights(t, self.interval)
+            self._forecasts[key] = np.asarray(shares, dtype=np.float64)
+        return self._forecasts[key]
+
+    def online_stable_at(self, t: int) -> np.ndarray:
+        """[L] what the online detector believed at step ``t`` (transient before any sample)."""
+        if self.online_stable is None:
+            raise ParameterError("a state-aware policy needs the online state labels")
+        i = self._index(t) - 1
+        if i < 0:
+            return np.zeros(self.loads.n_layers, dtype=bool)
+        return self.online_stable[:, i]
+
+
+@dataclass
+class PolicyReplay:
+    """One policy over the scored steps: per-cell arrays are [L, S] over ``steps``."""
+
+    name: str
+    balancedness: np.ndarray  # (L, S)
+    peak: np.ndarray  # (L, S) max GPU tokens
+    mean: np.ndarray  # (L, S) mean GPU tokens
+    replans: list[tuple[int, np.ndarray]]  # (step, layers re-planned [L] bool)
+    moved: list[np.ndarray]  # replicas moved at each re-plan, [L] each
+    final: np.ndarray  # the plan in force at the end, replicas [L, E, G]
+    seconds: float
+    predictor: str | None = None  # the predictor behind its forecasts, if any
+
+
+@dataclass
+class PlacementReplay:
+    """Every policy's replay, plus what it was run with."""
+
+    steps: np.ndarray  # (S,) scored steps: after the first re-plan
+    layers: list[int]
+    cluster: Cluster
+    slots: int
+    interval: int
+    start: int
+    window: int
+    expert_params: int | None
+    bytes_per_param: int
+    policies: list[PolicyReplay]
+    stable: np.ndarray | None  # (L, S) hindsight labels of the scored steps
+    notes: list[str]
+
+    def bytes_per_replica(self) -> int | None:
+        if self.expert_params is None:
+            return None
+        return self.expert_params * self.bytes_per_param
+
+    def gap_closed(self, state: str = "all") -> dict[str, float | None]:
+        """For each policy other than window and oracle: the share of the balancedness gap
+        between window and oracle that it closes (None when there is no gap to close)."""
+        mean = {r["policy"]: r["balancedness"] for r in self.rows()
+                if r["layer"] is None and r["state"] == state}
+        if "window" not in mean or "oracle" not in mean:
+            return {}
+        gap = mean["oracle"] - mean["window"]
+        return {name: (value - mean["window"]) / gap if gap > 1e-9 else None
+                for name, value in mean.items()
+                if name not in ("window", "oracle", "static")}
+
+    def document(self, trace: str) -> dict[str, Any]:
+        """The versioned JSON of ``plan --simulate`` (docs/placement.md)."""
+        c = self.cluster
+        return {
+            "schema": "moetrace.placement-replay", "version": 1, "trace": trace,
+            "cluster": {"gpus": c.gpus, "nodes": c.nodes, "groups": c.groups,
+                        "replicas": self.slots, "rebalance": c.rebalance},
+            "interval": self.interval, "start": self.start, "window": self.window,
+            "steps_scored": int(len(self.steps)), "expert_params": self.expert_params,
+            "bytes_per_param": self.bytes_per_param,
+            "policies": [p.name for p in self.policies],
+            "predictors": {p.name: p.predictor for p in self.policies if p.predictor},
+            "seconds": {p.name: round(p.seconds, 3) for p in self.policies},
+            "gap_closed": {state: self.gap_closed(state) for state in STATES},
+            "results": self.rows(), "notes": self.notes,
+        }
+
+    def series(self) -> dict[str, np.ndarray]:
+        """Per policy, the balancedness of each scored step averaged over layers: (S,)."""
+        return {p.name: p.balancedness.mean(axis=0) for p in self.policies}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per policy x layer (None: all layers) x state; see docs/placement.md."""
+        rows = []
+        per_replica = self.bytes_per_replica()
+        index = {int(s): i for i, s in enumerate(self.steps)}
+        for p in self.policies:
+            for layer in [None, *range(len(self.layers))]:
+                picked = slice(None) if layer is None else slice(layer, layer + 1)
+                for state in STATES:
+                    cells = self._cells(state)[picked]
+                    if not cells.any():
+                        continue
+                    bal = p.balancedness[picked][cells]
+                    replans, moved = 0, 0
+                    for (t, which), count in zip(p.replans, p.moved):
+                        in_state = which.copy()
+                        if state != "all" and self.stable is not None:
+                            col = index.get(int(t))
+                            at = (self.stable[:, col] if col is not None
+                                  else self.stable[:, 0])
+                            in_state &= at if state == "stable" else ~at
+                        chosen = in_state[picked]
+                        replans += int(chosen.any())
+                        moved += int(count[picked][chosen].sum())
+                    rows.append({
+                        "policy": p.name,
+                        "layer": None if layer is None else self.layers[layer],
+                        "state": state,
+                        "balancedness": float(bal.mean()),
+                        "balancedness_p5": float(np.quantile(bal, 0.05)),
+                        "time_vs_balanced": float(p.peak[picked][cells].sum()
+                                                  / max(p.mean[picked][cells].sum(), 1e-300)),
+                        "replans": replans,
+                        "replicas_moved": moved,
+                        "bytes_moved": None if per_replica is None else moved * per_replica,
+                    })
+        return rows
+
+    def _cells(self, state: str) -> np.ndarray:
+        shape = (len(self.layers), len(self.steps))
+        if state == "all" or self.stable is None:
+            return np.ones(shape, dtype=bool) if state == "all" else np.zeros(shape, bool)
+        return self.stable if state == "stable" else ~self.stable
+
+
+def replay(loads: Loads, cluster: Cluster, policies: Sequence[PlacementPolicy], *,
+           interval: int = 1000, start: int | None = None, window: int = 1000,
+           stable: np.ndarray | None = None, online_stable: np.ndarray | None = None,
+           expert_params: int | None = None, bytes_per_param: int = BYTES_PER_PARAM,
+           progress: Callable[[str, int, int], None] | None = None) -> PlacementReplay:
+    """Replay ``policies`` over ``loads`` on ``cluster``; see the module docstring.
+
+    ``interval`` and ``window`` are training steps; the first re-plan is at ``start`` (default:
+    ``window`` steps after the first, so a window estimate is full) and every ``interval``
+    steps after it. ``stable`` (L, T) hindsight labels split the results by state;
+    ``online_stable`` (L, T) causal labels drive state-aware policies.
+    """
+    if interval < 1 or window < 1:
+        raise ParameterError("--interval and --window must be positive numbers of steps")
+    if expert_params is not None and expert_params < 1:
+        raise ParameterError(f"--expert-params must be positive, got {expert_params}")
+    slots = cluster.slots(loads.n_experts)
+    steps = loads.steps
+    first, last = int(steps[0]), int(steps[-1])
+    start = first + max(window, interval) - loads.interval if start is None else int(start)
+    if not first <= start < last:
+        raise ParameterError(f"the first re-plan (step {start:,}) must fall inside the trace "
+                             f"(steps {first:,} to {last:,}); give a smaller --window or "
+                             "--interval, or --start")
+    grid = np.arange(start, last, interval, dtype=np.int64)
+    done = {"n": 0}
+    total = len(policies)
+
+    def note(task: str) -> None:
+        if progress is not None:
+            progress(task, done["n"], total)
+
+    ctx = ReplayContext(loads, cluster, interval, grid, online_stable, progress=note)
+    lo = int(np.searchsorted(steps, start, side="right"))
+    results = []
+    for policy in policies:
+        note(policy.name)
+        results.append(_replay_one(ctx, policy, lo))
+        done["n"] += 1
+        note(policy.name)
+    scored_stable = None if stable is None else stable[:, lo:]
+    return PlacementReplay(steps[lo:], list(loads.layers), cluster, slots, interval, start,
+                           window, expert_params, bytes_per_param, results, scored_stable,
+                           ctx.notes)
+
+
+def _replay_one(ctx: ReplayContext, policy: PlacementPolicy, lo: int) -> PolicyReplay:
+    began = time.perf_counter()
+    loads, cluster = ctx.loads, ctx.cluster
+    n_layers, n_steps = loads.n_layers, loads.n_steps
+    current = cluster.static(n_layers, loads.n_experts)
+    origins = np.unique(np.asarray(policy.origins(ctx), dtype=np.int64))
+    bounds = [int(np.searchsorted(loads.steps, t, side="right")) for t in origins[1:]]
+    segments = list(zip([lo, *bounds], [*bounds, n_steps]))
+    size = n_steps - lo
+    bal = np.empty((n_layers, size), dtype=np.float32)
+    peak = np.empty_like(bal)
+    mean = np.empty_like(bal)
+    replans, moved = [], []
+    for t, (a, b) in zip(origins, segments):
+        decision = policy.decide(ctx, int(t), current)
+        if decision is not None:
+            weights, which = decision
+            if which.any():
+                fresh = current.copy()
+                fresh[which] = cluster.plan(np.asarray(weights)[which], current[which])
+                moved.append(moved_replicas(current, fresh))
+                replans.append((int(t), which.copy()))
+                current = fresh
+        if b > a:
+            gpu = np.matmul(loads.counts[:, a:b].astype(np.float32), token_split(current))
+            bal[:, a - lo:b - lo] = balancedness(gpu)
+            peak[:, a - lo:b - lo] = gpu.max(axis=2)
+            mean[:, a - lo:b - lo] = gpu.mean(axis=2)
+    return PolicyReplay(policy.name, bal, peak, mean, replans, moved, current,
+                        time.perf_counter() - began, getattr(policy, "predictor", None))
