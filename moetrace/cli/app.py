@@ -38,6 +38,42 @@ def warn(message: str) -> None:
     sys.stderr.write(f"moetrace: note: {printable(' '.join(message.split()))}\n")
 
 
+def _click_style_help() -> None:
+    """Help in click's conventions: a required argument as ``TRACE`` (not ``{TRACE}``) in the
+    usage line, no type shown for a flag (not ``<bool>``), and an option's metavar or click's
+    type name (``INTEGER``, ``TEXT``) otherwise (not ``<int>``). typer draws these in
+    ``TyperArgument``/``TyperOption``; where a typer version lacks the hooks, its own style
+    stays."""
+    from typer import core
+
+    argument, option = getattr(core, "TyperArgument", None), getattr(core, "TyperOption", None)
+    if argument is not None and hasattr(argument, "_usage_display_name"):
+        def usage_name(self) -> str:
+            name = self.display_name_raw
+            name = name if self.required else f"[{name}]"
+            return name + ("..." if self.nargs != 1 else "")
+
+        argument._usage_display_name = usage_name
+    names = {"int": "INTEGER", "str": "TEXT", "float": "FLOAT", "Path": "PATH", "bool": None}
+    if argument is not None and hasattr(argument, "display_type_rich"):
+        argument.display_type_rich = lambda self, ctx: None  # the name column says it
+    if option is not None and hasattr(option, "display_type_rich"):
+        typer_style = option.display_type_rich
+
+        def display_type(self, ctx) -> str | None:
+            if self.metavar is not None:
+                return self.metavar
+            if getattr(self, "is_flag", False):
+                return None
+            label = typer_style(self, ctx)
+            bare = label.strip("<>") if isinstance(label, str) else label
+            return names.get(bare, label) if isinstance(bare, str) else label
+
+        option.display_type_rich = display_type
+
+
+_click_style_help()
+
 app = typer.Typer(
     name="moetrace",
     help="Record, analyze and forecast per-expert token loads of Mixture-of-Experts training.",

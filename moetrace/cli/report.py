@@ -47,7 +47,7 @@ def report(
         help="Window of the state analysis that labels each origin transient or stable "
              f"(analyze's --window; default {STATE_WINDOW}).")] = None,
     states: Annotated[str, typer.Option(
-        "--states", metavar="hindsight|online",
+        "--states", metavar="LABELS",
         help="Label each origin's layers with the hindsight segmentation (as the paper) or "
              "with what a live job believed then (the online detector).")] = "hindsight",
     lookahead: Annotated[int, typer.Option(

@@ -28,6 +28,9 @@ from moetrace.trace.shares import Loads, load_shares
 #: precision (weights, gradients, two moments, master copy); 2 for a read-only bf16 replica
 BYTES_PER_PARAM = 16
 STATES = ("all", "transient", "stable")
+#: a window-to-oracle balancedness gap below this (half a point) is noise: no share of it is
+#: reported as closed
+MIN_GAP = 0.005
 
 
 def expert_parameters(metadata) -> int | None:
@@ -146,13 +149,13 @@ class PlacementReplay:
 
     def gap_closed(self, state: str = "all") -> dict[str, float | None]:
         """For each policy other than window and oracle: the share of the balancedness gap
-        between window and oracle that it closes (None when there is no gap to close)."""
+        between window and oracle that it closes (None when the gap is under MIN_GAP)."""
         mean = {r["policy"]: r["balancedness"] for r in self.rows()
                 if r["layer"] is None and r["state"] == state}
         if "window" not in mean or "oracle" not in mean:
             return {}
         gap = mean["oracle"] - mean["window"]
-        return {name: (value - mean["window"]) / gap if gap > 1e-9 else None
+        return {name: (value - mean["window"]) / gap if gap > MIN_GAP else None
                 for name, value in mean.items()
                 if name not in ("window", "oracle", "static")}
 
