@@ -69,6 +69,35 @@ class BacktestResult:
     #: the history was too short for it (that origin is then not scored); None: neither
     fallbacks: dict[str, list[str | None]] = field(default_factory=dict)
 
+    def summary(self):
+        """A polars table: per predictor, horizon and state (all, transient, stable), the
+        median per-step error rate over the scored (origin, layer) pairs, its 10th and 90th
+        percentiles, the look-ahead bound's median and the number of pairs."""
+        import polars as pl
+
+        rows = []
+        for (name, h), scores in self.scores.items():
+            error = scores.metrics["error_rate"]
+            bound = self.lookahead.get(h)
+            for state in ("all", "transient", "stable"):
+                mask = np.isfinite(error)
+                if state != "all":
+                    if self.stable is None:
+                        continue
+                    mask &= self.stable if state == "stable" else ~self.stable
+                if not mask.any():
+                    continue
+                values = error[mask]
+                rows.append({"predictor": name, "horizon": h, "state": state,
+                             "error_rate": float(np.median(values)),
+                             "p10": float(np.quantile(values, 0.1)),
+                             "p90": float(np.quantile(values, 0.9)),
+                             "lookahead": (float(np.nanmedian(bound[mask]))
+                                           if bound is not None and np.isfinite(
+                                               bound[mask]).any() else None),
+                             "pairs": int(mask.sum())})
+        return pl.DataFrame(rows).sort("horizon", "state", "error_rate")
+
 
 def choose_origins(steps: np.ndarray, horizons: Sequence[int], *, min_history: int,
                    stride: int | None = None, n_origins: int | None = None) -> np.ndarray:

@@ -108,6 +108,23 @@ def test_origins_are_labelled_with_each_layers_state():
     assert result.stable.tolist() == [[False, False], [True, False], [True, True]]
 
 
+def test_summary_table_is_the_median_over_scored_pairs_per_state():
+    loads = constant_loads(50, 2)
+    offset = np.array([0.02, -0.02, 0.0, 0.0])  # every pair scores 4%
+    stable = np.zeros((2, 50), dtype=bool)
+    stable[0, 20:] = True
+    result = backtest(loads, [Oracle(loads, offset, name="off"), Oracle(loads)], [5],
+                      stable=stable, origins=[10, 25, 40])
+    table = result.summary()
+    row = {(r["predictor"], r["state"]): r for r in table.iter_rows(named=True)}
+    assert row[("off", "all")]["error_rate"] == pytest.approx(0.04)
+    assert row[("oracle", "all")]["error_rate"] == pytest.approx(0.0)
+    assert row[("off", "all")]["pairs"] == 6  # 3 origins x 2 layers
+    assert row[("off", "stable")]["pairs"] == 2 and row[("off", "transient")]["pairs"] == 4
+    assert table.columns == ["predictor", "horizon", "state", "error_rate", "p10", "p90",
+                             "lookahead", "pairs"]
+
+
 def test_progress_is_reported_for_every_fit():
     loads = constant_loads(50, 1)
     seen = []

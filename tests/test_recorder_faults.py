@@ -196,6 +196,23 @@ def test_a_stale_lock_of_a_killed_recorder_is_taken_over(tmp_path):
     rec.close()
 
 
+def test_a_file_system_without_locks_records_unprotected_with_a_warning(tmp_path,
+                                                                         monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(RuntimeWarning, match="cannot lock .*No locks available.*recording "
+                                            "without protection"):
+        rec = TraceRecorder(tmp_path / "t", flush_every=1, rank=0)
+    rec.add_indices(0, torch.tensor([0, 1]), 2)
+    rec.close()
+    assert read_trace(tmp_path / "t").loads().counts[0].tolist() == [[1, 1]]
+
+
 def test_a_hook_that_cannot_read_its_module_skips_the_layer_and_training_goes_on(tmp_path):
     from torch import nn
 

@@ -41,4 +41,6 @@ def __getattr__(name: str) -> Any:
         if exc.name != "torch":
             raise
         raise MissingExtraError("torch", "record", "recording a training run") from None
-    return getattr(module, name)
+    value = getattr(module, name)
+    globals()[name] = value
+    return value

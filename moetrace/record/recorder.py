@@ -9,6 +9,7 @@ job killed at any moment leaves only readable parts and loses at most the unflus
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
@@ -171,7 +172,14 @@ class _RankLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                # a file system without locks (some NFS mounts): record, unprotected
+                os.close(fd)
+                warnings.warn(f"moetrace: cannot lock {self.path} ({exc.strerror}); "
+                              "recording without protection against a second writer of "
+                              "this rank", RuntimeWarning, stacklevel=3)
+                return
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise OutputError(f"another recorder ({holder}) is writing this rank's parts; "
