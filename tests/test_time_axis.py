@@ -76,3 +76,31 @@ def test_analysis_and_backtest_of_the_subsample_use_training_steps(full):
     assert result.origins[0] == 990
     scores = result.scores[("sw_avg", 1000)]
     assert (scores.steps_scored[scores.fits] == 100).all()  # 1,000 steps hold 100 samples
+
+
+def test_a_real_sampled_recording_gets_a_default_report_in_training_steps(tmp_path):
+    """sample_traces/demo-sampled: the demo trainer recorded with --every 10 into rank parts
+    (the recorder's own format), read and reported with no options through the entry point."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from moetrace.trace import read_trace
+
+    root = Path(__file__).resolve().parents[1]
+    sample = root / "sample_traces" / "demo-sampled"
+    trace = read_trace(sample)
+    assert trace.interval == 10 and len(trace.files) == 4
+    assert trace.steps[0] == 0 and trace.steps[-1] == 1990 and trace.gaps == []
+    proc = subprocess.run([sys.executable, "-m", "moetrace", "report", str(sample), "-o",
+                           str(tmp_path / "rep"), "--json"], capture_output=True, text=True,
+                          cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["trace"]["interval"] == 10
+    horizons = doc["parameters"]["horizons"]
+    assert all(h % 10 == 0 and h <= 2000 for h in horizons)  # shrunk, in training steps
+    assert doc["trace"]["samples_per_horizon"] == {str(h): h // 10 for h in horizons}
+    assert all(o["step"] % 10 == 0 for o in doc["origins"])  # origins are recorded steps
+    assert doc["parameters"]["shrunk"]  # and the report says what was shrunk

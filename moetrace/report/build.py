@@ -58,11 +58,13 @@ def fit_to_trace(loads, horizons: Sequence[int] | None, min_history: int | None,
     h = tuple(int(x) for x in (horizons or DEFAULT_HORIZONS))
     mh = DEFAULT_MIN_HISTORY if min_history is None else int(min_history)
     sw = STATE_WINDOW if state_window is None else int(state_window)
-    if min_history is None and mh + min(h) > span:
-        mh = max(every, span // 2)
-        notes.append(f"the trace covers {span:,} steps, too few for the default "
-                     f"{DEFAULT_MIN_HISTORY:,} steps of history: {mh:,} were used")
-    if horizons is None and mh + min(h) > span:
+    # the longest horizon needs room after the history too, or it is silently never scored
+    if min_history is None and mh + max(h) > span:
+        mh = max(every, min(mh, span // 2))
+        if mh != DEFAULT_MIN_HISTORY:
+            notes.append(f"the trace covers {span:,} steps, too few for the default "
+                         f"{DEFAULT_MIN_HISTORY:,} steps of history: {mh:,} were used")
+    if horizons is None and mh + max(h) > span:
         room = max(every, span - mh)
         h = tuple(sorted({max(every, room // 2), room}))
         notes.append(f"horizons of {', '.join(f'{x:,}' for x in h)} steps were used instead "
