@@ -7,7 +7,7 @@ import importlib
 from pathlib import Path
 
 #: Every benchmark module, in the order a trace flows through moetrace.
-BENCHMARKS = ["cli", "simulate", "read", "analyze", "predict", "report", "placement", "record", "fuzz", "real"]
+BENCHMARKS = ["cli", "simulate", "read", "analyze", "predict", "report", "placement", "record", "fuzz", "real", "scale"]
 
 
 def main() -> None:

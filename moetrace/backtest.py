@@ -69,6 +69,31 @@ class BacktestResult:
     #: the history was too short for it (that origin is then not scored); None: neither
     fallbacks: dict[str, list[str | None]] = field(default_factory=dict)
 
+    @classmethod
+    def merge(cls, parts: list["BacktestResult"]) -> "BacktestResult":
+        """One result over every layer from results over chunks of layers (same origins,
+        predictors and horizons, in layer order): per-layer arrays are joined, the seconds
+        added, the example taken from the first chunk."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        join = lambda arrays: np.concatenate(arrays, axis=1)  # noqa: E731
+        scores = {key: Scores(s.fits, {m: join([p.scores[key].metrics[m] for p in parts])
+                                       for m in s.metrics}, s.steps_scored)
+                  for key, s in first.scores.items()}
+        stable = (None if any(p.stable is None for p in parts)
+                  else join([p.stable for p in parts]))
+        fallbacks = {name: [next((p.fallbacks[name][i] for p in parts
+                                  if p.fallbacks[name][i] is not None), None)
+                            for i in range(len(reasons))]
+                     for name, reasons in first.fallbacks.items()}
+        return cls(first.origins, stable, tuple(x for p in parts for x in p.layers),
+                   first.horizons, first.predictors, scores,
+                   {name: sum(p.seconds[name] for p in parts) for name in first.seconds},
+                   first.example, first.min_history,
+                   {h: join([p.lookahead[h] for p in parts]) for h in first.lookahead},
+                   first.lookahead_radius, fallbacks)
+
     def summary(self):
         """A polars table: per predictor, horizon and state (all, transient, stable), the
         median per-step error rate over the scored (origin, layer) pairs, its 10th and 90th

@@ -81,7 +81,7 @@ def test_the_directory_removed_mid_run_is_made_again(tmp_path):
 def test_writes_failing_then_working_again_lose_nothing(tmp_path, monkeypatch):
     import moetrace.record.recorder as recorder
 
-    real = recorder.write_trace
+    real = recorder.write_layer_groups
     state = {"fail": False}
 
     def flaky(*args, **kwargs):
@@ -89,7 +89,7 @@ def test_writes_failing_then_working_again_lose_nothing(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(recorder, "write_trace", flaky)
+    monkeypatch.setattr(recorder, "write_layer_groups", flaky)
     model = _model()
     rec = TraceRecorder(tmp_path / "t", flush_every=2, rank=0)
     handle = attach(model, rec)

@@ -1,6 +1,6 @@
 """Command-line interface: one module per command, registered on one typer app."""
 
-from moetrace.cli import analyze, info, plan, predict, record, report  # noqa: F401  (registers commands)
+from moetrace.cli import analyze, convert, info, plan, predict, record, report, watch  # noqa: F401  (registers commands)
 from moetrace.cli.app import app, console
 
 

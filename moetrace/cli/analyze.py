@@ -14,6 +14,7 @@ import typer
 
 from moetrace.cli.app import command, console
 from moetrace.cli.progress import progress_bar
+from moetrace.cli.options import Backend, RayAddress, Workers
 from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
 from moetrace.defaults import SENSITIVITY as DEFAULT_SENSITIVITY
 from moetrace.defaults import STABLE, TRANSIENT
@@ -105,6 +106,9 @@ def analyze(
     top_k: Annotated[Optional[int], typer.Option(
         "--top-k", help="Experts per token, for the noise floor (default: from the trace's "
         "metadata, else 1).")] = None,
+    backend: Backend = None,
+    workers: Workers = None,
+    ray_address: RayAddress = None,
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
     out: Annotated[Optional[Path], typer.Option(
@@ -118,6 +122,7 @@ def analyze(
     fluctuate and how imbalanced they are in each state, and the noise floor. See
     docs/analysis.md for the method.
     """
+    from moetrace.cli.options import executor
     from moetrace.states import analyze_trace, to_json_dict
 
     options = {"window": window, "sensitivity": sensitivity, "stable_ratio": stable_ratio}
@@ -125,7 +130,8 @@ def analyze(
         options["top_k"] = top_k
     with progress_bar("analyzing layers", quiet=as_json) as progress:
         analysis = analyze_trace(trace, json_path=json_out, out_dir=out, force=force,
-                                 progress=progress, **options)
+                                 progress=progress,
+                                 executor=executor(backend, workers, ray_address), **options)
     if as_json:
         emit_json(to_json_dict(analysis, trace), to_stdout=True, path=None)
         return

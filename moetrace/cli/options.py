@@ -35,6 +35,26 @@ TrainTrace = Annotated[Optional[str], typer.Option(
     help="Train the lstm on this separate trace instead of the history (as the paper did).")]
 
 
+Backend = Annotated[Optional[str], typer.Option(
+    "--backend", metavar="local|ray", help="Where chunks of layers are worked on: local "
+    "processes (default, or MOETRACE_BACKEND) or a Ray cluster (docs/scaling.md).")]
+Workers = Annotated[Optional[int], typer.Option(
+    "--workers", metavar="N", help="Local worker processes (default: the machine's cores; "
+    "with --backend ray, a local cluster's CPUs).")]
+RayAddress = Annotated[Optional[str], typer.Option(
+    "--ray-address", metavar="ADDRESS", help="Ray cluster to submit to (default: "
+    "MOETRACE_RAY_ADDRESS, else a local cluster started for the command).")]
+
+
+def executor(backend: str | None, workers: int | None, address: str | None):
+    """The executor of --backend/--workers/--ray-address (moetrace.scale)."""
+    from moetrace.scale import make_executor
+
+    if address and (backend or "") != "ray":
+        raise ParameterError("--ray-address applies to --backend ray")
+    return make_executor(backend, workers, address)
+
+
 def parse_int_list(text: str, option: str) -> list[int]:
     """'1000,2000' -> [1000, 2000]; every value must be a positive integer."""
     try:

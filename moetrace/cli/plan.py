@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from moetrace.cli.app import command, console, warn
+from moetrace.cli.options import Backend, RayAddress, Workers
 from moetrace.cli.progress import progress_bar
 from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
 from moetrace.errors import ParameterError
@@ -133,6 +134,9 @@ def plan(
     bytes_per_param: Annotated[int, typer.Option(
         "--bytes-per-param", help="Bytes moved per expert parameter: 16 for a training "
         "expert with Adam state, 2 for a bf16 replica.")] = 16,
+    backend: Backend = None,
+    workers: Workers = None,
+    ray_address: RayAddress = None,
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
     force: Force = False,
@@ -152,24 +156,27 @@ def plan(
             check_output(path, kind="file", inputs=[trace], force=force)
     if bytes_per_param < 1:
         raise ParameterError(f"--bytes-per-param must be positive, got {bytes_per_param}")
+    from moetrace.cli.options import executor
+
+    pool = executor(backend, workers, ray_address)
     data = read_trace(trace)
-    loads = data.loads()
     cluster = Cluster(gpus=gpus, nodes=nodes, groups=groups, replicas=replicas,
                       redundant=redundant, rebalance=rebalance)
+    cluster.slots(data.n_experts)  # a cluster that does not fit fails before any work
     if simulate:
-        _simulate(trace, data, loads, cluster, policies=policies, interval=interval,
+        _simulate(trace, data, cluster, policies=policies, interval=interval,
                   window=window, predictor=predictor, start=start, expert_params=expert_params,
                   bytes_per_param=bytes_per_param, as_json=as_json, json_out=json_out,
-                  force=force)
+                  force=force, pool=pool)
         return
-    from moetrace.placement.plan import plan_trace
-    from moetrace.output import write_file
     from moetrace.cli.render import json_text
+    from moetrace.output import write_file
+    from moetrace.scale import run
 
     with progress_bar(f"planning from the {source} estimate", quiet=as_json):
-        result = plan_trace(loads, cluster, source=source, predictor=predictor, at=at,
-                            interval=interval, window=window,
-                            source_layers=data.metadata.extra.get("source_layers"))
+        result = run.plan(data, cluster, executor=pool, source=source, predictor=predictor,
+                          at=at, interval=interval, window=window,
+                          source_layers=data.metadata.extra.get("source_layers"))
     doc = result.document(trace)
     for path, content in ((out, doc), (sglang, result.sglang() if sglang else None)):
         if path is not None:
@@ -189,22 +196,22 @@ def plan(
         console.print("the plan was not written (pass -o FILE)", style="dim")
 
 
-def _simulate(trace, data, loads, cluster, *, policies, interval, window, predictor, start,
-              expert_params, bytes_per_param, as_json, json_out, force) -> None:
-    from moetrace.placement import DEFAULT_POLICIES, expert_parameters, make_policies, replay
-    from moetrace.states.analysis import analyze_loads
+def _simulate(trace, data, cluster, *, policies, interval, window, predictor, start,
+              expert_params, bytes_per_param, as_json, json_out, force, pool) -> None:
+    from moetrace.placement import DEFAULT_POLICIES, expert_parameters, make_policies
+    from moetrace.scale import run
 
-    names = DEFAULT_POLICIES if policies is None else [
+    names = list(DEFAULT_POLICIES) if policies is None else [
         p.strip() for p in policies.split(",") if p.strip()]
-    chosen = make_policies(names, window=window, predictor=predictor)
-    cluster.slots(loads.n_experts)  # a cluster that does not fit fails before any work
+    make_policies(names, window=window, predictor=predictor)  # bad names fail before work
     params = expert_params or expert_parameters(data.metadata)
     with progress_bar("replaying placement policies", quiet=as_json) as update:
-        analysis = analyze_loads(loads, top_k=data.metadata.top_k or 1)
-        result = replay(loads, cluster, chosen, interval=interval, start=start, window=window,
-                        stable=analysis.stable, online_stable=analysis.online_stable,
-                        expert_params=params, bytes_per_param=bytes_per_param,
-                        progress=lambda task, done, total: update(done, total, task))
+        analysis = run.analyze(data, executor=pool, top_k=data.metadata.top_k or 1)
+        result = run.replay(data, cluster, names, {"window": window, "predictor": predictor},
+                            executor=pool, interval=interval, start=start, window=window,
+                            stable=analysis.stable, online_stable=analysis.online_stable,
+                            expert_params=params, bytes_per_param=bytes_per_param,
+                            progress=lambda task, done, total: update(done, total, task))
     emit_json(result.document(trace), to_stdout=as_json, path=json_out, inputs=[trace],
               force=force)
     if not as_json:

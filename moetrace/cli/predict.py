@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from moetrace.cli.app import command, console, warn
-from moetrace.cli.options import Bucket, Order, Predictors, Seed, TrainTrace, Window
+from moetrace.cli.options import (Backend, Bucket, Order, Predictors, RayAddress, Seed,
+                                  TrainTrace, Window, Workers)
 from moetrace.cli.progress import progress_bar
 from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
 from moetrace.defaults import HORIZON
@@ -68,6 +69,9 @@ def predict(
     bucket: Bucket = None,
     seed: Seed = 0,
     train_trace: TrainTrace = None,
+    backend: Backend = None,
+    workers: Workers = None,
+    ray_address: RayAddress = None,
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
     force: Force = False,
@@ -77,7 +81,7 @@ def predict(
     Forecast shares are non-negative and sum to 1 per layer and step; only history up to the
     origin is used. See docs/predictors.md.
     """
-    from moetrace.cli.options import predictor_options
+    from moetrace.cli.options import executor, predictor_options
     from moetrace.predictors.forecast import forecast_trace
 
     inputs = [trace] + ([train_trace] if train_trace else [])
@@ -89,7 +93,7 @@ def predict(
         forecasts = forecast_trace(
             trace, predictors, horizon, at,
             replace(options, progress=lambda task, done, total: update(done, total, task)),
-            out=out, force=force)
+            out=out, force=force, executor=executor(backend, workers, ray_address))
     for name, reason in forecasts.skipped:
         warn(f"{name} skipped: {reason}")
     emit_json(forecasts.document(trace), to_stdout=as_json, path=json_out, inputs=inputs,

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from moetrace.cli.app import command, console, warn
-from moetrace.cli.options import Bucket, Order, Predictors, Seed, TrainTrace, Window
+from moetrace.cli.options import (Backend, Bucket, Order, Predictors, RayAddress, Seed,
+                                  TrainTrace, Window, Workers)
 from moetrace.cli.progress import progress_bar
 from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
 from moetrace.defaults import HORIZONS, LOOKAHEAD_RADIUS, MIN_HISTORY, ORIGINS, STATE_WINDOW
@@ -67,12 +68,15 @@ def report(
     order: Order = None,
     seed: Seed = 0,
     train_trace: TrainTrace = None,
+    backend: Backend = None,
+    workers: Workers = None,
+    ray_address: RayAddress = None,
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
     force: Force = False,
 ) -> None:
     """Backtest predictors at rolling origins and write report.md, report.html, report.json."""
-    from moetrace.cli.options import parse_int_list, predictor_options
+    from moetrace.cli.options import executor, parse_int_list, predictor_options
     from moetrace.report import build_report
 
     steps = None if horizon is None else parse_int_list(horizon, "--horizon")
@@ -101,7 +105,8 @@ def report(
                               n_origins=origins, min_history=min_history, options=options,
                               train_trace=train_trace, force=force, command=command_line,
                               progress=update, state_window=state_window, states=states,
-                              lookahead_radius=lookahead, placement=placement)
+                              lookahead_radius=lookahead, placement=placement,
+                              executor=executor(backend, workers, ray_address))
     for item in result.document["parameters"]["skipped"]:
         warn(f"{item['predictor']} skipped: {item['reason']}")
     emit_json(result.document, to_stdout=as_json, path=json_out, inputs=inputs, force=force)

@@ -42,6 +42,24 @@ class PlacementPlan:
     expected_static: np.ndarray  # (L,) ... of the static placement
     fallback: str | None = None
 
+    @classmethod
+    def merge(cls, parts: list["PlacementPlan"]) -> "PlacementPlan":
+        """One plan of every layer from plans of chunks of layers (in layer order);
+        ``log2phy`` is padded with -1 to the widest chunk's."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        width = max(p.log2phy.shape[2] for p in parts)
+        log2phy = np.concatenate([np.pad(p.log2phy, ((0, 0), (0, 0),
+                                                     (0, width - p.log2phy.shape[2])),
+                                         constant_values=-1) for p in parts])
+        join = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+        fallback = next((p.fallback for p in parts if p.fallback), None)
+        return cls(first.at, first.interval, first.source, first.predictor, first.cluster,
+                   first.slots, [x for p in parts for x in p.layers], first.source_layers,
+                   join("shares"), join("phy2log"), log2phy, join("logcnt"),
+                   join("expected"), join("expected_static"), fallback)
+
     def document(self, trace: str) -> dict[str, Any]:
         c = self.cluster
         return {

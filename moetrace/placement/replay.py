@@ -142,6 +142,40 @@ class PlacementReplay:
     stable: np.ndarray | None  # (L, S) hindsight labels of the scored steps
     notes: list[str]
 
+    @classmethod
+    def merge(cls, parts: list["PlacementReplay"]) -> "PlacementReplay":
+        """One replay over every layer from replays over chunks of layers (same steps,
+        cluster and policies, in layer order). A re-plan step of any chunk is a re-plan step
+        of the whole, with the layers of the other chunks not re-planned."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        sizes = [len(p.layers) for p in parts]
+        policies = []
+        for i, head in enumerate(first.policies):
+            chunk = [p.policies[i] for p in parts]
+            events: dict[int, tuple[list, list]] = {}
+            for j, c in enumerate(chunk):
+                for (t, which), moved in zip(c.replans, c.moved):
+                    which_all, moved_all = events.setdefault(
+                        t, ([np.zeros(n, dtype=bool) for n in sizes],
+                            [np.zeros(n, dtype=np.int64) for n in sizes]))
+                    which_all[j], moved_all[j] = which, moved
+            order = sorted(events)
+            policies.append(PolicyReplay(
+                head.name, *(np.concatenate([getattr(c, k) for c in chunk])
+                             for k in ("balancedness", "peak", "mean")),
+                [(t, np.concatenate(events[t][0])) for t in order],
+                [np.concatenate(events[t][1]) for t in order],
+                np.concatenate([c.final for c in chunk]), sum(c.seconds for c in chunk),
+                head.predictor))
+        stable = (None if any(p.stable is None for p in parts)
+                  else np.concatenate([p.stable for p in parts]))
+        notes = list(dict.fromkeys(n for p in parts for n in p.notes))
+        return cls(first.steps, [x for p in parts for x in p.layers], first.cluster,
+                   first.slots, first.interval, first.start, first.window, first.expert_params,
+                   first.bytes_per_param, policies, stable, notes)
+
     def bytes_per_replica(self) -> int | None:
         if self.expert_params is None:
             return None

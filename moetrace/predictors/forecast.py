@@ -45,6 +45,27 @@ class Forecasts:
     #: expected error rate (None: the history was too short to calibrate)
     uncertainty: dict[str, Uncertainty | None] = field(default_factory=dict)
 
+    @classmethod
+    def merge(cls, parts: list["Forecasts"]) -> "Forecasts":
+        """Forecasts of every layer from forecasts of chunks of layers (same origin, steps
+        and predictors, in layer order)."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+
+        def joined(name: str) -> Uncertainty | None:
+            us = [p.uncertainty.get(name) for p in parts]
+            if any(u is None for u in us):
+                return None
+            return Uncertainty(us[0].horizon, np.concatenate([u.lower for u in us]),
+                               np.concatenate([u.upper for u in us]),
+                               np.concatenate([u.expected_error for u in us]), us[0].level)
+
+        return cls(first.origin, first.steps, tuple(x for p in parts for x in p.layers),
+                   {name: np.concatenate([p.shares[name] for p in parts])
+                    for name in first.shares}, first.skipped,
+                   {name: joined(name) for name in first.uncertainty})
+
     def frame(self) -> pl.DataFrame:
         """The long table, one row per (predictor, step, layer, expert)."""
         parts = []
@@ -140,14 +161,19 @@ def forecast_loads(loads: Loads, predictors: Sequence[str] | str | None, horizon
 
 def forecast_trace(path: str | Path, predictors: Sequence[str] | str | None, horizon: int,
                    at: int | None = None, options: PredictorOptions | None = None,
-                   out: str | Path | None = None, *, force: bool = False) -> Forecasts:
-    """Read the trace at ``path``, forecast it (see :func:`forecast_loads`) and, if ``out`` is
-    given, write the long table there (output policy: moetrace.output)."""
+                   out: str | Path | None = None, *, force: bool = False,
+                   executor=None) -> Forecasts:
+    """Read the trace at ``path``, forecast it (see :func:`forecast_loads`; a chunk of
+    layers at a time on ``executor``, moetrace.scale) and, if ``out`` is given, write the
+    long table there (output policy: moetrace.output)."""
     select_predictors(predictors, DEFAULT_PREDICTORS)  # a bad name fails before any reading
     inputs = _inputs(path, options)
     if out is not None:
         check_output(out, kind="file", inputs=inputs, force=force)
-    forecasts = forecast_loads(read_trace(path).loads(), predictors, horizon, at, options)
+    from moetrace.scale import run
+
+    forecasts = run.forecast(read_trace(path), predictors, horizon, at, options,
+                             executor=executor)
     if out is not None:
         write_forecasts(forecasts, out, inputs=inputs, force=force)
     return forecasts

@@ -41,7 +41,7 @@ from moetrace.trace.schema import (
     TOKENS,
     TraceMetadata,
 )
-from moetrace.trace.write import write_trace
+from moetrace.trace.write import TraceWriter, write_layer_groups
 
 try:
     import fcntl
@@ -251,10 +251,13 @@ class _Parts:
             return None
         path = self.dir / f"part-{self.written:06d}.parquet"
         try:
-            frame, n_layers, n_experts = self._frame()
+            block, n_layers, n_experts = self._block()
             self.dir.mkdir(parents=True, exist_ok=True)
-            write_trace(frame, path, replace(self.metadata(self), n_layers=n_layers,
-                                             n_experts=n_experts))
+            steps = np.asarray(self.steps, dtype=np.int64)
+            meta = replace(self.metadata(self), n_layers=n_layers, n_experts=n_experts)
+            with TraceWriter(path, meta, with_rank=True) as writer:
+                write_layer_groups(writer, steps, range(n_layers), block.transpose(1, 0, 2),
+                                   self.rank)
         except Exception as exc:  # noqa: BLE001 - nothing may reach the training loop
             self._failed(path, exc)
             return None
@@ -266,8 +269,9 @@ class _Parts:
         self.steps, self.counts = [], []
         return path
 
-    def _frame(self) -> tuple[pl.DataFrame, int, int]:
-        """The buffered steps as long rows, with the layers and experts they span.
+    def _block(self) -> tuple[np.ndarray, int, int]:
+        """The buffered steps as ``block[step, layer, expert]``, with the layers and experts
+        they span.
 
         Layers skipped before the first part was written are left out and the others
         renumbered 0..; that choice is kept for every later part (a layer skipped later
@@ -284,8 +288,7 @@ class _Parts:
             keep = [i for i in range(n_layers) if i not in self._dropped]
             block = block[:, keep]
             n_layers = len(keep)
-        return _long_rows(np.asarray(self.steps, dtype=np.int64), block, self.rank), \
-            n_layers, n_experts
+        return block, n_layers, n_experts
 
     def _failed(self, path: Path, exc: BaseException) -> None:
         reason = f"{type(exc).__name__}: {first_line(exc)}"
@@ -306,18 +309,6 @@ class _Parts:
         self.lost += len(self.steps)
         self.steps, self.counts = [], []
         self.lock.release()
-
-
-def _long_rows(steps: np.ndarray, block: np.ndarray, rank: int) -> pl.DataFrame:
-    """Canonical long rows from ``block[step, layer, expert]`` (vectorised, no Python loop)."""
-    n_steps, n_layers, n_experts = block.shape
-    return pl.DataFrame({
-        STEP: np.repeat(steps, n_layers * n_experts),
-        LAYER: np.tile(np.repeat(np.arange(n_layers, dtype=np.int32), n_experts), n_steps),
-        EXPERT: np.tile(np.arange(n_experts, dtype=np.int32), n_steps * n_layers),
-        TOKENS: block.reshape(-1),
-        RANK: np.full(block.size, rank, dtype=np.int32),
-    })
 
 
 class TraceRecorder:

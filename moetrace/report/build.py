@@ -16,11 +16,13 @@ import numpy as np
 
 import moetrace
 from moetrace.output import check_output, write_dir
-from moetrace.backtest import DEFAULT_MIN_HISTORY, BacktestResult, Progress, backtest
+from moetrace.backtest import DEFAULT_MIN_HISTORY, BacktestResult, Progress
 from moetrace.defaults import HORIZONS, LOOKAHEAD_RADIUS, STATE_WINDOW
 from moetrace.errors import ParameterError
 from moetrace.placement import (DEFAULT_POLICIES, Cluster, PlacementReplay, default_cluster,
-                                expert_parameters, make_policies, replay)
+                                expert_parameters, make_policies)
+from moetrace.scale import run
+from moetrace.trace.shares import Loads
 from moetrace.predictors.base import PredictorOptions, select_predictors
 from moetrace.report import paper
 from moetrace.report.document import report_blocks
@@ -29,7 +31,7 @@ from moetrace.report.html import render_html
 from moetrace.report.markdown import render_markdown
 from moetrace.report.results import SCHEMA_NAME, SCHEMA_VERSION, STATES, Row, summarize
 from moetrace.report.verdict import bottom_line, notes
-from moetrace.states import Analysis, analyze_loads
+from moetrace.states import Analysis
 from moetrace.trace import Trace, read_trace
 
 DEFAULT_HORIZONS = HORIZONS
@@ -94,7 +96,7 @@ def build_report(trace: str | Path, out: str | Path, *,
                  force: bool = False, command: str = "", progress: Progress | None = None,
                  state_window: int | None = None, states: str = "hindsight",
                  lookahead_radius: int = LOOKAHEAD_RADIUS,
-                 placement: Cluster | str | None = "default") -> Report:
+                 placement: Cluster | str | None = "default", executor=None) -> Report:
     """Backtest ``predictors`` on ``trace`` at ``horizons`` and write the report to ``out``.
 
     ``predictors`` as :func:`select_predictors` takes them (None: the default set).
@@ -104,7 +106,7 @@ def build_report(trace: str | Path, out: str | Path, *,
     the state window left at None take their defaults, shrunk to fit a trace too short for
     them (with a note in the report saying so and what it means). ``placement`` is the
     cluster of the Placement section (``"default"``: :func:`default_cluster`; None: no
-    section).
+    section). The work runs a chunk of layers at a time on ``executor`` (moetrace.scale).
     """
     out = Path(out)
     inputs = [trace] + ([train_trace] if train_trace else [])
@@ -114,20 +116,19 @@ def build_report(trace: str | Path, out: str | Path, *,
         raise ParameterError(f"--states takes hindsight or online, got '{states}'")
     options = options or PredictorOptions()
     opened = read_trace(trace)
-    loads = opened.loads()
     if isinstance(placement, Cluster):
-        placement.slots(loads.n_experts)  # a cluster that does not fit fails before the work
-    fitted = fit_to_trace(loads, horizons, min_history, state_window)
-    analysis = analyze_loads(loads, window=fitted.state_window,
-                             top_k=opened.metadata.top_k or 1, option="--state-window")
-    result = backtest(loads, list(selection.names), fitted.horizons, options=options,
-                      stable=analysis.labels(states), stride=stride, n_origins=n_origins,
-                      min_history=fitted.min_history, progress=progress,
-                      lookahead_radius=lookahead_radius)
+        placement.slots(opened.n_experts)  # a cluster that does not fit fails before the work
+    fitted = fit_to_trace(Loads.axis(opened.steps), horizons, min_history, state_window)
+    analysis = run.analyze(opened, executor=executor, window=fitted.state_window,
+                           top_k=opened.metadata.top_k or 1, option="--state-window")
+    result = run.backtest(opened, list(selection.names), fitted.horizons, executor=executor,
+                          options=options, stable=analysis.labels(states), stride=stride,
+                          n_origins=n_origins, min_history=fitted.min_history,
+                          progress=progress, lookahead_radius=lookahead_radius)
     floors = noise_floors(analysis)
     rows = summarize(result, floors)
-    placed, placement_note = _placement(loads, opened, analysis.labels(states), analysis,
-                                        placement, fitted, result.predictors[0], progress)
+    placed, placement_note = _placement(opened, analysis.labels(states), analysis, placement,
+                                        fitted, result.predictors[0], progress, executor)
     parameters = {
         "predictors": list(result.predictors), "horizons": list(result.horizons),
         "skipped": [{"predictor": n, "reason": r} for n, r in selection.skipped],
@@ -141,7 +142,9 @@ def build_report(trace: str | Path, out: str | Path, *,
                                                   "replicas": placed.slots},
     }
     with write_dir(out, inputs=inputs, force=force, command=command) as tmp:
-        figures = write_figures(tmp / "figures", result, loads, rows,
+        example = opened.loads(layers=[result.layers[result.example.layer]]) \
+            if result.example is not None else Loads.axis(opened.steps)
+        figures = write_figures(tmp / "figures", result, example, rows,
                                 stable_from=analysis.model_stable_from, floors=floors,
                                 placement=placed)
         doc = report_document(opened, analysis, result, rows, parameters,
@@ -159,24 +162,25 @@ def build_report(trace: str | Path, out: str | Path, *,
     return Report(out, doc, rows)
 
 
-def _placement(loads, opened: Trace, labels: np.ndarray, analysis: Analysis, placement,
-               fitted: Fitted,
-               predictor: str, progress: Progress | None
+def _placement(opened: Trace, labels: np.ndarray, analysis: Analysis, placement,
+               fitted: Fitted, predictor: str, progress: Progress | None, executor
                ) -> tuple[PlacementReplay | None, str | None]:
     """Replay every placement policy for the report, re-planning every (first) horizon; a
     cluster or trace it cannot replay is skipped with the reason."""
     if placement is None:
         return None, None
-    cluster = default_cluster(loads.n_experts) if placement == "default" else placement
+    cluster = default_cluster(opened.n_experts) if placement == "default" else placement
     interval = min(fitted.horizons)
     try:
-        policies = make_policies(DEFAULT_POLICIES, window=interval, predictor=predictor)
-        return replay(loads, cluster, policies, interval=interval, window=interval,
-                      stable=labels, online_stable=analysis.online_stable,
-                      expert_params=expert_parameters(opened.metadata),
-                      progress=None if progress is None else
-                      (lambda task, done, total: progress(done, total, f"placement: {task}"))
-                      ), None
+        make_policies(DEFAULT_POLICIES, window=interval, predictor=predictor)  # names check
+        return run.replay(opened, cluster, list(DEFAULT_POLICIES),
+                          {"window": interval, "predictor": predictor}, executor=executor,
+                          stable=labels, online_stable=analysis.online_stable,
+                          interval=interval, window=interval,
+                          expert_params=expert_parameters(opened.metadata),
+                          progress=None if progress is None else
+                          (lambda task, done, total: progress(done, total,
+                                                              f"placement: {task}"))), None
     except ParameterError as exc:
         if placement != "default":
             raise

@@ -115,15 +115,17 @@ def error_vs_origin(result: BacktestResult, horizon: int, steps: np.ndarray,
 
 
 def forecast_vs_actual(result: BacktestResult, loads: Loads, experts: int = 4) -> Figure:
-    """The example origin's forecasts against the actual shares of the layer's busiest experts."""
+    """The example origin's forecasts against the actual shares of the layer's busiest experts
+    (``loads`` holds that layer, alone or among others)."""
     ex = result.example
+    row = list(loads.layers).index(result.layers[ex.layer])
     horizon = len(ex.steps)
     steps = loads.steps
     lo = int(np.searchsorted(steps, ex.origin - horizon, side="right"))
     hi = int(np.searchsorted(steps, ex.origin + horizon, side="right"))
     mid = int(np.searchsorted(steps, ex.origin, side="right"))
-    actual = loads.shares[ex.layer, lo:hi]
-    busiest = np.argsort(loads.shares[ex.layer, mid:hi].mean(axis=0))[::-1][:experts]
+    actual = loads.shares[row, lo:hi]
+    busiest = np.argsort(loads.shares[row, mid:hi].mean(axis=0))[::-1][:experts]
     fig = _figure(figsize=(9, 6))
     axes = fig.subplots(2, (len(busiest) + 1) // 2, sharex=True, squeeze=False).ravel()
     colors = _colors(result)
@@ -138,7 +140,7 @@ def forecast_vs_actual(result: BacktestResult, loads: Loads, experts: int = 4) -
     fig.legend(handles, labels, fontsize=8, ncol=min(len(labels), 6), loc="outside lower center",
                frameon=False)
     fig.suptitle(f"Forecast from step {ex.origin:,} against actual shares, "
-                 f"layer {loads.layers[ex.layer]}", fontsize=10)
+                 f"layer {loads.layers[row]}", fontsize=10)
     fig.supylabel("load share")
     fig.supxlabel("step")
     return fig
@@ -260,7 +262,7 @@ def write_figures(directory: Path, result: BacktestResult, loads: Loads, rows: l
         made.append(("forecast_vs_actual.png", forecast_vs_actual(result, loads),
                      f"Each predictor's forecast from step {result.example.origin:,} against the "
                      f"actual shares of the busiest experts of layer "
-                     f"{loads.layers[result.example.layer]}."))
+                     f"{result.layers[result.example.layer]}."))
     made.append(("error_by_layer.png", error_by_layer(result, rows),
                  "Error rate per layer, by horizon and state; bars: predictors; dashes: the "
                  "layer's noise floor; crosses: its look-ahead bound."))

@@ -29,7 +29,9 @@ class Preset:
     reference_steps: int
     top_k: int = 1
     tokens_per_step: int = 256 * 2048
-    expert_params: int | None = None  # one expert FFN (2 x d_model x d_ffn), for move costs
+    expert_params: int | None = None  # one expert FFN's parameters, for move costs
+    n_groups: int = 1  # expert groups (group-limited routing); see ``group_spread``
+    group_spread: float = 0.0  # sd of a group's shared log preference
 
 
 PRESETS: dict[str, Preset] = {
@@ -41,6 +43,17 @@ PRESETS: dict[str, Preset] = {
     "gpt3-350m": Preset("GPT-3 Medium 350M MoE (simulated)", n_layers=12, n_experts=128,
                         steps=20_000, transient_first=6_000, transient_last=3_000,
                         reference_steps=20_000, expert_params=2 * 1024 * 4096),
+    # DeepSeek-V3 (arXiv 2412.19437): 61 layers, the first 3 dense, so 58 MoE layers; 256
+    # routed experts in 8 groups, top-8 with node-limited routing (at most 4 groups per
+    # token); sequences of 4,096 tokens, batch 15,360 after the ramp: 62,914,560 tokens per
+    # step; an expert is a SwiGLU FFN of 3 x 7,168 x 2,048 parameters. Not published, so
+    # assumed: the transient lengths (the 350M preset's, 6,000 / 3,000 steps at 20,000) and
+    # the groups' shared preference (group_spread 0.3), the simulator's stand-in for group-
+    # limited routing: counts are drawn from shares, tokens are not routed one by one.
+    "deepseek-v3": Preset("DeepSeek-V3-shaped MoE (simulated)", n_layers=58, n_experts=256,
+                          steps=100_000, transient_first=6_000, transient_last=3_000,
+                          reference_steps=20_000, top_k=8, tokens_per_step=15_360 * 4_096,
+                          expert_params=3 * 7_168 * 2_048, n_groups=8, group_spread=0.3),
 }
 
 
@@ -64,6 +77,8 @@ class SimConfig:
     amplitude: float = 1.2  # first layer's transient volatility, in logit units
     depth_ratio: float = 0.5  # deepest layer's transient amplitude relative to the first
     reentry_amplitude: float = 0.5  # a re-entry's amplitude relative to the layer's own
+    n_groups: int = 1  # expert groups: consecutive experts sharing a group preference
+    group_spread: float = 0.0  # sd of each group's log preference (0: no group structure)
     base_spread: float = 0.5  # sd of the log base preferences: persistently hot/cold experts
     drift: float = 0.04  # stationary sd of the slow stable drift of each expert's logit
     drift_knot: int = 2_000  # steps between the drift's random knots
@@ -92,7 +107,7 @@ class SimConfig:
 #: Scenario knobs that ``make_config`` (and ``simulate_trace(**scenario)``) accept by name.
 SCENARIO_KNOBS = tuple(f.name for f in fields(SimConfig)
                        if f.name not in {"preset", "model", "n_layers", "n_experts", "top_k",
-                                         "tokens_per_step", "steps"})
+                                         "tokens_per_step", "steps", "n_groups"})
 
 
 def default_transient(preset: Preset, n_layers: int, steps: int) -> tuple[int, ...]:
@@ -135,7 +150,9 @@ def make_config(preset: str, *, steps: int | None = None, layers: int | None = N
     knobs = dict(scenario)
     knobs["transient"] = _transient(knobs.get("transient"), base, n_layers, n_steps)
     knobs["reentries"] = _reentries(knobs.get("reentries", ()), n_steps)
-    config = SimConfig(preset=preset, model=base.model, n_layers=n_layers,
+    knobs.setdefault("group_spread", base.group_spread)
+    groups = base.n_groups if shape["experts"] % base.n_groups == 0 else 1
+    config = SimConfig(preset=preset, model=base.model, n_layers=n_layers, n_groups=groups,
                        n_experts=shape["experts"], top_k=shape["top-k"],
                        tokens_per_step=shape["tokens-per-step"], steps=n_steps, **knobs)
     _check_knobs(config)
@@ -176,7 +193,8 @@ def _reentries(value: Any, steps: int) -> tuple[tuple[int, int], ...]:
 
 
 def _check_knobs(config: SimConfig) -> None:
-    for name in ("amplitude", "reentry_amplitude", "base_spread", "drift", "swing_weight",
+    for name in ("amplitude", "reentry_amplitude", "base_spread", "group_spread", "drift",
+                 "swing_weight",
                  "jolt_weight", "jitter_weight", "collapse_depth"):
         value = getattr(config, name)
         if not isinstance(value, (int, float)) or not value >= 0:

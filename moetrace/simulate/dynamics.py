@@ -26,7 +26,7 @@ from moetrace.simulate.truth import Truth, ground_truth, volatility
 
 #: Steps per random stream of the per-step draws; chunks are whole numbers of these.
 STREAM_STEPS = 500
-_LAYER_STREAM, _STEP_STREAM = 0, 1
+_LAYER_STREAM, _STEP_STREAM, _GROUP_STREAM = 0, 1, 2
 
 
 class _LayerPaths:
@@ -36,6 +36,10 @@ class _LayerPaths:
         rng = np.random.default_rng([seed, _LAYER_STREAM, layer])
         e = config.n_experts
         self.base = rng.normal(0.0, config.base_spread, e)
+        if config.n_groups > 1 and config.group_spread > 0:  # own stream: other presets unchanged
+            groups = np.random.default_rng([seed, _GROUP_STREAM, layer])
+            shared = groups.normal(0.0, config.group_spread, config.n_groups)
+            self.base = self.base + np.repeat(shared, e // config.n_groups)
         self.drift = _mean_reverting(rng, _n_knots(config.steps, config.drift_knot), e,
                                      config.drift, config.drift_knot / config.drift_memory)
         self.swing = rng.normal(0.0, 1.0, (_n_knots(config.steps, config.swing_knot), e))

@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from moetrace.simulate.config import make_config
 from moetrace.simulate.dynamics import STREAM_STEPS, iter_counts
 from moetrace.simulate.truth import ground_truth
-from moetrace.trace.schema import EXPERT, LAYER, STEP, TOKENS, TraceMetadata
-from moetrace.trace.write import TraceWriter
+from moetrace.trace.schema import TraceMetadata
+from moetrace.trace.write import TraceWriter, write_layer_groups
 
 #: Rows per Parquet row group we aim for; memory stays a few of these regardless of the run.
 _ROWS_PER_CHUNK = 2_000_000
@@ -39,17 +38,10 @@ def simulate_trace(out: str | Path, *, preset: str, steps: int | None = None, se
     chunk = max(1, _ROWS_PER_CHUNK // (rows_per_step * STREAM_STEPS)) * STREAM_STEPS
     with TraceWriter(out, metadata, force=force) as writer:
         for first, counts in iter_counts(config, seed, chunk_steps=chunk):
-            writer.write(_long_rows(first, counts))
+            # a row group per layer and block of steps: reading a few layers skips the rest
+            steps = np.arange(first, first + counts.shape[1], dtype=np.int64)
+            write_layer_groups(writer, steps, range(config.n_layers), counts)
     return Path(out)
 
 
-def _long_rows(first: int, counts: np.ndarray) -> pl.DataFrame:
-    """(L, T, E) counts as canonical long rows ordered by step, layer, expert."""
-    n_layers, n_steps, n_experts = counts.shape
-    per_step = n_layers * n_experts
-    return pl.DataFrame({
-        STEP: np.repeat(np.arange(first, first + n_steps, dtype=np.int64), per_step),
-        LAYER: np.tile(np.repeat(np.arange(n_layers, dtype=np.int32), n_experts), n_steps),
-        EXPERT: np.tile(np.arange(n_experts, dtype=np.int32), n_steps * n_layers),
-        TOKENS: counts.transpose(1, 0, 2).ravel(),
-    })
+

@@ -86,6 +86,30 @@ class Analysis:
     step_stats: dict[str, np.ndarray] = field(repr=False)  # name -> (L, T), see STEP_STATS
     online_stable: np.ndarray | None = field(default=None, repr=False)  # (L, T) causal labels
 
+    @classmethod
+    def merge(cls, parts: list["Analysis"]) -> "Analysis":
+        """One analysis of every layer from analyses of chunks of layers (same steps and
+        settings, in layer order): per-layer results are joined, the model's segments are
+        found again from all layers' labels."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        stable = np.concatenate([p.stable for p in parts])
+        segments = segments_from_labels(stable.all(axis=0), first.steps)
+        online = (None if any(p.online_stable is None for p in parts)
+                  else np.concatenate([p.online_stable for p in parts]))
+        return cls(
+            steps=first.steps, layers=[la for p in parts for la in p.layers], stable=stable,
+            model_stable_from=stable_from(segments), model_segments=segments,
+            window=first.window, sensitivity=first.sensitivity,
+            stable_ratio=first.stable_ratio, top_k=first.top_k,
+            window_steps=first.window_steps, interval=first.interval,
+            window_stats={k: np.concatenate([p.window_stats[k] for p in parts])
+                          for k in first.window_stats},
+            step_stats={k: np.concatenate([p.step_stats[k] for p in parts])
+                        for k in first.step_stats},
+            online_stable=online)
+
     def labels(self, states: str = "hindsight") -> np.ndarray:
         """(L, T) stable labels: ``hindsight`` (the segmentation of the whole trace) or
         ``online`` (what a live job believed at each step)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -19,6 +19,9 @@ from moetrace.output import write_dir, write_file
 from moetrace.states.analysis import Analysis, LayerAnalysis
 from moetrace.states.segment import STABLE, TRANSIENT, Segment
 from moetrace.trace.shares import Loads
+
+if TYPE_CHECKING:
+    from moetrace.trace.read import Trace
 
 SCHEMA = "moetrace.analysis"
 SCHEMA_VERSION = 2
@@ -103,15 +106,23 @@ def windows_frame(analysis: Analysis) -> pl.DataFrame:
     })
 
 
-def write_out_dir(analysis: Analysis, loads: Loads, out: str | Path, *,
-                  force: bool = False, trace: str | None = None) -> Path:
-    """Write the Parquet tables and the per-layer figures into ``out``, all or nothing."""
+def write_out_dir(analysis: Analysis, source: "Loads | Trace", out: str | Path, *,
+                  force: bool = False, trace_label: str | None = None) -> Path:
+    """Write the Parquet tables and the per-layer figures into ``out``, all or nothing.
+
+    ``source`` gives each layer's counts for its figure: dense ``Loads``, or a ``Trace`` read
+    one layer at a time (bounded memory on a large trace)."""
     from moetrace.states.figures import layer_figure
 
-    with write_dir(out, inputs=[trace] if trace else (), force=force) as tmp:
+    def counts(i: int) -> np.ndarray:
+        if isinstance(source, Loads):
+            return source.counts[i]
+        return source.loads(layers=[analysis.layers[i].layer]).counts[0]
+
+    with write_dir(out, inputs=[trace_label] if trace_label else (), force=force) as tmp:
         states_frame(analysis).write_parquet(tmp / "states.parquet")
         windows_frame(analysis).write_parquet(tmp / "windows.parquet")
         (tmp / "figures").mkdir()
         for i, la in enumerate(analysis.layers):
-            layer_figure(analysis, i, loads.counts[i], tmp / "figures" / f"layer_{la.layer}.png")
+            layer_figure(analysis, i, counts(i), tmp / "figures" / f"layer_{la.layer}.png")
     return Path(out)

@@ -20,21 +20,24 @@ def analyze(trace: Trace, **options) -> Analysis:
 def analyze_trace(path: str | Path, *, json_path: str | Path | None = None,
                   out_dir: str | Path | None = None, force: bool = False,
                   progress: Callable[[int, int], None] | None = None,
-                  **options) -> Analysis:
+                  executor=None, **options) -> Analysis:
     """Read the trace at ``path``, analyze it, and write the JSON and --out directory if asked.
 
+    The analysis runs a chunk of layers at a time on ``executor`` (moetrace.scale: default a
+    local process pool; one chunk, in this process, when the trace fits the memory budget).
     Outputs follow the output policy (moetrace.output), checked before any work.
     """
     if json_path is not None:
         check_output(json_path, kind="file", inputs=[path], force=force)
     if out_dir is not None:
         check_output(out_dir, kind="dir", inputs=[path], force=force)
+    from moetrace.scale import run
+
     trace = read_trace(path)
     options.setdefault("top_k", trace.metadata.top_k or 1)
-    loads = trace.loads()
-    analysis = analyze_loads(loads, progress=progress, **options)
+    analysis = run.analyze(trace, executor=executor, progress=progress, **options)
     if json_path is not None:
         write_json(analysis, json_path, trace=str(path), force=force)
     if out_dir is not None:
-        write_out_dir(analysis, loads, out_dir, force=force, trace=str(path))
+        write_out_dir(analysis, trace, out_dir, force=force, trace_label=str(path))
     return analysis

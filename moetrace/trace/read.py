@@ -86,6 +86,19 @@ class Trace:
         jumps = np.nonzero(np.diff(steps) > every)[0]
         return [(int(steps[i] + every), int(steps[i + 1] - every)) for i in jumps]
 
+    def handle(self) -> "TraceHandle":
+        """What another process needs to open this trace again without validating it again
+        (picklable: paths, dimensions, metadata and the validated totals)."""
+        return TraceHandle(self.path, self.files, self.metadata, self.n_layers,
+                           self.n_experts, self.has_rank, self.step_totals, self.checksummed)
+
+    @cached_property
+    def counts_dtype(self) -> np.dtype:
+        """The narrowest integer type that holds every count: int32 when every (step, layer)
+        total fits it (a count is at most its step's total), else int64."""
+        largest = int(self.step_totals.get_column(TOKENS).max() or 0)
+        return np.dtype(np.int32) if largest < 2**31 else np.dtype(np.int64)
+
     @cached_property
     def _totals(self) -> np.ndarray:
         """(L, T) tokens per layer and step, from the validation pass."""
@@ -112,7 +125,7 @@ class Trace:
         lo = 0 if start is None else int(np.searchsorted(steps, start, side="left"))
         hi = len(steps) if stop is None else int(np.searchsorted(steps, stop, side="right"))
         steps = steps[lo:hi]
-        counts = np.zeros((len(layer_ids), len(steps), self.n_experts), dtype=np.int64)
+        counts = np.zeros((len(layer_ids), len(steps), self.n_experts), dtype=self.counts_dtype)
         if len(steps) == 0:
             return Loads(steps, counts, layer_ids)
         layer_pos = np.full(self.n_layers, -1, dtype=np.int64)
@@ -142,6 +155,29 @@ class Trace:
             raise TraceError("its rows changed since it was opened, or it is corrupt: the "
                              "counts read do not add up to the validated totals", path=self.path)
         return Loads(steps, counts, layer_ids)
+
+
+@dataclass(frozen=True)
+class TraceHandle:
+    """A validated trace as plain data (see :meth:`Trace.handle`): a worker process or a Ray
+    task opens it with :meth:`open` without a second validation pass. What it reads is still
+    checked against the validated totals (``Trace.loads``), so a file changed in between is
+    refused."""
+
+    path: str
+    files: tuple[Path, ...]
+    metadata: TraceMetadata
+    n_layers: int
+    n_experts: int
+    has_rank: bool
+    step_totals: pl.DataFrame
+    checksummed: bool
+
+    def open(self) -> Trace:
+        plans = [_Plan.of(file) for file in self.files]
+        return Trace(self.path, _scan(plans, self.has_rank, self.path), self.metadata,
+                     self.n_layers, self.n_experts, self.has_rank, self.step_totals,
+                     self.files, self.checksummed)
 
 
 @contextmanager

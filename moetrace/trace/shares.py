@@ -44,6 +44,12 @@ class Loads:
     counts: np.ndarray  # (L, T, E) int64
     layers: tuple[int, ...]
 
+    @classmethod
+    def axis(cls, steps: np.ndarray) -> "Loads":
+        """The time axis alone (no layers): span, interval and samples of ``steps``."""
+        steps = np.asarray(steps, dtype=np.int64)
+        return cls(steps, np.zeros((0, len(steps), 0), dtype=np.int32), ())
+
     @property
     def n_layers(self) -> int:
         return self.counts.shape[0]
@@ -94,6 +100,12 @@ class Loads:
         for name in ("shares", "totals"):
             if name in self.__dict__:
                 part.__dict__[name] = self.__dict__[name][:, start:stop]
+        part.__dict__["interval"] = self.interval
+        return part
+
+    def select(self, positions: list[int]) -> "Loads":
+        """The layers at ``positions`` (not layer numbers), all steps."""
+        part = Loads(self.steps, self.counts[positions], tuple(self.layers[i] for i in positions))
         part.__dict__["interval"] = self.interval
         return part
 

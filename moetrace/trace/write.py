@@ -10,17 +10,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moetrace.output import write_file
 from moetrace.trace.schema import (
+    EXPERT,
     INTEGRITY_KEY,
+    LAYER,
     METADATA_KEY,
     RANK,
     SCHEMA,
     SCHEMA_WITH_RANK,
+    STEP,
+    TOKENS,
     Integrity,
     TraceMetadata,
 )
@@ -84,6 +89,38 @@ class TraceWriter:
             self.close()
         else:
             self.abort(exc)
+
+
+#: rows per row group of a converted file (a block of steps of one layer)
+ROW_GROUP_ROWS = 1 << 20
+
+
+def layer_rows(steps: np.ndarray, layer: int, counts: np.ndarray,
+               rank: int | None = None) -> pl.DataFrame:
+    """One layer's (T, E) counts as long rows, step-major within the layer (with a ``rank``
+    column when ``rank`` is given)."""
+    n_steps, n_experts = counts.shape
+    columns = {
+        STEP: np.repeat(steps.astype(np.int64), n_experts),
+        LAYER: np.full(n_steps * n_experts, layer, dtype=np.int32),
+        EXPERT: np.tile(np.arange(n_experts, dtype=np.int32), n_steps),
+        TOKENS: counts.reshape(-1).astype(np.int64),
+    }
+    if rank is not None:
+        columns[RANK] = np.full(n_steps * n_experts, rank, dtype=np.int32)
+    return pl.DataFrame(columns)
+
+
+def write_layer_groups(writer: "TraceWriter", steps: np.ndarray, layers, counts: np.ndarray,
+                       rank: int | None = None, rows_per_group: int = ROW_GROUP_ROWS) -> None:
+    """Write (L, T, E) ``counts`` as row groups that each hold one layer's block of steps, so
+    that a reader's filter on layers skips the other layers' row groups by their statistics
+    (the simulator, the recorder and ``convert`` all write this way)."""
+    block = max(1, rows_per_group // max(1, counts.shape[2]))
+    for i, layer in enumerate(layers):
+        for start in range(0, len(steps), block):
+            writer.write(layer_rows(steps[start:start + block], int(layer),
+                                    counts[i, start:start + block], rank))
 
 
 def write_trace(frame: pl.DataFrame, path: str | Path, metadata: TraceMetadata, *,

@@ -1,0 +1,15 @@
+"""Scale: traces larger than memory, worked a chunk of layers at a time, on local processes
+or a Ray cluster. See docs/scaling.md.
+
+- :mod:`moetrace.scale.chunks`: chunks of layers that fit a memory budget;
+- :mod:`moetrace.scale.executor`: ``local`` (a process pool) and ``ray`` executors of one
+  task function;
+- :mod:`moetrace.scale.tasks`: the units of work (trace handle, layer chunk, settings);
+- :mod:`moetrace.scale.run`: whole-trace analyze, backtest, replay, plan and forecast joined
+  from their chunks.
+"""
+
+from moetrace.scale.chunks import layer_chunks
+from moetrace.scale.executor import BACKENDS, Local, Ray, make_executor
+
+__all__ = ["BACKENDS", "Local", "Ray", "layer_chunks", "make_executor"]

@@ -1,0 +1,45 @@
+"""Chunks of layers sized so that one chunk's dense arrays fit a memory budget.
+
+Every statistic, segmentation, predictor (the LSTM aside, see docs/scaling.md) and placement
+plan is per layer, so a trace can be worked on a few layers at a time: peak memory then
+depends on one chunk (times the workers running at once), not on the trace.
+"""
+
+from __future__ import annotations
+
+import os
+
+from moetrace.errors import ParameterError
+
+#: working memory one chunk may take, per worker (``MOETRACE_CHUNK_MEMORY`` overrides: bytes,
+#: or with a k, M or G suffix)
+DEFAULT_BUDGET = 1 << 30
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+#: bytes each (layer, step, expert) cell costs at peak, per kind of work (measured: dense
+#: counts, shares and the temporaries of the statistics, predictors or replay)
+BYTES_PER_CELL = {"analyze": 40, "backtest": 96, "replay": 48, "forecast": 64}
+
+
+def budget() -> int:
+    value = os.environ.get("MOETRACE_CHUNK_MEMORY")
+    if value is None:
+        return DEFAULT_BUDGET
+    text = value.strip().lower().removesuffix("b").removesuffix("i")
+    unit = text[-1:] if text[-1:] in _UNITS else ""
+    try:
+        size = int(float(text[:len(text) - len(unit)]) * _UNITS[unit])
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise ParameterError(f"MOETRACE_CHUNK_MEMORY must be a positive size (bytes, or 512M, "
+                             f"2G), got '{value}'")
+    return size
+
+
+def layer_chunks(n_layers: int, n_steps: int, n_experts: int, work: str,
+                 memory: int | None = None) -> list[list[int]]:
+    """Consecutive layer positions, as many per chunk as fit ``memory`` (default: the
+    budget) for this kind of ``work``; at least one layer per chunk."""
+    per_layer = max(1, n_steps * n_experts * BYTES_PER_CELL[work])
+    size = max(1, min(n_layers, (memory or budget()) // per_layer))
+    return [list(range(i, min(n_layers, i + size))) for i in range(0, n_layers, size)]

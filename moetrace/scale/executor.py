@@ -1,0 +1,114 @@
+"""Where work runs: serially, in a pool of local processes, or as tasks on a Ray cluster.
+
+The unit of work is a pure function of plain arguments (a trace handle, a chunk of layers,
+settings), so the three executors run the very same function and a backend is a choice of
+executor, not a second code path (Ray's task idiom: ``ray.remote`` over the function,
+``ray.get`` on the list of references). Results come back in the order of the tasks.
+
+- ``local`` (the default): a process pool over the machine's cores (``workers``; 1 runs in
+  this process, with no pool at all);
+- ``ray``: the tasks go to a Ray cluster, ``address`` or ``MOETRACE_RAY_ADDRESS`` (default:
+  start a local one for the command). Workers read the trace from its path, so every node
+  must reach it (shared storage); what travels through Ray's object store is the handle
+  (paths, dimensions, the validated per-step totals) and the results, never the rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from typing import Any, Protocol
+
+from moetrace.errors import MissingExtraError, ParameterError
+
+BACKENDS = ("local", "ray")
+
+
+class Executor(Protocol):
+    name: str
+
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple],
+            done: Callable[[int, int], None] | None = None) -> list[Any]:
+        """``[fn(*task) for task in tasks]``, possibly in parallel, in task order;
+        ``done(finished, total)`` after each task finishes."""
+        ...
+
+
+@dataclass
+class Local:
+    """A pool of ``workers`` processes (started with ``spawn``: no forked threads of polars or
+    torch); one worker runs the tasks here, in order."""
+
+    workers: int = 1
+    name: str = "local"
+
+    def map(self, fn, tasks, done=None):
+        if self.workers <= 1 or len(tasks) <= 1:
+            results = []
+            for task in tasks:
+                results.append(fn(*task))
+                if done is not None:
+                    done(len(results), len(tasks))
+            return results
+        with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)),
+                                 mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(fn, *task) for task in tasks]
+            for finished, _ in enumerate(as_completed(futures), start=1):
+                if done is not None:
+                    done(finished, len(tasks))
+            return [f.result() for f in futures]
+
+
+@dataclass
+class Ray:
+    """Tasks on a Ray cluster (``address``: an existing cluster; None: a local one started
+    for this command and stopped after it)."""
+
+    address: str | None = None
+    workers: int | None = None  # CPUs of a local cluster (None: the machine's)
+    name: str = "ray"
+
+    def map(self, fn, tasks, done=None):
+        try:
+            import ray
+        except ImportError:
+            raise MissingExtraError("ray", "ray", "--backend ray") from None
+        started = not ray.is_initialized()
+        if started:
+            options = {"address": self.address} if self.address else {
+                "num_cpus": self.workers or os.cpu_count(), "include_dashboard": False}
+            ray.init(log_to_driver=False, configure_logging=False, **options)
+        try:
+            remote = ray.remote(fn)
+            refs = [remote.remote(*task) for task in tasks]
+            pending, finished = list(refs), 0
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                finished += len(ready)
+                if done is not None:
+                    done(finished, len(tasks))
+            return ray.get(refs)
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def make_executor(backend: str | None = None, workers: int | None = None,
+                  address: str | None = None) -> Executor:
+    """The executor for ``backend`` (default: ``MOETRACE_BACKEND`` or local); ``workers``
+    defaults to the machine's cores for local."""
+    backend = backend or os.environ.get("MOETRACE_BACKEND") or "local"
+    if backend not in BACKENDS:
+        raise ParameterError(f"--backend takes {' or '.join(BACKENDS)}, got '{backend}'")
+    if workers is not None and workers < 1:
+        raise ParameterError(f"--workers must be at least 1, got {workers}")
+    if backend == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise MissingExtraError("ray", "ray", "--backend ray")
+        return Ray(address or os.environ.get("MOETRACE_RAY_ADDRESS"), workers)
+    return Local(workers if workers is not None else (os.cpu_count() or 1))

@@ -1,0 +1,223 @@
+"""Scale: work done a chunk of layers at a time, on a process pool or a real local Ray cluster,
+gives the numbers a whole-trace run gives; counts in the narrowest type never overflow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+from report_data import FAST
+
+from moetrace.errors import MissingExtraError, ParameterError
+from moetrace.placement import Cluster
+from moetrace.scale import Local, layer_chunks, make_executor, run
+from moetrace.simulate import simulate_trace
+from moetrace.states import to_json_dict
+from moetrace.trace import read_trace
+from moetrace.trace.schema import TraceMetadata
+from moetrace.trace.write import write_trace
+
+ONE_LAYER = 1  # a memory budget so small that every chunk holds one layer
+
+
+def assert_same(a, b, path="", rel=1e-12):
+    """Equal documents, floats to ``rel`` (the summation order of a per-layer mean can differ
+    with the array's shape: measured differences are below 5e-16)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same(a[key], b[key], f"{path}/{key}", rel)
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]", rel)
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=rel, abs=1e-300), path
+    else:
+        assert a == b, path
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    path = simulate_trace(tmp_path_factory.mktemp("scale") / "t.parquet", preset="gpt3-125m",
+                          steps=1600, layers=3, experts=8, tokens_per_step=20_000, seed=5)
+    return read_trace(path)
+
+
+def test_chunks_fit_the_budget_and_cover_every_layer():
+    assert layer_chunks(5, 1000, 16, "analyze", memory=2 * 1000 * 16 * 40) == [[0, 1], [2, 3],
+                                                                              [4]]
+    assert layer_chunks(5, 1000, 16, "analyze", memory=1) == [[0], [1], [2], [3], [4]]
+    assert layer_chunks(5, 10, 16, "backtest") == [[0, 1, 2, 3, 4]]
+
+
+@pytest.mark.parametrize("executor", [Local(1), Local(2)], ids=["serial", "pool"])
+def test_chunked_analysis_equals_the_whole(trace, executor):
+    whole = run.analyze(trace, executor=Local(1), top_k=1)
+    parts = run.analyze(trace, executor=executor, memory=ONE_LAYER, top_k=1)
+    assert to_json_dict(parts) == to_json_dict(whole)
+    assert np.array_equal(parts.stable, whole.stable)
+    assert np.array_equal(parts.online_stable, whole.online_stable)
+    for name, array in whole.step_stats.items():
+        assert np.array_equal(parts.step_stats[name], array, equal_nan=True), name
+
+
+def test_chunked_backtest_equals_the_whole(trace):
+    predictors = ["naive", "sw_avg", "drift", "auto", "arima"]
+    whole = run.backtest(trace, predictors, [100, 200], executor=Local(1), n_origins=4,
+                         min_history=300)
+    parts = run.backtest(trace, predictors, [100, 200], executor=Local(2), memory=ONE_LAYER,
+                         n_origins=4, min_history=300)
+    assert np.array_equal(parts.origins, whole.origins)
+    for key, scores in whole.scores.items():
+        for metric, values in scores.metrics.items():
+            assert np.allclose(parts.scores[key].metrics[metric], values, rtol=0, atol=1e-12,
+                               equal_nan=True), (key, metric)
+    for h, values in whole.lookahead.items():
+        assert np.array_equal(parts.lookahead[h], values, equal_nan=True)
+    assert parts.layers == whole.layers
+
+
+def test_chunked_replay_and_plan_equal_the_whole(trace):
+    cluster = Cluster(gpus=4, redundant=4)
+    names = ["static", "window", "forecast:sw_avg", "oracle"]
+    settings = {"window": 200, "predictor": "naive"}
+    whole = run.replay(trace, cluster, names, settings, executor=Local(1), interval=200,
+                       window=200)
+    parts = run.replay(trace, cluster, names, settings, executor=Local(2), memory=ONE_LAYER,
+                       interval=200, window=200)
+    assert parts.rows() == whole.rows()
+    one = run.plan(trace, cluster, executor=Local(1), source="window", window=200)
+    many = run.plan(trace, cluster, executor=Local(2), memory=ONE_LAYER, source="window",
+                    window=200)
+    assert many.document("x") == one.document("x")
+
+
+def test_chunked_forecast_equals_the_whole(trace):
+    whole = run.forecast(trace, ["sw_avg", "auto"], 200, None, None, executor=Local(1))
+    parts = run.forecast(trace, ["sw_avg", "auto"], 200, None, None, executor=Local(2),
+                         memory=ONE_LAYER)
+    assert parts.frame().equals(whole.frame())
+
+
+def test_report_json_is_the_same_chunked_or_not(trace, tmp_path, monkeypatch):
+    from moetrace.report import build_report
+
+    def doc(out, executor):
+        report = build_report(trace.path, tmp_path / out, predictors=["naive", "auto"],
+                              executor=executor, **FAST)
+        d = report.document
+        for volatile in ("created", "timings"):
+            d.pop(volatile)
+        d["placement"].pop("seconds")
+        return json.loads(json.dumps(d))
+
+    whole = doc("whole", Local(1))
+    monkeypatch.setenv("MOETRACE_CHUNK_MEMORY", "1")
+    assert_same(doc("chunked", Local(2)), whole)
+
+
+@pytest.mark.slow
+def test_ray_backend_on_a_real_local_cluster_gives_the_same_report(trace, tmp_path):
+    pytest.importorskip("ray")
+    from moetrace.report import build_report
+
+    def doc(out, executor):
+        d = build_report(trace.path, tmp_path / out, predictors=["naive", "sw_avg"],
+                         executor=executor, **FAST).document
+        for volatile in ("created", "timings"):
+            d.pop(volatile)
+        d["placement"].pop("seconds")
+        return json.loads(json.dumps(d))
+
+    local = doc("local", Local(1))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOETRACE_CHUNK_MEMORY", "1")  # three chunks: three Ray tasks per step
+        ray_doc = doc("ray", make_executor("ray", workers=2))
+    assert_same(ray_doc, local)
+
+
+def test_backend_options_through_the_entry_point(trace, tmp_path):
+    def moetrace(*args):
+        return subprocess.run([sys.executable, "-m", "moetrace", *args], capture_output=True,
+                              text=True)
+
+    proc = moetrace("analyze", trace.path, "--workers", "0")
+    assert proc.returncode == 2 and "--workers must be at least 1" in proc.stderr
+    proc = moetrace("analyze", trace.path, "--backend", "spark")
+    assert proc.returncode == 2 and "--backend takes local or ray" in proc.stderr
+    proc = moetrace("analyze", trace.path, "--ray-address", "ray://x:1")
+    assert proc.returncode == 2 and "--ray-address applies to --backend ray" in proc.stderr
+    out = subprocess.run([sys.executable, "-m", "moetrace", "analyze", trace.path, "--json",
+                          "--workers", "2"], capture_output=True, text=True,
+                         env={**__import__("os").environ, "MOETRACE_CHUNK_MEMORY": "1"})
+    serial = moetrace("analyze", trace.path, "--json", "--workers", "1")
+    assert out.returncode == 0 and json.loads(out.stdout) == json.loads(serial.stdout)
+
+
+def test_ray_without_the_extra_is_one_line(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(MissingExtraError, match=r"pip install 'moetrace\[ray\]'"):
+        make_executor("ray")
+    with pytest.raises(ParameterError, match="MOETRACE_CHUNK_MEMORY"):
+        monkeypatch.setenv("MOETRACE_CHUNK_MEMORY", "lots")
+        layer_chunks(2, 10, 4, "analyze")
+
+
+@pytest.mark.parametrize("largest, dtype", [(2**31 - 1, np.int32), (2**31, np.int64)])
+def test_counts_take_the_narrowest_type_that_holds_them(tmp_path, largest, dtype):
+    """One expert takes a step's whole total: at 2^31 - 1 int32 holds it, at 2^31 it must not
+    be int32 (it would wrap negative); the analysis is the same either way."""
+    steps, experts = 120, 4
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, 1000, size=(steps, experts))
+    counts[7] = [largest - 3, 1, 1, 1]
+    rows = pl.DataFrame({"step": np.repeat(np.arange(steps), experts),
+                         "layer": np.zeros(steps * experts, dtype=np.int32),
+                         "expert": np.tile(np.arange(experts, dtype=np.int32), steps),
+                         "tokens": counts.reshape(-1).astype(np.int64)})
+    path = tmp_path / "big.parquet"
+    write_trace(rows, path, TraceMetadata(n_layers=1, n_experts=experts, top_k=1))
+    trace = read_trace(path)
+    loads = trace.loads()
+    assert loads.counts.dtype == dtype
+    assert loads.counts[0, 7].tolist() == [largest - 3, 1, 1, 1]
+    assert loads.totals[0, 7] == largest
+    assert np.allclose(loads.shares.sum(axis=2), 1.0)
+
+
+def test_convert_round_trips_layer_major_through_the_entry_point(tmp_path):
+    from moetrace.record.importers import import_trace
+
+    src = tmp_path / "ranks.csv"  # two ranks, out of order: converted they are summed
+    src.write_text("step,layer,expert,tokens,rank\n"
+                   "1,1,0,2,1\n0,0,0,3,0\n0,0,1,1,0\n0,1,0,4,0\n0,1,1,0,0\n0,0,0,2,1\n"
+                   "1,0,0,1,0\n1,0,1,5,0\n1,1,0,1,0\n1,1,1,1,0\n0,0,1,1,1\n")
+    original = import_trace("csv", src, tmp_path / "orig.parquet")
+    out = tmp_path / "lm.parquet"
+    proc = subprocess.run([sys.executable, "-m", "moetrace", "convert", str(original), "-o",
+                           str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    a, b = read_trace(original), read_trace(out)
+    assert np.array_equal(a.loads().counts, b.loads().counts)
+    assert b.metadata.extra["layout"] == "layer-major"
+    assert b.metadata.extra["source_format"] == "csv"  # the rest of the metadata is kept
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(out).metadata
+    layers = [meta.row_group(i).column(1).statistics for i in range(meta.num_row_groups)]
+    assert all(s.min == s.max for s in layers)  # one layer per row group
+    again = subprocess.run([sys.executable, "-m", "moetrace", "convert", str(original), "-o",
+                            str(out)], capture_output=True, text=True)
+    assert again.returncode == 2 and "exists" in again.stderr
+    same = subprocess.run([sys.executable, "-m", "moetrace", "convert", str(out), "-o",
+                           str(out), "--force"], capture_output=True, text=True)
+    assert same.returncode == 2 and "input" in same.stderr
