@@ -27,3 +27,13 @@ def printable(text: Any) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def format_bytes(value: int | None) -> str:
+    """``3.4 GB``: decimal units, one decimal; ``-`` for an unknown size."""
+    if value is None:
+        return "-"
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:,.1f} {unit}"
+    return f"{value} B"

@@ -17,6 +17,7 @@ from moetrace.cli.app import command, console, warn
 from moetrace.cli.options import Backend, RayAddress, Workers
 from moetrace.cli.progress import progress_bar
 from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
+from moetrace.display import format_bytes
 from moetrace.errors import ParameterError
 from moetrace.output import check_output
 
@@ -27,15 +28,6 @@ if TYPE_CHECKING:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def _bytes(value: int | None) -> str:
-    if value is None:
-        return "-"
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if value >= size:
-            return f"{value / size:,.1f} {unit}"
-    return f"{value} B"
 
 
 def render_plan(plan: PlacementPlan, title: str) -> None:
@@ -70,7 +62,7 @@ def render_replay(result: PlacementReplay, title: str) -> None:
         table.add_row(row["policy"], row["state"], _pct(row["balancedness"]),
                       _pct(row["balancedness_p5"]), f"{row['time_vs_balanced']:.2f}x",
                       str(row["replans"]), f"{row['replicas_moved']:,}",
-                      _bytes(row["bytes_moved"]))
+                      format_bytes(row["bytes_moved"]))
     console.print(table)
     console.print("balanced: mean / max GPU tokens per layer and step (1 = perfect), its mean "
                   "and 5th percentile; time: modeled MoE compute over a perfectly balanced "

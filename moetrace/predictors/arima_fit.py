@@ -81,7 +81,11 @@ def _limit_threads() -> None:
 
 
 def worker_count() -> int:
-    """CPU cores this process may use."""
+    """CPU cores this process may use: its share when it is a worker of moetrace.scale
+    (``MOETRACE_CORES``), else the cores it may run on."""
+    share = os.environ.get("MOETRACE_CORES", "")
+    if share.isdigit() and int(share) > 0:
+        return int(share)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 

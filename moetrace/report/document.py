@@ -6,6 +6,7 @@ them is one of report.json's.
 
 from __future__ import annotations
 
+from moetrace.display import format_bytes
 from moetrace.report.blocks import Block, Bullets, Code, Heading, Image, Paragraph, Table
 from moetrace.report.paper import closest_model
 
@@ -158,15 +159,6 @@ def _calibration_section(doc: dict) -> list[Block]:
     return blocks
 
 
-def _bytes(value: int | None) -> str:
-    if value is None:
-        return "-"
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if value >= size:
-            return f"{value / size:,.1f} {unit}"
-    return f"{value} B"
-
-
 def _placement_section(doc: dict) -> list[Block]:
     placed = doc.get("placement")
     if not placed:
@@ -177,7 +169,7 @@ def _placement_section(doc: dict) -> list[Block]:
     c = placed["cluster"]
     table = [(r["policy"], r["state"], pct(r["balancedness"], 1),
               pct(r["balancedness_p5"], 1), f"{r['time_vs_balanced']:.2f}x",
-              f"{r['replans']}", f"{r['replicas_moved']:,}", _bytes(r["bytes_moved"]))
+              f"{r['replans']}", f"{r['replicas_moved']:,}", format_bytes(r["bytes_moved"]))
              for r in placed["results"] if r["layer"] is None]
     gaps = [f"{name} closes {pct(share, 0)}" for name, share in
             placed["gap_closed"]["all"].items() if share is not None]

@@ -25,6 +25,26 @@ from typing import Any, Protocol
 from moetrace.errors import MissingExtraError, ParameterError
 
 BACKENDS = ("local", "ray")
+#: cores one task may use for its own parallel parts (ARIMA's pool, BLAS threads); set in every
+#: worker so that nested pools do not oversubscribe the machine
+CORES_VARIABLE = "MOETRACE_CORES"
+
+
+def _limit(cores: int) -> None:
+    """A worker's share of the machine: nested pools and BLAS threads stay within it."""
+    os.environ[CORES_VARIABLE] = str(cores)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(cores)
+    except ImportError:  # pragma: no cover - a dependency of moetrace
+        pass
+
+
+def _limited(fn: Callable[..., Any], cores: int, *args: Any) -> Any:
+    """``fn(*args)`` within ``cores`` cores (the Ray task's body)."""
+    _limit(cores)
+    return fn(*args)
 
 
 class Executor(Protocol):
@@ -53,8 +73,10 @@ class Local:
                 if done is not None:
                     done(len(results), len(tasks))
             return results
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)),
-                                 mp_context=get_context("spawn")) as pool:
+        workers = min(self.workers, len(tasks))
+        cores = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=_limit, initargs=(cores,)) as pool:
             futures = [pool.submit(fn, *task) for task in tasks]
             for finished, _ in enumerate(as_completed(futures), start=1):
                 if done is not None:
@@ -82,8 +104,8 @@ class Ray:
                 "num_cpus": self.workers or os.cpu_count(), "include_dashboard": False}
             ray.init(log_to_driver=False, configure_logging=False, **options)
         try:
-            remote = ray.remote(fn)
-            refs = [remote.remote(*task) for task in tasks]
+            remote = ray.remote(num_cpus=1)(_limited)
+            refs = [remote.remote(fn, 1, *task) for task in tasks]
             pending, finished = list(refs), 0
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)

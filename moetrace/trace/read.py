@@ -46,6 +46,7 @@ _HIVE_RANK = re.compile(r"^rank=(\d+)$")
 _WIDE_EXPERT = re.compile(r"^(?:expert_?|e)?(\d+)$")
 _STEP_CHUNK_ROWS = 8_000_000  # rows gathered per pass when filling dense arrays
 _BATCH_ROWS = 4_000_000  # rows per record batch of the validation pass
+_FOLD_ROWS = 4_000_000  # block-summary rows kept before they are folded into one table
 
 
 @dataclass(frozen=True)
@@ -389,6 +390,16 @@ def _block_summary(frame: pl.LazyFrame, keys: list[str]) -> pl.DataFrame:
     )
 
 
+def _fold(parts: list[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
+    """Block summaries of several batches as one: rows and tokens added, expert bitmasks
+    or-ed (a duplicate across batches still shows as fewer bits than rows)."""
+    if len(parts) == 1:
+        return parts[0]
+    return (pl.concat(parts).group_by(*keys, "block")
+            .agg(pl.col("rows").sum(), pl.col("mask").bitwise_or(),
+                 pl.col("max_expert").max(), pl.col(TOKENS).sum()))
+
+
 def _summarize(plans: list[_Plan], has_rank: bool, label: str) -> pl.DataFrame:
     """One pass over every file's batches: column checks (nulls, ranges, token values) per
     batch, then per (step, layer[, rank]) row counts and token sums; rows are never kept."""
@@ -407,8 +418,11 @@ def _summarize(plans: list[_Plan], has_rank: bool, label: str) -> pl.DataFrame:
                     rows = plan.long(frame.lazy(), has_rank, pl.Int32, pl.Int64)
                 largest = max(largest, _check_columns(frame, plan, keys, label))
                 parts.append(_block_summary(rows, keys))
+            if sum(p.height for p in parts) > _FOLD_ROWS:  # fold: memory ~ the summary
+                parts = [_fold(parts, keys)]
+                pa.default_memory_pool().release_unused()
     pa.default_memory_pool().release_unused()
-    blocks = pl.concat(parts) if parts else pl.DataFrame()
+    blocks = _fold(parts, keys) if parts else pl.DataFrame()
     if blocks.height == 0:
         raise TraceError("empty trace: no rows", path=label)
     summary = blocks.group_by(keys).agg(
