@@ -1,4 +1,6 @@
-"""`python -m benchmarks [NAME ...] [--runs N]`: run the named benchmarks (default: all)."""
+"""`python -m benchmarks [NAME ...] [--runs N]`: run the named benchmarks (default: all but
+``scale``, which simulates a DeepSeek-V3-sized trace and takes the better part of an hour: run it
+by name)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,14 @@ from pathlib import Path
 
 #: Every benchmark module, in the order a trace flows through moetrace.
 BENCHMARKS = ["cli", "simulate", "read", "analyze", "predict", "report", "placement", "record", "fuzz", "real", "scale"]
+#: Run when no name is given.
+DEFAULT = [name for name in BENCHMARKS if name != "scale"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (default: all)")
+                        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (default: all but scale)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median is shown)")
     parser.add_argument("--baseline", metavar="DIR",
                         help="a checkout of another moetrace version to compare against, run "
@@ -26,7 +30,7 @@ def main() -> None:
     unknown = sorted(set(args.names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]} (known: {', '.join(BENCHMARKS)})")
-    for name in args.names or BENCHMARKS:
+    for name in args.names or DEFAULT:
         importlib.import_module(f"benchmarks.bench_{name}").main(runs=args.runs)
 
 

@@ -74,7 +74,13 @@ def origin_floor(result: BacktestResult, floors: dict[str, np.ndarray] | None) -
     if not floors or result.stable is None or not {"stable", "transient"} <= floors.keys():
         return None
     per_pair = np.where(result.stable, floors["stable"][None, :], floors["transient"][None, :])
-    return np.nanmean(per_pair, axis=1) if np.isfinite(per_pair).any() else None
+    return _layer_mean(per_pair) if np.isfinite(per_pair).any() else None
+
+
+def _layer_mean(values: np.ndarray) -> np.ndarray:
+    """Mean over layers (axis 1) of the scored values; NaN, silently, where none was scored."""
+    scored = np.sum(~np.isnan(values), axis=1)
+    return np.where(scored > 0, np.nansum(values, axis=1) / np.maximum(scored, 1), np.nan)
 
 
 def error_vs_origin(result: BacktestResult, horizon: int, steps: np.ndarray,
@@ -92,7 +98,7 @@ def error_vs_origin(result: BacktestResult, horizon: int, steps: np.ndarray,
     shown = []
     for name in result.predictors:
         s = result.scores[(name, horizon)]
-        values = np.nanmean(s.metrics["error_rate"][s.fits], axis=1)
+        values = _layer_mean(s.metrics["error_rate"][s.fits])
         shown.append(values)
         ax.plot(result.origins[s.fits], values, marker="o", ms=3, color=colors[name],
                 label=name)
@@ -101,7 +107,7 @@ def error_vs_origin(result: BacktestResult, horizon: int, steps: np.ndarray,
     if floor is not None:
         ax.plot(result.origins[fits], floor[fits], ls="--", color="black", label="noise floor")
     if horizon in result.lookahead:
-        bound = np.nanmean(result.lookahead[horizon][fits], axis=1)
+        bound = _layer_mean(result.lookahead[horizon][fits])
         ax.plot(result.origins[fits], bound, ls=":", color="black", label="look-ahead bound")
     ax.set_xlim(first, last)
     _scale(ax, np.concatenate(shown) if shown else np.array([]))
