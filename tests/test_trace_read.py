@@ -269,3 +269,23 @@ def test_ids_out_of_range_are_refused_in_one_line(tmp_path):
     result = run_cli("info", str(tmp_path / "u.parquet"))
     assert result.returncode == 2 and "internal error" not in result.stderr
     assert "a token count of" in result.stderr
+
+
+def test_validation_in_small_batches_folds_the_summary_and_still_finds_duplicates(
+        tmp_path, small_counts, monkeypatch):
+    """A large trace is validated batch by batch with its summary folded as it goes: the
+    totals are those of one pass over everything, and a row repeated in a later batch (its
+    twin's bit already folded in) is still a duplicate."""
+    from moetrace.trace import read as reader
+
+    frame = long_frame(small_counts)  # 3 layers x 5 steps x 4 experts = 60 rows
+    write_trace(frame, tmp_path / "t.parquet", TraceMetadata())
+    whole = read_trace(tmp_path / "t.parquet").step_totals
+    monkeypatch.setattr(reader, "_BATCH_ROWS", 7)  # 9 batches, folded several times
+    monkeypatch.setattr(reader, "_FOLD_ROWS", 5)
+    small = read_trace(tmp_path / "t.parquet").step_totals
+    assert small.sort("step", "layer").equals(whole.sort("step", "layer"))
+    pl.concat([frame, frame.filter((pl.col("step") == 1) & (pl.col("layer") == 0)
+                                   & (pl.col("expert") == 2))]).write_parquet(tmp_path / "d.parquet")
+    with pytest.raises(TraceError, match="duplicate rows .* at step 1, layer 0"):
+        read_trace(tmp_path / "d.parquet")

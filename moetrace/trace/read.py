@@ -46,7 +46,7 @@ _HIVE_RANK = re.compile(r"^rank=(\d+)$")
 _WIDE_EXPERT = re.compile(r"^(?:expert_?|e)?(\d+)$")
 _STEP_CHUNK_ROWS = 8_000_000  # rows gathered per pass when filling dense arrays
 _BATCH_ROWS = 4_000_000  # rows per record batch of the validation pass
-_FOLD_ROWS = 4_000_000  # block-summary rows kept before they are folded into one table
+_FOLD_ROWS = 4_000_000  # block-summary rows pending (and at least the folded table's) before a fold
 
 
 @dataclass(frozen=True)
@@ -418,8 +418,9 @@ def _summarize(plans: list[_Plan], has_rank: bool, label: str) -> pl.DataFrame:
                     rows = plan.long(frame.lazy(), has_rank, pl.Int32, pl.Int64)
                 largest = max(largest, _check_columns(frame, plan, keys, label))
                 parts.append(_block_summary(rows, keys))
-            if sum(p.height for p in parts) > _FOLD_ROWS:  # fold: memory ~ the summary
-                parts = [_fold(parts, keys)]
+            pending = sum(p.height for p in parts[1:])
+            if pending > max(_FOLD_ROWS, parts[0].height):  # at most twice the summary,
+                parts = [_fold(parts, keys)]                 # folds linear in all
                 pa.default_memory_pool().release_unused()
     pa.default_memory_pool().release_unused()
     blocks = _fold(parts, keys) if parts else pl.DataFrame()
