@@ -221,3 +221,49 @@ def test_convert_round_trips_layer_major_through_the_entry_point(tmp_path):
     same = subprocess.run([sys.executable, "-m", "moetrace", "convert", str(out), "-o",
                            str(out), "--force"], capture_output=True, text=True)
     assert same.returncode == 2 and "input" in same.stderr
+
+
+def _children(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_workers_end_with_the_command_even_when_it_is_killed():
+    """A scheduler's SIGKILL ends the command; its pool workers must not live on holding
+    their chunk's memory."""
+    import signal
+    import time
+
+    import psutil
+
+    script = ("import time\nfrom moetrace.scale import Local\n"
+              "Local(2).map(time.sleep, [(60,), (60,)])\n")
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    workers = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # both workers started
+            workers = [p for p in _children(proc.pid) if "spawn_main" in " ".join(p.cmdline())]
+            if len(workers) == 2:
+                break
+            time.sleep(0.2)
+        assert len(workers) == 2, "the pool did not start"
+        time.sleep(5.0)  # set up and sleeping in their task
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=15)
+        assert not alive, f"workers outlived the killed command: {[p.pid for p in alive]}"
+    finally:
+        for p in workers:
+            if p.is_running():
+                p.kill()
+        proc.kill()
+
+
+def test_a_failing_task_ends_the_map_with_its_error():
+    with pytest.raises(ZeroDivisionError):
+        Local(2).map(divmod, [(1, 1), (1, 0), (2, 1)])

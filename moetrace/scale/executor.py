@@ -16,6 +16,8 @@ executor, not a second code path (Ray's task idiom: ``ray.remote`` over the func
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -39,6 +41,22 @@ def _limit(cores: int) -> None:
         threadpool_limits(cores)
     except ImportError:  # pragma: no cover - a dependency of moetrace
         pass
+
+
+def _start_worker(cores: int, parent: int) -> None:
+    """A pool worker's set-up: its share of the cores, and on Linux its end when the command
+    ends however it ends (killed too: a worker blocked on its queue would otherwise outlive
+    it, holding its memory)."""
+    _limit(cores)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: end with the queue
+            return
+        if os.getppid() != parent:  # the command ended before this line ran
+            os._exit(1)
 
 
 def _limited(fn: Callable[..., Any], cores: int, *args: Any) -> Any:
@@ -75,13 +93,17 @@ class Local:
             return results
         workers = min(self.workers, len(tasks))
         cores = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_limit, initargs=(cores,)) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                   initializer=_start_worker, initargs=(cores, os.getpid()))
+        try:
             futures = [pool.submit(fn, *task) for task in tasks]
-            for finished, _ in enumerate(as_completed(futures), start=1):
+            for finished, future in enumerate(as_completed(futures), start=1):
+                future.result()  # a task's error ends the map now, not after the others
                 if done is not None:
                     done(finished, len(tasks))
             return [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
