@@ -32,6 +32,14 @@ BACKENDS = ("local", "ray")
 CORES_VARIABLE = "MOETRACE_CORES"
 
 
+def machine_cores() -> int:
+    """Cores this command may run on (its CPU affinity: a container's or a job's share, not
+    the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover - macOS, Windows
+
+
 def _limit(cores: int) -> None:
     """A worker's share of the machine: nested pools and BLAS threads stay within it."""
     os.environ[CORES_VARIABLE] = str(cores)
@@ -92,7 +100,7 @@ class Local:
                     done(len(results), len(tasks))
             return results
         workers = min(self.workers, len(tasks))
-        cores = max(1, (os.cpu_count() or 1) // workers)
+        cores = max(1, machine_cores() // workers)
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                    initializer=_start_worker, initargs=(cores, os.getpid()))
         try:
@@ -123,7 +131,7 @@ class Ray:
         started = not ray.is_initialized()
         if started:
             options = {"address": self.address} if self.address else {
-                "num_cpus": self.workers or os.cpu_count(), "include_dashboard": False}
+                "num_cpus": self.workers or machine_cores(), "include_dashboard": False}
             ray.init(log_to_driver=False, configure_logging=False, **options)
         try:
             remote = ray.remote(num_cpus=1)(_limited)
@@ -155,4 +163,4 @@ def make_executor(backend: str | None = None, workers: int | None = None,
         if importlib.util.find_spec("ray") is None:
             raise MissingExtraError("ray", "ray", "--backend ray")
         return Ray(address or os.environ.get("MOETRACE_RAY_ADDRESS"), workers)
-    return Local(workers if workers is not None else (os.cpu_count() or 1))
+    return Local(workers if workers is not None else machine_cores())
