@@ -23,7 +23,7 @@ def convert(
 ) -> None:
     """Rewrite a trace layer-major (ranks summed, a row group per layer and block of steps), so
     that work on a few layers at a time reads only their bytes. See docs/scaling.md."""
-    from moetrace.trace.convert import convert_trace
+    from moetrace.scale.convert import convert_trace
 
     if out.suffix.lower() != ".parquet":
         raise ParameterError(f"{out}: a trace is written as Parquet; name the output *.parquet")

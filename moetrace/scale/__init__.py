@@ -6,7 +6,9 @@ or a Ray cluster. See docs/scaling.md.
   task function;
 - :mod:`moetrace.scale.tasks`: the units of work (trace handle, layer chunk, settings);
 - :mod:`moetrace.scale.run`: whole-trace analyze, backtest, replay, plan and forecast joined
-  from their chunks.
+  from their chunks;
+- :mod:`moetrace.scale.convert`: any trace rewritten layer-major, so that a chunk's read
+  reads only its layers' bytes.
 """
 
 from moetrace.scale.chunks import layer_chunks

@@ -18,6 +18,7 @@ from moetrace.scale.chunks import layer_chunks
 from moetrace.trace.read import read_trace
 from moetrace.trace.write import TraceWriter, write_layer_groups
 
+
 def convert_trace(src: str | Path, out: str | Path, *, force: bool = False,
                   memory: int | None = None) -> Path:
     """Rewrite the trace at ``src`` layer-major into the single file ``out``."""
