@@ -418,10 +418,10 @@ def _summarize(plans: list[_Plan], has_rank: bool, label: str) -> pl.DataFrame:
                     rows = plan.long(frame.lazy(), has_rank, pl.Int32, pl.Int64)
                 largest = max(largest, _check_columns(frame, plan, keys, label))
                 parts.append(_block_summary(rows, keys))
-            pending = sum(p.height for p in parts[1:])
-            if pending > max(_FOLD_ROWS, parts[0].height):  # at most twice the summary,
-                parts = [_fold(parts, keys)]                 # folds linear in all
-                pa.default_memory_pool().release_unused()
+                pending = sum(p.height for p in parts[1:])
+                if pending > max(_FOLD_ROWS, parts[0].height):  # at most twice the summary,
+                    parts = [_fold(parts, keys)]                 # folds linear in all
+                    pa.default_memory_pool().release_unused()
     pa.default_memory_pool().release_unused()
     blocks = _fold(parts, keys) if parts else pl.DataFrame()
     if blocks.height == 0:
