@@ -10,6 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def nanmean_rows(values: np.ndarray) -> np.ndarray:
+    """Mean over axis 1 of the values that are not NaN; NaN, without a warning, for a row with
+    none (numpy's nanmean warns: a user's terminal is no place for it)."""
+    present = np.sum(~np.isnan(values), axis=1)
+    return np.where(present > 0, np.nansum(values, axis=1) / np.maximum(present, 1), np.nan)
+
+
 def step_error(f: np.ndarray, a: np.ndarray) -> np.ndarray:
     """Per-step error rate: sum over experts of |f - a|, shape ``(..., H)``."""
     return np.abs(np.asarray(f) - np.asarray(a)).sum(axis=-1)

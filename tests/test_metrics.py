@@ -8,6 +8,7 @@ from moetrace.metrics import (
     imbalance_error,
     imbalance_ratio,
     mean_error_ratio,
+    nanmean_rows,
     score,
     step_error,
     window_error,
@@ -75,3 +76,14 @@ def test_score_agrees_with_each_metric():
     assert out["zero_actuals"].tolist() == [1, 0]
     assert out["window_error"] == pytest.approx(window_error(f, a))
     assert out["imbalance_error"] == pytest.approx(imbalance_error(f, a))
+
+
+def test_nanmean_rows_ignores_nan_and_is_quiet_about_empty_rows():
+    import warnings
+
+    values = np.array([[1.0, np.nan, 3.0], [np.nan, np.nan, np.nan], [0.5, 0.5, 2.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        means = nanmean_rows(values)
+    np.testing.assert_array_equal(means[[0, 2]], [2.0, 1.0])
+    assert np.isnan(means[1])

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from moetrace.backtest import BacktestResult
+from moetrace.metrics import nanmean_rows
 from moetrace.report.results import Row, find
 from moetrace.trace.shares import Loads
 
@@ -74,13 +75,7 @@ def origin_floor(result: BacktestResult, floors: dict[str, np.ndarray] | None) -
     if not floors or result.stable is None or not {"stable", "transient"} <= floors.keys():
         return None
     per_pair = np.where(result.stable, floors["stable"][None, :], floors["transient"][None, :])
-    return _layer_mean(per_pair) if np.isfinite(per_pair).any() else None
-
-
-def _layer_mean(values: np.ndarray) -> np.ndarray:
-    """Mean over layers (axis 1) of the scored values; NaN, silently, where none was scored."""
-    scored = np.sum(~np.isnan(values), axis=1)
-    return np.where(scored > 0, np.nansum(values, axis=1) / np.maximum(scored, 1), np.nan)
+    return nanmean_rows(per_pair) if np.isfinite(per_pair).any() else None
 
 
 def error_vs_origin(result: BacktestResult, horizon: int, steps: np.ndarray,
@@ -98,7 +93,7 @@ def error_vs_origin(result: BacktestResult, horizon: int, steps: np.ndarray,
     shown = []
     for name in result.predictors:
         s = result.scores[(name, horizon)]
-        values = _layer_mean(s.metrics["error_rate"][s.fits])
+        values = nanmean_rows(s.metrics["error_rate"][s.fits])
         shown.append(values)
         ax.plot(result.origins[s.fits], values, marker="o", ms=3, color=colors[name],
                 label=name)
@@ -107,7 +102,7 @@ def error_vs_origin(result: BacktestResult, horizon: int, steps: np.ndarray,
     if floor is not None:
         ax.plot(result.origins[fits], floor[fits], ls="--", color="black", label="noise floor")
     if horizon in result.lookahead:
-        bound = _layer_mean(result.lookahead[horizon][fits])
+        bound = nanmean_rows(result.lookahead[horizon][fits])
         ax.plot(result.origins[fits], bound, ls=":", color="black", label="look-ahead bound")
     ax.set_xlim(first, last)
     _scale(ax, np.concatenate(shown) if shown else np.array([]))

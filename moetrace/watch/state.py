@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from moetrace.metrics import nanmean_rows
 from moetrace.placement.cluster import Cluster, balancedness, moved_replicas, token_split
 from moetrace.states.online import OnlineDetector
 from moetrace.trace.shares import Loads, sampling_interval
@@ -126,7 +127,7 @@ class WatchState:
         uncertainty = model.uncertainty(self.horizon)
         if uncertainty is not None:
             self.expected_error = np.asarray(uncertainty.expected_error, dtype=np.float64)
-            self.interval_width = np.nanmean(uncertainty.upper - uncertainty.lower, axis=1)
+            self.interval_width = nanmean_rows(uncertainty.upper - uncertainty.lower)
         return self._check_plan(shares) if self.plan is not None else []
 
     def _check_plan(self, shares: np.ndarray) -> list[dict[str, Any]]:
