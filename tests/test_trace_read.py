@@ -274,8 +274,8 @@ def test_ids_out_of_range_are_refused_in_one_line(tmp_path):
 def test_validation_in_small_batches_folds_the_summary_and_still_finds_duplicates(
         tmp_path, small_counts, monkeypatch):
     """A large trace is validated batch by batch with its summary folded as it goes: the
-    totals are those of one pass over everything, and a row repeated in a later batch (its
-    twin's bit already folded in) is still a duplicate."""
+    totals are those of one pass over everything, and a row repeated in a later batch (each
+    batch on its own has no duplicate) is still a duplicate."""
     from moetrace.trace import read as reader
 
     frame = long_frame(small_counts)  # 3 layers x 5 steps x 4 experts = 60 rows
@@ -289,3 +289,32 @@ def test_validation_in_small_batches_folds_the_summary_and_still_finds_duplicate
                                    & (pl.col("expert") == 2))]).write_parquet(tmp_path / "d.parquet")
     with pytest.raises(TraceError, match="duplicate rows .* at step 1, layer 0"):
         read_trace(tmp_path / "d.parquet")
+
+
+def test_keys_split_over_row_groups_are_checked_in_those_row_groups_only(tmp_path, monkeypatch):
+    """A foreign file may cut a (step, layer) between row groups: a duplicate across the cut
+    is found by reading the row groups that can hold the cut keys, not the whole file; a file
+    moetrace writes keeps every key in one row group and is never read twice."""
+    from moetrace.simulate import simulate_trace
+    from moetrace.trace import read as reader
+
+    counts = np.random.default_rng(0).integers(1, 50, size=(2, 40, 8))
+    frame = long_frame(counts).sort("step", "layer", "expert")  # 640 rows
+    twin = frame.filter((pl.col("step") == 31) & (pl.col("layer") == 0)
+                        & (pl.col("expert") == 0))  # row 496
+    rows = pl.concat([frame.slice(0, 501), twin, frame.slice(501)])  # the key runs to row 504
+    table = rows.to_arrow()
+    with pq.ParquetWriter(tmp_path / "cut.parquet", table.schema) as writer:
+        for lo, hi in ((0, 160), (160, 320), (320, 500), (500, 585), (585, 641)):
+            writer.write_table(table.slice(lo, hi - lo))  # keys whole but at row 500
+    read = []
+    original = reader._batches
+    monkeypatch.setattr(reader, "_batches", lambda plan, groups=None: (
+        read.append(groups), original(plan, groups))[1])
+    with pytest.raises(TraceError, match="duplicate rows .* at step 31, layer 0"):
+        read_trace(tmp_path / "cut.parquet")
+    assert read[-1] == [2, 3]  # the second look: the row groups the cut key is in
+    simulate_trace(tmp_path / "sim.parquet", preset="gpt3-125m", steps=300, layers=3, seed=0)
+    read.clear()
+    read_trace(tmp_path / "sim.parquet")
+    assert read == [None]  # one pass

@@ -46,7 +46,7 @@ _HIVE_RANK = re.compile(r"^rank=(\d+)$")
 _WIDE_EXPERT = re.compile(r"^(?:expert_?|e)?(\d+)$")
 _STEP_CHUNK_ROWS = 8_000_000  # rows gathered per pass when filling dense arrays
 _BATCH_ROWS = 4_000_000  # rows per record batch of the validation pass
-_FOLD_ROWS = 4_000_000  # block-summary rows pending (and at least the folded table's) before a fold
+_FOLD_ROWS = 4_000_000  # key-summary rows pending (and at least the folded table's) before a fold
 
 
 @dataclass(frozen=True)
@@ -369,45 +369,49 @@ def _scan(plans: list[_Plan], has_rank: bool, label: str) -> pl.LazyFrame:
         return pl.concat(frames, how="vertical")
 
 
-def _batches(plan: _Plan) -> Iterator[pl.DataFrame]:
-    """The file's rows in record batches, pages verified against their checksums."""
+def _batches(plan: _Plan, row_groups: list[int] | None = None
+             ) -> Iterator[tuple[int, pl.DataFrame]]:
+    """The file's rows as (row group, record batch), a row group at a time (a batch never
+    spans two), pages verified against their checksums; ``row_groups``: only those."""
     with reading(plan.file):
         parquet = pq.ParquetFile(plan.file, page_checksum_verification=True)
-        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
-            yield pl.from_arrow(pa.Table.from_batches([batch]))
+        for group in range(parquet.num_row_groups) if row_groups is None else row_groups:
+            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group]):
+                yield group, pl.from_arrow(pa.Table.from_batches([batch]))
 
 
-def _block_summary(frame: pl.LazyFrame, keys: list[str]) -> pl.DataFrame:
-    """Per (keys, block of 64 experts): rows, a bitmask of the experts seen (duplicate rows
-    show as fewer bits than rows), the largest expert and the token sum."""
-    expert = pl.col(EXPERT)
-    bit = pl.lit(2, dtype=pl.UInt64).pow((expert % 64).cast(pl.UInt32))
+def _key_summary(frame: pl.LazyFrame, keys: list[str]) -> pl.DataFrame:
+    """Per key of one batch: rows, distinct experts (fewer than rows: a duplicate), the
+    largest expert, the token sum, and ``pieces`` = 1 (batches that held the key, once
+    folded)."""
     return (
-        frame.group_by(*keys, (expert // 64).alias("block"))
-        .agg(pl.len().alias("rows"), bit.bitwise_or().alias("mask"),
-             expert.max().alias("max_expert"), pl.col(TOKENS).sum())
+        frame.group_by(keys)
+        .agg(pl.len().alias("rows"), pl.col(EXPERT).n_unique().alias("unique_experts"),
+             pl.col(EXPERT).max().alias("max_expert"), pl.col(TOKENS).sum(),
+             pl.lit(1, dtype=pl.UInt32).alias("pieces"))
         .collect()
     )
 
 
 def _fold(parts: list[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
-    """Block summaries of several batches as one: rows and tokens added, expert bitmasks
-    or-ed (a duplicate across batches still shows as fewer bits than rows)."""
+    """Key summaries of several batches as one: rows, distinct experts, tokens and pieces
+    added (a key in two batches has pieces > 1: see :func:`_check_split_keys`)."""
     if len(parts) == 1:
         return parts[0]
-    return (pl.concat(parts).group_by(*keys, "block")
-            .agg(pl.col("rows").sum(), pl.col("mask").bitwise_or(),
-                 pl.col("max_expert").max(), pl.col(TOKENS).sum()))
+    return (pl.concat(parts).group_by(keys)
+            .agg(pl.col("rows").sum(), pl.col("unique_experts").sum(),
+                 pl.col("max_expert").max(), pl.col(TOKENS).sum(), pl.col("pieces").sum()))
 
 
 def _summarize(plans: list[_Plan], has_rank: bool, label: str) -> pl.DataFrame:
     """One pass over every file's batches: column checks (nulls, ranges, token values) per
-    batch, then per (step, layer[, rank]) row counts and token sums; rows are never kept."""
+    batch, then per (step, layer[, rank]) row counts, distinct experts and token sums; rows
+    are never kept. Memory: the summary (one row per key), folded as it grows."""
     keys = [STEP, LAYER] + ([RANK] if has_rank else [])
     parts = []
     largest = 0.0  # the largest token count seen: bounds every sum (see _check_sums)
     for plan in plans:
-        for frame in _batches(plan):
+        for _, frame in _batches(plan):
             with reading(plan.file):
                 if plan.wide:  # unpivoted first; then the checks see one row per expert
                     frame = plan.long(frame.lazy(), has_rank).collect()
@@ -417,20 +421,19 @@ def _summarize(plans: list[_Plan], has_rank: bool, label: str) -> pl.DataFrame:
                 else:
                     rows = plan.long(frame.lazy(), has_rank, pl.Int32, pl.Int64)
                 largest = max(largest, _check_columns(frame, plan, keys, label))
-                parts.append(_block_summary(rows, keys))
+                parts.append(_key_summary(rows, keys))
                 pending = sum(p.height for p in parts[1:])
                 if pending > max(_FOLD_ROWS, parts[0].height):  # at most twice the summary,
                     parts = [_fold(parts, keys)]                 # folds linear in all
                     pa.default_memory_pool().release_unused()
     pa.default_memory_pool().release_unused()
-    blocks = _fold(parts, keys) if parts else pl.DataFrame()
-    if blocks.height == 0:
+    summary = _fold(parts, keys) if parts else pl.DataFrame()
+    if summary.height == 0:
         raise TraceError("empty trace: no rows", path=label)
-    summary = blocks.group_by(keys).agg(
-        pl.col("rows").sum(),
-        pl.col("mask").bitwise_count_ones().sum().alias("unique_experts"),
-        pl.col("max_expert").max(), pl.col(TOKENS).sum())
     row = _first_bad(summary, pl.col("unique_experts") < pl.col("rows"))
+    if row is None and summary.get_column("pieces").max() > 1:
+        row = _check_split_keys(plans, has_rank, keys, summary.filter(pl.col("pieces") > 1),
+                                label)
     if row is not None:
         raise TraceError(f"duplicate rows for the same ({', '.join(keys + [EXPERT])}) at "
                          f"{_where(row)}", path=label)
@@ -438,7 +441,55 @@ def _summarize(plans: list[_Plan], has_rank: bool, label: str) -> pl.DataFrame:
     bound = summary.group_by(STEP, LAYER).agg(pl.col("rows").sum()).get_column("rows").max()
     if bound * largest >= MAX_TOKENS:
         _check_sums(plans, has_rank, keys, label)
-    return summary
+    return summary.drop("pieces")
+
+
+def _check_split_keys(plans: list[_Plan], has_rank: bool, keys: list[str],
+                      split: pl.DataFrame, label: str) -> dict | None:
+    """The first key held by several batches whose rows repeat an expert, or None. Reads
+    only the row groups whose statistics allow one of ``split``'s keys (files that moetrace
+    writes keep every key in one row group, so this reads nothing for them)."""
+    split = split.select(keys)
+    points = {c: split.get_column(c).to_numpy() for c in (STEP, LAYER)}
+    found = []
+    for plan in plans:
+        for _, frame in _batches(plan, _groups_holding(plan, points)):
+            with reading(plan.file):
+                rows = plan.long(frame.lazy(), has_rank, pl.Int32, pl.Int64)
+                found.append(rows.join(split.lazy(), on=keys, how="semi")
+                             .select(keys + [EXPERT]).collect())
+    if not found:
+        return None
+    repeated = pl.concat(found).group_by(keys).agg(
+        pl.len().alias("rows"), pl.col(EXPERT).n_unique().alias("unique_experts"))
+    return _first_bad(repeated, pl.col("unique_experts") < pl.col("rows"))
+
+
+#: split keys beyond which every row group is read rather than matched against each of them
+_SPLIT_MATCH_LIMIT = 100_000
+
+
+def _groups_holding(plan: _Plan, points: dict[str, np.ndarray]) -> list[int]:
+    """Row groups of ``plan``'s file whose step and layer statistics admit one of the
+    (step, layer) ``points`` (every row group where a statistic is missing, or when the
+    points are too many to match one by one)."""
+    with reading(plan.file):
+        meta = pq.ParquetFile(plan.file).metadata
+    groups = list(range(meta.num_row_groups))
+    if len(points[STEP]) > _SPLIT_MATCH_LIMIT:
+        return groups
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    chosen = []
+    for group in groups:
+        inside = np.ones(len(points[STEP]), dtype=bool)
+        for col in (STEP, LAYER):
+            stats = meta.row_group(group).column(names.index(col)).statistics \
+                if col in names else None
+            if stats is not None and stats.has_min_max:
+                inside &= (points[col] >= stats.min) & (points[col] <= stats.max)
+        if inside.any():
+            chosen.append(group)
+    return chosen
 
 
 _RANGES = {STEP: (0, MAX_STEP, "step"), LAYER: (0, MAX_LAYERS - 1, "layer index"),
@@ -495,7 +546,7 @@ def _check_sums(plans: list[_Plan], has_rank: bool, keys: list[str], label: str)
     :func:`_summarize` could not rule it out: counts near 2^62)."""
     parts = []
     for plan in plans:
-        for frame in _batches(plan):
+        for _, frame in _batches(plan):
             with reading(plan.file):
                 parts.append(plan.long(frame.lazy(), has_rank).group_by(keys).agg(
                     pl.col(TOKENS).cast(pl.Float64).sum().alias("float_tokens")).collect())
