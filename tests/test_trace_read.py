@@ -307,6 +307,8 @@ def test_keys_split_over_row_groups_are_checked_in_those_row_groups_only(tmp_pat
     with pq.ParquetWriter(tmp_path / "cut.parquet", table.schema) as writer:
         for lo, hi in ((0, 160), (160, 320), (320, 500), (500, 585), (585, 641)):
             writer.write_table(table.slice(lo, hi - lo))  # keys whole but at row 500
+    batch_rows = reader._BATCH_ROWS
+    monkeypatch.setattr(reader, "_BATCH_ROWS", 200)  # batches: groups 0, 1, 2, then 3 and 4
     read = []
     original = reader._batches
     monkeypatch.setattr(reader, "_batches", lambda plan, groups=None: (
@@ -314,6 +316,7 @@ def test_keys_split_over_row_groups_are_checked_in_those_row_groups_only(tmp_pat
     with pytest.raises(TraceError, match="duplicate rows .* at step 31, layer 0"):
         read_trace(tmp_path / "cut.parquet")
     assert read[-1] == [2, 3]  # the second look: the row groups the cut key is in
+    monkeypatch.setattr(reader, "_BATCH_ROWS", batch_rows)
     simulate_trace(tmp_path / "sim.parquet", preset="gpt3-125m", steps=300, layers=3, seed=0)
     read.clear()
     read_trace(tmp_path / "sim.parquet")

@@ -369,15 +369,27 @@ def _scan(plans: list[_Plan], has_rank: bool, label: str) -> pl.LazyFrame:
         return pl.concat(frames, how="vertical")
 
 
-def _batches(plan: _Plan, row_groups: list[int] | None = None
-             ) -> Iterator[tuple[int, pl.DataFrame]]:
-    """The file's rows as (row group, record batch), a row group at a time (a batch never
-    spans two), pages verified against their checksums; ``row_groups``: only those."""
+def _batches(plan: _Plan, row_groups: list[int] | None = None) -> Iterator[pl.DataFrame]:
+    """The file's rows in batches of whole row groups (consecutive ones packed up to
+    ``_BATCH_ROWS`` rows; a larger one alone, in batches of that size), pages verified
+    against their checksums; ``row_groups``: only those."""
     with reading(plan.file):
         parquet = pq.ParquetFile(plan.file, page_checksum_verification=True)
-        for group in range(parquet.num_row_groups) if row_groups is None else row_groups:
-            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group]):
-                yield group, pl.from_arrow(pa.Table.from_batches([batch]))
+        groups = range(parquet.num_row_groups) if row_groups is None else row_groups
+        sizes = {g: parquet.metadata.row_group(g).num_rows for g in groups}
+        pack: list[int] = []
+        for group in [*groups, None]:
+            if pack and (group is None or sum(sizes[g] for g in pack) + sizes[group]
+                         > _BATCH_ROWS):
+                yield pl.from_arrow(parquet.read_row_groups(pack))
+                pack = []
+            if group is None:
+                break
+            if sizes[group] > _BATCH_ROWS:
+                for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group]):
+                    yield pl.from_arrow(pa.Table.from_batches([batch]))
+            else:
+                pack.append(group)
 
 
 def _key_summary(frame: pl.LazyFrame, keys: list[str]) -> pl.DataFrame:
@@ -411,7 +423,7 @@ def _summarize(plans: list[_Plan], has_rank: bool, label: str) -> pl.DataFrame:
     parts = []
     largest = 0.0  # the largest token count seen: bounds every sum (see _check_sums)
     for plan in plans:
-        for _, frame in _batches(plan):
+        for frame in _batches(plan):
             with reading(plan.file):
                 if plan.wide:  # unpivoted first; then the checks see one row per expert
                     frame = plan.long(frame.lazy(), has_rank).collect()
@@ -453,7 +465,7 @@ def _check_split_keys(plans: list[_Plan], has_rank: bool, keys: list[str],
     points = {c: split.get_column(c).to_numpy() for c in (STEP, LAYER)}
     found = []
     for plan in plans:
-        for _, frame in _batches(plan, _groups_holding(plan, points)):
+        for frame in _batches(plan, _groups_holding(plan, points)):
             with reading(plan.file):
                 rows = plan.long(frame.lazy(), has_rank, pl.Int32, pl.Int64)
                 found.append(rows.join(split.lazy(), on=keys, how="semi")
@@ -546,7 +558,7 @@ def _check_sums(plans: list[_Plan], has_rank: bool, keys: list[str], label: str)
     :func:`_summarize` could not rule it out: counts near 2^62)."""
     parts = []
     for plan in plans:
-        for _, frame in _batches(plan):
+        for frame in _batches(plan):
             with reading(plan.file):
                 parts.append(plan.long(frame.lazy(), has_rank).group_by(keys).agg(
                     pl.col(TOKENS).cast(pl.Float64).sum().alias("float_tokens")).collect())
