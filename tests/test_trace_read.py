@@ -321,3 +321,22 @@ def test_keys_split_over_row_groups_are_checked_in_those_row_groups_only(tmp_pat
     read.clear()
     read_trace(tmp_path / "sim.parquet")
     assert read == [None]  # one pass
+
+
+def test_an_unsorted_file_read_in_small_batches_still_finds_a_duplicate(tmp_path, monkeypatch):
+    """Shuffled rows split every key over every batch: the second look reads everything (past
+    the matching limit) and still finds the one repeated row, or none."""
+    from moetrace.trace import read as reader
+
+    counts = np.random.default_rng(1).integers(1, 50, size=(2, 30, 8))
+    frame = long_frame(counts)
+    monkeypatch.setattr(reader, "_BATCH_ROWS", 50)
+    monkeypatch.setattr(reader, "_SPLIT_MATCH_LIMIT", 3)
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=2)
+    pq.write_table(shuffled.to_arrow(), tmp_path / "ok.parquet", row_group_size=50)
+    np.testing.assert_array_equal(read_trace(tmp_path / "ok.parquet").loads().counts, counts)
+    twin = frame.filter((pl.col("step") == 7) & (pl.col("layer") == 1) & (pl.col("expert") == 5))
+    pq.write_table(pl.concat([shuffled, twin]).sample(fraction=1.0, shuffle=True, seed=3)
+                   .to_arrow(), tmp_path / "dup.parquet", row_group_size=50)
+    with pytest.raises(TraceError, match="duplicate rows .* at step 7, layer 1"):
+        read_trace(tmp_path / "dup.parquet")

@@ -378,11 +378,11 @@ def _batches(plan: _Plan, row_groups: list[int] | None = None) -> Iterator[pl.Da
         groups = range(parquet.num_row_groups) if row_groups is None else row_groups
         sizes = {g: parquet.metadata.row_group(g).num_rows for g in groups}
         pack: list[int] = []
+        packed = 0  # rows in pack
         for group in [*groups, None]:
-            if pack and (group is None or sum(sizes[g] for g in pack) + sizes[group]
-                         > _BATCH_ROWS):
+            if pack and (group is None or packed + sizes[group] > _BATCH_ROWS):
                 yield pl.from_arrow(parquet.read_row_groups(pack))
-                pack = []
+                pack, packed = [], 0
             if group is None:
                 break
             if sizes[group] > _BATCH_ROWS:
@@ -390,6 +390,7 @@ def _batches(plan: _Plan, row_groups: list[int] | None = None) -> Iterator[pl.Da
                     yield pl.from_arrow(pa.Table.from_batches([batch]))
             else:
                 pack.append(group)
+                packed += sizes[group]
 
 
 def _key_summary(frame: pl.LazyFrame, keys: list[str]) -> pl.DataFrame:
@@ -420,7 +421,7 @@ def _summarize(plans: list[_Plan], has_rank: bool, label: str) -> pl.DataFrame:
     batch, then per (step, layer[, rank]) row counts, distinct experts and token sums; rows
     are never kept. Memory: the summary (one row per key), folded as it grows."""
     keys = [STEP, LAYER] + ([RANK] if has_rank else [])
-    parts = []
+    parts, pending = [], 0  # pending: summary rows added since the last fold
     largest = 0.0  # the largest token count seen: bounds every sum (see _check_sums)
     for plan in plans:
         for frame in _batches(plan):
@@ -434,9 +435,9 @@ def _summarize(plans: list[_Plan], has_rank: bool, label: str) -> pl.DataFrame:
                     rows = plan.long(frame.lazy(), has_rank, pl.Int32, pl.Int64)
                 largest = max(largest, _check_columns(frame, plan, keys, label))
                 parts.append(_key_summary(rows, keys))
-                pending = sum(p.height for p in parts[1:])
+                pending += parts[-1].height
                 if pending > max(_FOLD_ROWS, parts[0].height):  # at most twice the summary,
-                    parts = [_fold(parts, keys)]                 # folds linear in all
+                    parts, pending = [_fold(parts, keys)], 0     # folds linear in all
                     pa.default_memory_pool().release_unused()
     pa.default_memory_pool().release_unused()
     summary = _fold(parts, keys) if parts else pl.DataFrame()
@@ -460,21 +461,37 @@ def _check_split_keys(plans: list[_Plan], has_rank: bool, keys: list[str],
                       split: pl.DataFrame, label: str) -> dict | None:
     """The first key held by several batches whose rows repeat an expert, or None. Reads
     only the row groups whose statistics allow one of ``split``'s keys (files that moetrace
-    writes keep every key in one row group, so this reads nothing for them)."""
+    writes keep every key in one row group, so this reads nothing for them). Per key and
+    block of 64 experts it keeps a bitmask of the experts seen, so memory stays that of the
+    split keys' summary even when every key is split (an unsorted file)."""
     split = split.select(keys)
     points = {c: split.get_column(c).to_numpy() for c in (STEP, LAYER)}
-    found = []
+    expert = pl.col(EXPERT)
+    bit = pl.lit(2, dtype=pl.UInt64).pow((expert % 64).cast(pl.UInt32))
+    blocks, pending = [], 0
     for plan in plans:
         for frame in _batches(plan, _groups_holding(plan, points)):
             with reading(plan.file):
                 rows = plan.long(frame.lazy(), has_rank, pl.Int32, pl.Int64)
-                found.append(rows.join(split.lazy(), on=keys, how="semi")
-                             .select(keys + [EXPERT]).collect())
-    if not found:
+                blocks.append(rows.join(split.lazy(), on=keys, how="semi")
+                              .group_by(*keys, (expert // 64).alias("block"))
+                              .agg(pl.len().alias("rows"), bit.bitwise_or().alias("mask"))
+                              .collect())
+            pending += blocks[-1].height
+            if pending > max(_FOLD_ROWS, blocks[0].height):
+                blocks, pending = [_fold_blocks(blocks, keys)], 0
+    if not blocks:
         return None
-    repeated = pl.concat(found).group_by(keys).agg(
-        pl.len().alias("rows"), pl.col(EXPERT).n_unique().alias("unique_experts"))
-    return _first_bad(repeated, pl.col("unique_experts") < pl.col("rows"))
+    per_key = _fold_blocks(blocks, keys).group_by(keys).agg(
+        pl.col("rows").sum(), pl.col("mask").bitwise_count_ones().sum().alias("unique_experts"))
+    return _first_bad(per_key, pl.col("unique_experts") < pl.col("rows"))
+
+
+def _fold_blocks(blocks: list[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
+    if len(blocks) == 1:
+        return blocks[0]
+    return (pl.concat(blocks).group_by(*keys, "block")
+            .agg(pl.col("rows").sum(), pl.col("mask").bitwise_or()))
 
 
 #: split keys beyond which every row group is read rather than matched against each of them
