@@ -14,7 +14,7 @@ import typer
 
 from moetrace.cli.app import command, console
 from moetrace.cli.progress import progress_bar
-from moetrace.cli.options import Backend, RayAddress, Workers
+from moetrace.cli.options import Backend, RayAddress, TraceArg, Workers
 from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
 from moetrace.defaults import SENSITIVITY as DEFAULT_SENSITIVITY
 from moetrace.defaults import STABLE, TRANSIENT
@@ -91,8 +91,7 @@ def render(analysis: Analysis, title: str) -> None:
 
 @command()
 def analyze(
-    trace: Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.",
-                                         metavar="TRACE")],
+    trace: TraceArg,
     window: Annotated[int, typer.Option(
         help="Sliding window in training steps for the variance and range of each expert's "
              "share (the paper used 10, 100 and 200).")] = DEFAULT_WINDOW,

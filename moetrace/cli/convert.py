@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from moetrace.cli.app import command, console
+from moetrace.cli.options import TraceArg
 from moetrace.cli.progress import progress_bar
 from moetrace.cli.render import Force, safe
 from moetrace.errors import ParameterError
@@ -15,8 +16,7 @@ from moetrace.errors import ParameterError
 
 @command()
 def convert(
-    trace: Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.",
-                                         metavar="TRACE")],
+    trace: TraceArg,
     out: Annotated[Path, typer.Option("-o", "--out", metavar="OUT",
                                       help="The converted trace: one .parquet file.")],
     force: Force = False,

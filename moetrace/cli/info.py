@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from moetrace.cli.app import command, console
+from moetrace.cli.options import TraceArg
 from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, plain, safe
 from moetrace.output import check_output
 
 
 @command()
 def info(
-    trace: Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.",
-                                         metavar="TRACE")],
+    trace: TraceArg,
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
     force: Force = False,

@@ -17,6 +17,8 @@ from moetrace.errors import ParameterError
 if TYPE_CHECKING:
     from moetrace.predictors.base import PredictorOptions
 
+TraceArg = Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.",
+                                        metavar="TRACE")]
 Predictors = Annotated[Optional[str], typer.Option(
     "--predictors", "--predictor", metavar="NAMES",
     help="Predictors: names (naive, sw_avg, arima, lstm, ...), a comma-separated list, or all. "

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from moetrace.cli.app import command, console, warn
-from moetrace.cli.options import Backend, RayAddress, Workers
+from moetrace.cli.options import Backend, RayAddress, TraceArg, Workers
 from moetrace.cli.progress import progress_bar
 from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
 from moetrace.display import format_bytes
@@ -80,8 +80,7 @@ def render_replay(result: PlacementReplay, title: str) -> None:
 
 @command()
 def plan(
-    trace: Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.",
-                                         metavar="TRACE")],
+    trace: TraceArg,
     gpus: Annotated[int, typer.Option("--gpus", help="GPUs the experts are spread over.")],
     out: Annotated[Optional[Path], typer.Option(
         "-o", "--out", metavar="FILE", help="Plan to write (JSON: docs/placement.md).")] = None,

@@ -15,7 +15,7 @@ import typer
 
 from moetrace.cli.app import command, console, warn
 from moetrace.cli.options import (Backend, Bucket, Order, Predictors, RayAddress, Seed,
-                                  TrainTrace, Window, Workers)
+                                  TraceArg, TrainTrace, Window, Workers)
 from moetrace.cli.progress import progress_bar
 from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
 from moetrace.defaults import HORIZON
@@ -53,8 +53,7 @@ def render(forecasts: Forecasts, title: str) -> None:
 
 @command()
 def predict(
-    trace: Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.",
-                                         metavar="TRACE")],
+    trace: TraceArg,
     out: Annotated[Optional[Path], typer.Option(
         "-o", "--out", metavar="FILE", help="Forecast table to write (Parquet: predictor, "
         "origin, step, layer, expert, share).")] = None,

@@ -10,7 +10,7 @@ import typer
 
 from moetrace.cli.app import command, console, warn
 from moetrace.cli.options import (Backend, Bucket, Order, Predictors, RayAddress, Seed,
-                                  TrainTrace, Window, Workers)
+                                  TraceArg, TrainTrace, Window, Workers)
 from moetrace.cli.progress import progress_bar
 from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
 from moetrace.defaults import HORIZONS, LOOKAHEAD_RADIUS, MIN_HISTORY, ORIGINS, STATE_WINDOW
@@ -23,8 +23,7 @@ if TYPE_CHECKING:
 
 @command()
 def report(
-    trace: Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.",
-                                         metavar="TRACE")],
+    trace: TraceArg,
     out: Annotated[Path, typer.Option("-o", "--out", metavar="DIR",
                                       help="Report directory to write.")],
     horizon: Annotated[Optional[str], typer.Option(
