@@ -38,6 +38,25 @@ class ImportOptions:
         return int(self.layout.get(key, default))
 
 
+def collect_records(frames: list[pl.LazyFrame], file: Path, *, what: str, empty: str,
+                    unit: str, required: tuple[str, ...]) -> list[pl.DataFrame]:
+    """Collect a line-format importer's frames in one streaming pass; the first is its
+    checks, with the record count in column ``records`` and, per ``required`` field, the
+    records that lack it. Raises naming ``file``: not ``what`` at all (the reader failed),
+    ``empty`` (no records), or "N unit(s) without 'field'"."""
+    try:
+        collected = pl.collect_all(frames, engine="streaming")
+    except pl.exceptions.PolarsError as exc:
+        raise TraceError(f"not {what}: {first_line(exc)}", path=file) from None
+    checks = collected[0]
+    if checks.item(0, "records") == 0:
+        raise TraceError(empty, path=file)
+    for col in required:
+        if checks.item(0, col):
+            raise TraceError(f"{checks.item(0, col)} {unit}(s) without '{col}'", path=file)
+    return collected
+
+
 def parse_layout(text: str | None) -> dict[str, int]:
     """``"ep=8,pp=2"`` -> ``{"ep": 8, "pp": 2}``; every size a positive integer."""
     layout: dict[str, int] = {}

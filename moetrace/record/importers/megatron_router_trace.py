@@ -19,8 +19,8 @@ from pathlib import Path
 
 import polars as pl
 
-from moetrace.errors import TraceError, first_line
-from moetrace.record.importers.common import ImportOptions, Imported
+from moetrace.errors import TraceError
+from moetrace.record.importers.common import ImportOptions, Imported, collect_records
 from moetrace.trace.schema import EXPERT, LAYER, STEP, TOKENS
 
 FILE_PATTERN = "router_trace_rank*.jsonl"
@@ -66,16 +66,11 @@ def _file_counts(file: Path) -> tuple[pl.DataFrame, int | None]:
         .explode(EXPERT).explode(EXPERT)
         .group_by(STEP, LAYER, EXPERT).agg(pl.len().cast(pl.Int64).alias(TOKENS))
     )
-    try:
-        summary, calls, counts = pl.collect_all([missing, calls, counts], engine="streaming")
-    except pl.exceptions.PolarsError as exc:
-        raise TraceError(f"not a Megatron router trace (JSON lines with step, layer, "
-                         f"top_indices): {first_line(exc)}", path=file) from None
-    if summary.item(0, "records") == 0:
-        raise TraceError("no decoder router records", path=file)
-    for col in ("step", "layer", "top_indices"):
-        if summary.item(0, col):
-            raise TraceError(f"{summary.item(0, col)} record(s) without '{col}'", path=file)
+    summary, calls, counts = collect_records(
+        [missing, calls, counts], file,
+        what="a Megatron router trace (JSON lines with step, layer, top_indices)",
+        empty="no decoder router records", unit="record",
+        required=("step", "layer", "top_indices"))
     _check_skipped(calls, file)
     return counts, summary.item(0, "topk")
 

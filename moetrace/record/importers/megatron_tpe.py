@@ -35,8 +35,8 @@ from pathlib import Path
 
 import polars as pl
 
-from moetrace.errors import ParameterError, TraceError, first_line
-from moetrace.record.importers.common import ImportOptions, Imported
+from moetrace.errors import ParameterError, TraceError
+from moetrace.record.importers.common import ImportOptions, Imported, collect_records
 from moetrace.trace.schema import EXPERT, LAYER, STEP, TOKENS
 
 LAYOUT = {"ep": "expert-parallel size (checked against --experts)",
@@ -57,7 +57,8 @@ def rank_files(src: Path) -> dict[int, Path]:
         raise TraceError("no rank{R}.jsonl files (Megatron tokens_per_expert)", path=src)
     missing = sorted(set(range(max(found) + 1)) - set(found))
     if missing:
-        raise TraceError(f"rank file(s) missing: {', '.join(f'rank{r}.jsonl' for r in missing[:5])}"
+        named = ", ".join(f"rank{r}.jsonl" for r in missing[:5])
+        raise TraceError(f"rank file(s) missing: {named}"
                          f"{' ...' if len(missing) > 5 else ''}; the layout needs every rank",
                          path=src)
     return found
@@ -111,7 +112,7 @@ def _file_counts(file: Path) -> tuple[pl.DataFrame, int]:
         pl.col("block").is_null() | (pl.col("block") == "decoder"))
     checks = lines.select(
         *(pl.col(c).null_count().alias(c) for c in ("iter", "layer", "tpe")),
-        pl.len().alias("lines"),
+        pl.len().alias("records"),
         pl.col("tpe").list.eval(pl.element().list.len()).list.min().min().alias("short"),
         pl.col("tpe").list.eval(pl.element().list.len()).list.max().max().alias("long"))
     micro = lines.select("iter", "layer", pl.col("tpe").list.len().alias("micro"))
@@ -121,16 +122,9 @@ def _file_counts(file: Path) -> tuple[pl.DataFrame, int]:
                             .alias(EXPERT))
               .explode("tpe", EXPERT)
               .group_by(STEP, LAYER, EXPERT).agg(pl.col("tpe").sum().alias(TOKENS)))
-    try:
-        checks, micro, counts = pl.collect_all([checks, micro, counts], engine="streaming")
-    except pl.exceptions.PolarsError as exc:
-        raise TraceError(f"not Megatron tokens_per_expert lines (iter, layer, tpe): "
-                         f"{first_line(exc)}", path=file) from None
-    if checks.item(0, "lines") == 0:
-        raise TraceError("no decoder lines", path=file)
-    for col in ("iter", "layer", "tpe"):
-        if checks.item(0, col):
-            raise TraceError(f"{checks.item(0, col)} line(s) without '{col}'", path=file)
+    checks, micro, counts = collect_records(
+        [checks, micro, counts], file, what="Megatron tokens_per_expert lines (iter, layer, tpe)",
+        empty="no decoder lines", unit="line", required=("iter", "layer", "tpe"))
     short, long = checks.item(0, "short"), checks.item(0, "long")
     if not long or short != long:
         raise TraceError(f"'tpe' rows must all hold the same number of local experts, found "
