@@ -264,6 +264,20 @@ def test_workers_end_with_the_command_even_when_it_is_killed():
         proc.kill()
 
 
-def test_a_failing_task_ends_the_map_with_its_error():
-    with pytest.raises(ZeroDivisionError):
-        Local(2).map(divmod, [(1, 1), (1, 0), (2, 1)])
+def _touch_after(directory: str, index: int) -> None:
+    """A task of the test below: the first fails at once, the others take a while and leave
+    a file each."""
+    import time
+    from pathlib import Path
+
+    if index == 0:
+        raise ZeroDivisionError("task 0")
+    time.sleep(0.5)
+    (Path(directory) / f"{index}").touch()
+
+
+def test_a_failing_task_raises_its_error_and_tasks_not_started_never_run(tmp_path):
+    with pytest.raises(ZeroDivisionError, match="task 0"):
+        Local(2).map(_touch_after, [(str(tmp_path), i) for i in range(20)])
+    ran = len(list(tmp_path.iterdir()))
+    assert ran < 19, f"all {ran} other tasks ran after the first had failed"

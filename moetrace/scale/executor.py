@@ -106,11 +106,11 @@ class Local:
         try:
             futures = [pool.submit(fn, *task) for task in tasks]
             for finished, future in enumerate(as_completed(futures), start=1):
-                future.result()  # a task's error ends the map now, not after the others
+                future.result()  # a task's error: raised once the running tasks end,
                 if done is not None:
                     done(finished, len(tasks))
             return [f.result() for f in futures]
-        finally:
+        finally:                # and the tasks not yet started never run
             pool.shutdown(wait=True, cancel_futures=True)
 
 
