@@ -214,12 +214,22 @@ class PlacementReplay:
         """Per policy, the balancedness of each scored step averaged over layers: (S,)."""
         return {p.name: p.balancedness.mean(axis=0) for p in self.policies}
 
+    def _state_at(self, steps: list[int]) -> list[np.ndarray | None]:
+        """Each layer's stable label at each of ``steps`` (the first step's where a step is
+        not one of the trace's); None without labels."""
+        if self.stable is None:
+            return [None] * len(steps)
+        cols = np.searchsorted(self.steps, steps)
+        found = (cols < len(self.steps)) & (self.steps[np.minimum(cols, len(self.steps) - 1)]
+                                            == np.asarray(steps, dtype=np.int64))
+        return [self.stable[:, c if ok else 0] for c, ok in zip(cols, found)]
+
     def rows(self) -> list[dict[str, Any]]:
         """One row per policy x layer (None: all layers) x state; see docs/placement.md."""
         rows = []
         per_replica = self.bytes_per_replica()
-        index = {int(s): i for i, s in enumerate(self.steps)}
         for p in self.policies:
+            at_step = self._state_at([t for t, _ in p.replans])
             for layer in [None, *range(len(self.layers))]:
                 picked = slice(None) if layer is None else slice(layer, layer + 1)
                 for state in STATES:
@@ -228,12 +238,9 @@ class PlacementReplay:
                         continue
                     bal = p.balancedness[picked][cells]
                     replans, moved = 0, 0
-                    for (t, which), count in zip(p.replans, p.moved):
+                    for (_, which), count, at in zip(p.replans, p.moved, at_step):
                         in_state = which.copy()
-                        if state != "all" and self.stable is not None:
-                            col = index.get(int(t))
-                            at = (self.stable[:, col] if col is not None
-                                  else self.stable[:, 0])
+                        if state != "all" and at is not None:
                             in_state &= at if state == "stable" else ~at
                         chosen = in_state[picked]
                         replans += int(chosen.any())
