@@ -104,3 +104,18 @@ def test_a_real_sampled_recording_gets_a_default_report_in_training_steps(tmp_pa
     assert doc["trace"]["samples_per_horizon"] == {str(h): h // 10 for h in horizons}
     assert all(o["step"] % 10 == 0 for o in doc["origins"])  # origins are recorded steps
     assert doc["parameters"]["shrunk"]  # and the report says what was shrunk
+
+
+def test_steps_become_rows_in_one_place_when_the_interval_does_not_divide_the_horizon():
+    """Every 600th step: a 1,000-step horizon after a recorded step holds one sample (the
+    steps in (t, t + 1000] are t + 600 only), a 1,000-step window to the nearest row two."""
+    steps = np.arange(0, 6000, 600)
+    loads = Loads(steps, np.ones((1, len(steps), 2), dtype=np.int64), (0,))
+    assert loads.interval == 600
+    assert loads.horizon_samples(1000) == 1 == len(loads.between(1200, 2200).steps)
+    assert loads.samples(1000) == 2
+    assert loads.horizon_samples(100) == 1  # never zero
+    assert loads.index(1200) == 3 and loads.index(1199) == 2 and loads.index(-1) == 0
+    assert loads.rows(1200, 2400) == slice(3, 5)
+    assert list(loads.between(1200, 2400).steps) == [1800, 2400]
+    assert list(loads.upto(2400).steps) == [0, 600, 1200, 1800, 2400]

@@ -6,8 +6,11 @@ plain numpy arrays indexed [layer, row, expert], with the training step of every
 **One time axis.** Traces are often sampled (every k-th training step) or gapped. Every
 window, history, bucket, stride and horizon in moetrace is given in *training steps*; this
 module is the one place that turns steps into rows: :attr:`Loads.interval` (the sampling
-interval), :meth:`Loads.samples` (rows that a number of steps holds), :meth:`Loads.last`
-(the rows of the trailing steps) and :meth:`Loads.upto` (the history an origin may see).
+interval), :meth:`Loads.samples` (rows that a window of steps holds),
+:meth:`Loads.horizon_samples` (rows that a horizon after a recorded step holds),
+:meth:`Loads.index` / :meth:`Loads.rows` (positions of step numbers), :meth:`Loads.between`
+(the rows of a span of steps), :meth:`Loads.last` (the rows of the trailing steps) and
+:meth:`Loads.upto` (the history an origin may see).
 """
 
 from __future__ import annotations
@@ -76,8 +79,29 @@ class Loads:
         return int(self.steps[-1] - self.steps[0]) + self.interval
 
     def samples(self, steps: int) -> int:
-        """Rows that ``steps`` training steps hold at this trace's sampling interval (>= 1)."""
+        """Rows that a window of ``steps`` training steps holds at this trace's sampling
+        interval, to the nearest row (>= 1): windows and radii given in steps."""
         return max(1, int(round(steps / self.interval)))
+
+    def horizon_samples(self, steps: int) -> int:
+        """Rows that the ``steps`` training steps after a recorded step hold: the recorded
+        steps in (t, t + steps] of a regularly sampled trace, ``steps // interval`` (>= 1).
+        A 1,000-step horizon on a trace of every 600th step scores one sample, not two."""
+        return max(1, int(steps) // self.interval)
+
+    def index(self, step: int) -> int:
+        """Rows at or before training step ``step``: the position just after it."""
+        return int(np.searchsorted(self.steps, step, side="right"))
+
+    def rows(self, after: int, upto: int) -> slice:
+        """Positions of the rows whose steps lie in (after, upto]: the horizon after an
+        origin (``rows(t, t + h)``) or the window before a step (``rows(t - w, t)``)."""
+        return slice(self.index(after), self.index(upto))
+
+    def between(self, after: int, upto: int) -> "Loads":
+        """The rows whose steps lie in (after, upto], sharing memory (see :meth:`rows`)."""
+        span = self.rows(after, upto)
+        return self.window(span.start, span.stop)
 
     @cached_property
     def totals(self) -> np.ndarray:
@@ -111,14 +135,13 @@ class Loads:
 
     def upto(self, step: int) -> "Loads":
         """Everything at or before step number ``step``: the history an origin may see."""
-        return self.window(0, int(np.searchsorted(self.steps, step, side="right")))
+        return self.window(0, self.index(step))
 
     def last(self, steps: int) -> "Loads":
         """The rows of the last ``steps`` training steps (steps after ``last step - steps``)."""
         if self.n_steps == 0:
             return self
-        return self.window(int(np.searchsorted(self.steps, self.steps[-1] - steps,
-                                               side="right")), self.n_steps)
+        return self.window(self.index(int(self.steps[-1]) - steps), self.n_steps)
 
     def require(self, steps: int, who: str) -> None:
         """Raise ParameterError unless the rows cover at least ``steps`` training steps; the
