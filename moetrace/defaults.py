@@ -31,3 +31,26 @@ MIN_HISTORY = 1000
 #: the look-ahead bound: each step forecast by the mean of the actual shares this many
 #: training steps on either side (itself left out), see docs/metrics.md
 LOOKAHEAD_RADIUS = 200
+
+# placement (moetrace plan, simulate and watch; docs/placement.md). Vocabulary: the
+# *planner* is the rebalance algorithm (balanced, eplb); a *policy* is a replay strategy
+# (static, window, forecast, adaptive, oracle); the *re-plan interval* is how long a plan is
+# held (the *sampling interval* is the trace's steps per sample); the *load window* is what
+# the window estimate sums (the *state window* is the state analysis's, the *sw_avg window*
+# the sliding-window predictor's).
+#: training steps a placement is held between re-plans (SGLang re-balances every 1,000)
+REPLAN_INTERVAL = 1000
+#: training steps of counts the window estimate sums (vLLM EPLB's window_size)
+LOAD_WINDOW = 1000
+#: a layer is re-planned when a fresh plan's expected balancedness beats the plan in force
+#: by more than this (the adaptive policy and watch)
+REPLAN_GAIN = 0.02
+#: the adaptive policy re-plans a transient layer this many times per re-plan interval
+TRANSIENT_SPLITS = 4
+#: bytes moved per expert parameter: 16 for a training expert with its Adam state in mixed
+#: precision, 2 for a read-only bf16 replica
+BYTES_PER_PARAM = 16
+#: the planner every plan is made with
+PLANNER = "balanced"
+#: the report's cluster when none is given: the most GPUs up to this that divide the experts
+REPORT_GPUS = 8
