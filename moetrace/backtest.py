@@ -9,7 +9,7 @@ trace are skipped). Settings are checked before any predictor runs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -17,14 +17,11 @@ import numpy as np
 from moetrace.defaults import LOOKAHEAD_RADIUS
 from moetrace.defaults import MIN_HISTORY as DEFAULT_MIN_HISTORY
 from moetrace.defaults import ORIGINS as DEFAULT_ORIGINS
-from moetrace.errors import ParameterError
-from moetrace.metrics import lookahead_forecast, score
+from moetrace.errors import InternalError, ParameterError
+from moetrace.metrics import error_rate, lookahead_forecast, score
 from moetrace.predictors.base import Predictor, PredictorOptions, make_predictor
-from moetrace.trace.shares import Loads, sampling_interval
-
-
-#: ``progress(done, total, label)``: called after each fitted origin.
-Progress = Callable[[int, int, str], None]
+from moetrace.progress import Progress
+from moetrace.trace.shares import Loads
 
 
 @dataclass(frozen=True)
@@ -142,16 +139,16 @@ def choose_origins(steps: np.ndarray, horizons: Sequence[int], *, min_history: i
         raise ParameterError(f"--origins must be a positive count, got {n_origins}")
     if min_history <= 0:
         raise ParameterError(f"the minimum history must be at least 1 step, got {min_history}")
-    steps = np.asarray(steps, dtype=np.int64)
+    axis = Loads.axis(steps)
+    steps, interval = axis.steps, axis.interval
     shortest = min(horizons)
-    interval = sampling_interval(steps)
-    covered = int(steps[-1] - steps[0]) + interval
-    if covered < min_history:
+    if axis.span < min_history:
         samples = f" ({len(steps):,} samples, every {interval:,} steps)" if interval > 1 else ""
-        raise ParameterError(f"the trace covers {covered:,} training steps{samples}; a backtest "
-                             f"needs at least {min_history:,} steps of history before its "
-                             "first origin (--min-history)")
-    at = int(np.searchsorted(steps, steps[0] - interval + min_history, side="left"))
+        raise ParameterError(f"the trace covers {axis.span:,} training steps{samples}; a "
+                             f"backtest needs at least {min_history:,} steps of history before "
+                             "its first origin (--min-history)")
+    # the first step whose history (each sample standing for ``interval`` steps) is long enough
+    at = axis.index(int(steps[0]) - interval + min_history - 1)
     first, last = int(steps[at]), int(steps[-1]) - shortest
     if first > last:
         raise ParameterError(
@@ -163,16 +160,17 @@ def choose_origins(steps: np.ndarray, horizons: Sequence[int], *, min_history: i
     else:
         count = n_origins or DEFAULT_ORIGINS
         targets = np.unique(np.round(np.linspace(first, last, count)).astype(np.int64))
-    snapped = steps[np.searchsorted(steps, targets, side="right") - 1]
-    return np.unique(snapped)
+    return np.unique(axis.snap(targets))
 
 
-def _predictor(spec: str | Predictor, options: PredictorOptions | None) -> Predictor:
-    return make_predictor(spec, options) if isinstance(spec, str) else spec
+def _predictor(spec: str | Predictor, options: PredictorOptions | None,
+               train: Loads | None) -> Predictor:
+    return make_predictor(spec, options, train=train) if isinstance(spec, str) else spec
 
 
 def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequence[int], *,
-             options: PredictorOptions | None = None, stable: np.ndarray | None = None,
+             options: PredictorOptions | None = None, train: Loads | None = None,
+             stable: np.ndarray | None = None,
              origins: Sequence[int] | None = None, stride: int | None = None,
              n_origins: int | None = None, min_history: int = DEFAULT_MIN_HISTORY,
              example_layer: int = 0, progress: Progress | None = None,
@@ -180,7 +178,8 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
     """Backtest each predictor (a registered name or a predictor object) at every origin.
 
     ``stable`` is an (L, T) bool array over ``loads.steps`` (True = stable) used to label each
-    origin with its layers' states. ``origins`` overrides the origin grid of
+    origin with its layers' states. ``train`` is a separate trace a learning predictor
+    (lstm) trains on instead of the history. ``origins`` overrides the origin grid of
     :func:`choose_origins`. Each predictor is fitted on the same object at increasing origins.
     Beside the predictors, every origin and horizon is scored for the look-ahead bound
     (``lookahead_radius`` training steps on either side, see metrics.lookahead_forecast).
@@ -200,7 +199,7 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
     else:
         grid = _check_origins(np.asarray(origins, dtype=np.int64), steps, horizons)
     options = replace(options or PredictorOptions(), horizons=horizons)
-    models = [_predictor(p, options) for p in predictors]
+    models = [_predictor(p, options, train) for p in predictors]
     names = tuple(m.name for m in models)
     if len(set(names)) != len(names):
         raise ParameterError(f"predictor names must be unique, got {', '.join(names)}")
@@ -234,17 +233,16 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
                 continue
             fallbacks[name].append(model.fallback)
             _check_forecast(forecast, name, t, (n_layers, reach, loads.n_experts))
-            lo = int(np.searchsorted(steps, t, side="right"))
             for h in horizons:
                 if not fits[h][i]:
                     continue
-                hi = int(np.searchsorted(steps, t + h, side="right"))
-                ahead = steps[lo:hi] - t - 1
-                values = score(forecast[:, ahead], shares[:, lo:hi])
-                values.update(_calibration(model.uncertainty(h), shares[:, lo:hi]))
+                rows = loads.rows(t, t + h)
+                ahead = steps[rows] - t - 1
+                values = score(forecast[:, ahead], shares[:, rows])
+                values.update(_calibration(model.uncertainty(h), shares[:, rows]))
                 for key, value in values.items():
                     metrics[(name, h)][key][i] = value
-                scored[(name, h)][i] = hi - lo
+                scored[(name, h)][i] = rows.stop - rows.start
             if i == example_at:
                 example.forecasts[name] = forecast[example_layer].copy()
             done += 1
@@ -264,14 +262,12 @@ def _lookahead(loads: Loads, grid: np.ndarray, horizons: tuple[int, ...],
                fits: dict[int, np.ndarray], radius: int) -> dict[int, np.ndarray]:
     """(N, L) error rate of the look-ahead bound per horizon (NaN where it does not fit)."""
     out = {h: np.full((len(grid), loads.n_layers), np.nan) for h in horizons}
-    steps = loads.steps
     for i, t in enumerate(grid):
-        lo = int(np.searchsorted(steps, t, side="right"))
         for h in horizons:
             if fits[h][i]:
-                hi = int(np.searchsorted(steps, t + h, side="right"))
-                f = lookahead_forecast(loads.shares, lo, hi, radius)
-                out[h][i] = np.abs(f - loads.shares[:, lo:hi]).sum(axis=-1).mean(axis=-1)
+                rows = loads.rows(int(t), int(t) + h)
+                f = lookahead_forecast(loads.shares, rows.start, rows.stop, radius)
+                out[h][i] = error_rate(f, loads.shares[:, rows])
     return out
 
 
@@ -318,10 +314,11 @@ def _origin_states(stable: np.ndarray | None, loads: Loads, grid: np.ndarray) ->
     if stable.shape != (loads.n_layers, loads.n_steps):
         raise ParameterError(f"state labels have shape {stable.shape}, expected "
                              f"{(loads.n_layers, loads.n_steps)} (layers, steps)")
-    return stable[:, np.searchsorted(loads.steps, grid)].T
+    return stable[:, loads.positions(grid)].T
 
 
 def _check_forecast(forecast: np.ndarray, name: str, origin: int, shape: tuple) -> None:
+    """A forecast of the wrong shape is a bug of the predictor, not bad input (exit 1)."""
     if forecast.shape != shape:
-        raise ParameterError(f"predictor '{name}' at origin {origin} forecast shape "
-                             f"{forecast.shape}, expected {shape} (layers, horizon, experts)")
+        raise InternalError(f"predictor '{name}' at origin {origin} forecast shape "
+                            f"{forecast.shape}, expected {shape} (layers, horizon, experts)")

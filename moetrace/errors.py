@@ -50,3 +50,8 @@ class OutputError(MoetraceError):
 
 class OutputExistsError(OutputError):
     """An output that exists already and would be overwritten without --force."""
+
+
+class InternalError(Exception):
+    """A bug of moetrace (a predictor that breaks its contract, say): not the user's input,
+    so it is not a MoetraceError; the CLI reports it as an internal error (exit 1)."""

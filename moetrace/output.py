@@ -94,6 +94,58 @@ def check_output(dest: str | Path, *, kind: Kind, inputs: Iterable[str | Path] =
     return dest
 
 
+def check_outputs(outputs: Iterable[tuple[str | Path | None, Kind]], *,
+                  inputs: Iterable[str | Path] = (), force: bool = False) -> list[Path]:
+    """Check every output of one command before any is written (or any work is done): each
+    under :func:`check_output`, and all distinct from each other (two options naming one
+    path, or one output inside another's directory, would make the second write replace or
+    land inside the first). Outputs given as None are skipped."""
+    given = [(Path(path), kind) for path, kind in outputs if path is not None]
+    inputs = list(inputs)
+    seen: list[tuple[Path, Path, Kind]] = []
+    for path, kind in given:
+        real = _real(path)
+        for other, other_real, other_kind in seen:
+            if real == other_real:
+                raise OutputError(f"is named twice ({other} and {path}); give each output its "
+                                  "own path", path=path)
+            for inner, outer, outer_kind in ((real, other_real, other_kind),
+                                             (other_real, real, kind)):
+                if outer_kind == "dir" and _inside(inner, outer):
+                    raise OutputError(f"and {other} are outputs of this command, one inside "
+                                      "the other's directory; give them separate places",
+                                      path=path)
+        seen.append((path, real, kind))
+    return [check_output(path, kind=kind, inputs=inputs, force=force) for path, kind in given]
+
+
+def write_texts(texts: Iterable[tuple[str | Path, str]], *, inputs: Iterable[str | Path] = (),
+                force: bool = False) -> None:
+    """Write several text files of one command as one step: all are checked together
+    (:func:`check_outputs`) and written to temporaries first, and only when every one is
+    complete are they renamed into place, so a failure leaves none of them new."""
+    texts = [(Path(path), text) for path, text in texts]
+    inputs = list(inputs)
+    check_outputs([(path, "file") for path, _ in texts], inputs=inputs, force=force)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for dest, text in texts:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=_sibling(dest), suffix=".tmp", dir=dest.parent)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            os.chmod(name, _default_mode(directory=False))
+            staged.append((Path(name), dest))
+        for _, dest in staged:
+            if not force and (dest.exists() or dest.is_symlink()):  # appeared while we wrote
+                raise OutputExistsError("exists already; pass --force to replace it", path=dest)
+        for tmp, dest in staged:
+            os.replace(tmp, dest)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+
 def is_ours(directory: Path) -> bool:
     """Whether moetrace may replace ``directory``: marked, empty, or only rank partitions."""
     if (directory / MARKER).is_file():

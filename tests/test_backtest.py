@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from moetrace.backtest import backtest, choose_origins
-from moetrace.errors import ParameterError
+from moetrace.errors import InternalError, ParameterError
 from moetrace.predictors import REGISTRY
 from moetrace.trace.shares import Loads
 
@@ -164,7 +164,8 @@ def test_bad_origins_and_forecasts_are_refused():
         def forecast(self, horizon):
             return super().forecast(horizon)[:, :-1]
 
-    with pytest.raises(ParameterError, match="forecast shape"):
+    # a predictor breaking its contract is a bug (exit 1), not the user's input (exit 2)
+    with pytest.raises(InternalError, match="forecast shape"):
         backtest(loads, [Wrong(loads)], [5], origins=[10])
 
 

@@ -8,7 +8,7 @@ import re
 import polars as pl
 import pytest
 from conftest import run_cli
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from moetrace.cli import app
 from moetrace.simulate import simulate_trace
@@ -111,8 +111,10 @@ def test_existing_out_dir_needs_force(trace, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--window", "5000"], "fewer than the state window of 5000 steps"),
-    (["--window", "1"], "--window must be at least 2"),
+    # the one rule for short traces (moetrace/pipeline/span.py): four state windows of at
+    # least ten samples each
+    (["--state-window", "5000"], "fewer than 4 state windows of 5,000 steps"),
+    (["--state-window", "1"], "--state-window 1 holds fewer than 10 samples"),
     (["--sensitivity", "0"], "--sensitivity must be positive"),
     (["--stable-ratio", "0.5"], "--stable-ratio must be above 1"),
 ])
@@ -139,6 +141,6 @@ def test_entry_point_prints_table_and_fails_cleanly(trace, tmp_path):
 def test_help_explains_the_parameters():
     result = CliRunner().invoke(app, ["analyze", "--help"], env=ENV)
     assert "transient and stable" in result.output
-    for option in ("--window", "--sensitivity", "--stable-ratio", "--json", "--json-out",
+    for option in ("--state-window", "--sensitivity", "--stable-ratio", "--json", "--json-out",
                    "--out", "--force"):
         assert option in result.output

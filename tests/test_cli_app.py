@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import run_cli
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 import moetrace
 from moetrace.cli import app

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from conftest import long_frame, run_cli
 from predictor_data import random_walk
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from moetrace.cli import app
 from moetrace.predictors.forecast import FORECAST_SCHEMA, forecast_loads

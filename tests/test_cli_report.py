@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import run_cli
 from report_data import FAST_ARGS, small_trace
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from moetrace.cli import app
 
@@ -33,7 +33,7 @@ def test_report_writes_directory_and_prints_summary(trace, tmp_path):
     assert doc["parameters"]["window"] == 50
     command = doc["parameters"]["command"]
     assert command.startswith(f"moetrace report {trace} -o {out} --horizon 100,200 ")
-    assert "--predictors naive,sw_avg" in command and "--window 50" in command
+    assert "--predictors naive,sw_avg" in command and "--sw-window 50" in command
 
 
 @pytest.mark.parametrize("args, message", [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import names
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from moetrace.cli import app
 from moetrace.record.demo import learning_rate, stdlib_corpus, train_demo

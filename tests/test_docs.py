@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import typer
+import click
 
 from moetrace.cli import app
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
-COMMANDS = typer.main.get_command(app).commands
+COMMANDS = app.commands
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

@@ -23,7 +23,7 @@ import pytest
 from conftest import long_frame, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from moetrace.cli import app
 from moetrace.errors import MoetraceError

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import MOETRACE, names
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from moetrace.cli import app
 from moetrace.record import autorecord

@@ -240,7 +240,7 @@ def test_plan_sglang_rows_follow_the_model_layers(tmp_path):
 
 def test_plan_simulate_json_and_bad_shapes(repo, tmp_path):
     out = tmp_path / "sim.json"
-    proc = _moetrace("plan", SAMPLE, "--gpus", "8", "--simulate", "--policies",
+    proc = _moetrace("replay", SAMPLE, "--gpus", "8", "--policies",
                      "static,window,forecast:sw_avg,oracle", "--json-out", str(out), cwd=repo)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
@@ -255,12 +255,13 @@ def test_plan_simulate_json_and_bad_shapes(repo, tmp_path):
     assert overall["static"]["replans"] == 0 and overall["static"]["bytes_moved"] == 0
     assert overall["window"]["bytes_moved"] == overall["window"]["replicas_moved"] * 16 * \
         2 * 768 * 3072  # 125M: one expert is 2 x 768 x 3072 parameters, 16 bytes each
-    for args, problem in [(["--gpus", "3"], "16 experts do not split evenly over 3 GPUs"),
-                          (["--gpus", "8", "--replicas", "20"], "20 replica slots do not "
-                                                                "split evenly"),
-                          (["--gpus", "8", "--simulate", "--policies", "magic"],
+    for args, problem in [(["plan", "--gpus", "3"], "16 experts do not split evenly over 3 GPUs"),
+                          (["plan", "--gpus", "8", "--replicas", "20"], "20 replica slots do not "
+                                                                        "split evenly"),
+                          (["replay", "--gpus", "8", "--policies", "magic"],
                            "unknown placement policy 'magic'"),
-                          (["--gpus", "8", "--from", "oracle"], "needs the steps after")]:
-        proc = _moetrace("plan", SAMPLE, *args, cwd=repo)
+                          (["plan", "--gpus", "8", "--estimate", "oracle"],
+                           "needs the steps after")]:
+        proc = _moetrace(args[0], SAMPLE, *args[1:], cwd=repo)
         assert proc.returncode == 2, (args, proc.stderr)
         assert problem in proc.stderr and proc.stderr.count("\n") == 1

@@ -86,12 +86,12 @@ def test_same_seed_same_forecast():
 
 def test_separate_training_trace_is_used_once_and_checked():
     train = periodic(n_layers=1, n_steps=1000)
-    p = make_predictor("lstm", PredictorOptions(bucket=5, train=train))
+    p = make_predictor("lstm", PredictorOptions(bucket=5), train=train)
     target = periodic(n_layers=1, n_steps=600)
     model = p.fit(target.upto(300)).model
     assert p.fit(target.upto(599)).model is model  # trained on the other trace: kept
     with pytest.raises(ParameterError, match="training trace has 1 layers x 4 experts"):
-        make_predictor("lstm", PredictorOptions(bucket=5, train=train)).fit(constant())
+        make_predictor("lstm", PredictorOptions(bucket=5), train=train).fit(constant())
 
 
 def test_retrains_only_after_the_history_grew_by_retrain_every_or_doubled():

@@ -10,7 +10,8 @@ import pytest
 from report_data import FAST, small_trace
 
 from moetrace.errors import OutputError, OutputExistsError, ParameterError
-from moetrace.report import SCHEMA_VERSION, build_report
+from moetrace.pipeline import build_report
+from moetrace.report import SCHEMA_VERSION
 
 ROW_FIELDS = {"predictor": str, "horizon": int, "state": str, "layer": (int, type(None)),
               "error_rate": float, "mean_error_ratio": float, "window_error": float,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from report_data import FAST, small_trace
 
-from moetrace.report import build_report
+from moetrace.pipeline import build_report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -105,7 +105,7 @@ def test_chunked_forecast_equals_the_whole(trace):
 
 
 def test_report_json_is_the_same_chunked_or_not(trace, tmp_path, monkeypatch):
-    from moetrace.report import build_report
+    from moetrace.pipeline import build_report
 
     def doc(out, executor):
         report = build_report(trace.path, tmp_path / out, predictors=["naive", "auto"],
@@ -124,7 +124,7 @@ def test_report_json_is_the_same_chunked_or_not(trace, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_ray_backend_on_a_real_local_cluster_gives_the_same_report(trace, tmp_path):
     pytest.importorskip("ray")
-    from moetrace.report import build_report
+    from moetrace.pipeline import build_report
 
     def doc(out, executor):
         d = build_report(trace.path, tmp_path / out, predictors=["naive", "sw_avg"],

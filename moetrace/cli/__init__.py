@@ -1,6 +1,15 @@
-"""Command-line interface: one module per command, registered on one typer app."""
+"""Command-line interface: one module per command, registered on one click group."""
 
-from moetrace.cli import analyze, convert, info, plan, predict, record, report, watch  # noqa: F401  (registers commands)
+from moetrace.cli import (  # noqa: F401  (registers the commands, in the order --help lists)
+    record,
+    info,
+    analyze,
+    predict,
+    report,
+    plan,
+    watch,
+    convert,
+)
 from moetrace.cli.app import app, console
 
 

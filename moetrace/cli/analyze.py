@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
-from moetrace.cli.app import command, console
+from moetrace.cli.app import command, console, renamed, warn
+from moetrace.cli.options import (PathType, execution, execution_options, output_options,
+                                  state_window_option, trace_argument)
 from moetrace.cli.progress import progress_bar
-from moetrace.cli.options import Backend, RayAddress, TraceArg, Workers
-from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
+from moetrace.cli.render import emit_json, safe
 from moetrace.defaults import SENSITIVITY as DEFAULT_SENSITIVITY
 from moetrace.defaults import STABLE, TRANSIENT
 from moetrace.defaults import STABLE_RATIO as DEFAULT_STABLE_RATIO
-from moetrace.defaults import STATE_WINDOW as DEFAULT_WINDOW
+from moetrace.output import check_outputs
 
 if TYPE_CHECKING:
     from moetrace.states import Analysis, LayerAnalysis
@@ -90,49 +91,47 @@ def render(analysis: Analysis, title: str) -> None:
 
 
 @command()
-def analyze(
-    trace: TraceArg,
-    window: Annotated[int, typer.Option(
-        help="Sliding window in training steps for the variance and range of each expert's "
-             "share (the paper used 10, 100 and 200).")] = DEFAULT_WINDOW,
-    sensitivity: Annotated[float, typer.Option(
-        help="Change-point sensitivity: higher finds more, shorter segments; lower only "
-             "the clearest changes.")] = DEFAULT_SENSITIVITY,
-    stable_ratio: Annotated[float, typer.Option(
-        "--stable-ratio",
-        help="A stretch is stable when its windowed share variance is at most this multiple "
-             "of the layer's noise variance.")] = DEFAULT_STABLE_RATIO,
-    top_k: Annotated[Optional[int], typer.Option(
-        "--top-k", help="Experts per token, for the noise floor (default: from the trace's "
-        "metadata, else 1).")] = None,
-    backend: Backend = None,
-    workers: Workers = None,
-    ray_address: RayAddress = None,
-    as_json: JsonFlag = False,
-    json_out: JsonOut = None,
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", metavar="DIR", help="Write per-step states and per-window statistics (Parquet) "
-        "and per-layer figures (PNG) into DIR.")] = None,
-    force: Force = False,
-) -> None:
+@trace_argument
+@state_window_option(" (the paper used 10, 100 and 200)")
+@renamed("--window", "--state-window", type=int)
+@click.option("--sensitivity", type=float, default=DEFAULT_SENSITIVITY, show_default=True,
+              help="Change-point sensitivity: higher finds more, shorter segments; lower only "
+                   "the clearest changes.")
+@click.option("--stable-ratio", type=float, default=DEFAULT_STABLE_RATIO, show_default=True,
+              help="A stretch is stable when its windowed share variance is at most this "
+                   "multiple of the layer's noise variance.")
+@click.option("--top-k", type=int, help="Experts per token, for the noise floor (default: from "
+              "the trace's metadata, else 1).")
+@execution_options
+@click.option("--out", type=PathType, metavar="DIR",
+              help="Write per-step states and per-window statistics (Parquet) and per-layer "
+                   "figures (PNG) into DIR.")
+@output_options
+def analyze(trace: str, state_window: int | None, sensitivity: float, stable_ratio: float,
+            top_k: int | None, backend, workers, ray_address, out: Path | None,
+            as_json: bool, json_out: Path | None, force: bool) -> None:
     """Split each MoE layer's load history into transient and stable states.
 
     For every layer: where the stable state begins, its segments, how much the expert shares
     fluctuate and how imbalanced they are in each state, and the noise floor. See
     docs/analysis.md for the method.
     """
-    from moetrace.cli.options import executor
-    from moetrace.states import analyze_trace, to_json_dict
+    from moetrace import pipeline
+    from moetrace.states.export import to_json_dict, write_out_dir
 
-    options = {"window": window, "sensitivity": sensitivity, "stable_ratio": stable_ratio}
-    if top_k is not None:
-        options["top_k"] = top_k
+    check_outputs([(json_out, "file"), (out, "dir")], inputs=[trace], force=force)
     with progress_bar("analyzing layers", quiet=as_json) as progress:
-        analysis = analyze_trace(trace, json_path=json_out, out_dir=out, force=force,
-                                 progress=progress,
-                                 executor=executor(backend, workers, ray_address), **options)
+        data = pipeline.open_trace(trace)
+        analysis = pipeline.analyze(data, window=state_window, sensitivity=sensitivity,
+                                    stable_ratio=stable_ratio, top_k=top_k,
+                                    run=execution(backend, workers, ray_address, progress))
+        if out is not None:
+            write_out_dir(analysis, data, out, force=force, trace_label=trace)
+    for note in analysis.notes:
+        warn(note)
+    emit_json(to_json_dict(analysis, trace), to_stdout=as_json, path=json_out, inputs=[trace],
+              force=force)
     if as_json:
-        emit_json(to_json_dict(analysis, trace), to_stdout=True, path=None)
         return
     render(analysis, f"{trace}: {analysis.describe_steps()}, {len(analysis.layers)} MoE layers")
     for label, path in (("JSON", json_out), ("outputs", out)):

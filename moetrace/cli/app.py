@@ -1,10 +1,14 @@
-"""The typer application, and the one place where library errors become exit codes.
+"""The click application, and the one place where library errors become exit codes.
 
 Every command is registered with :func:`command`, which runs its body under that mapping:
 bad input or options (:class:`MoetraceError`) exit 2 with one line, anything unexpected is
 an internal error (exit 1, one line; ``MOETRACE_DEBUG=1`` shows the traceback). Usage
-errors (an unknown option, a missing argument) never reach it: the command-line parser
-reports them with the command's usage line and exits 2, as every click program does.
+errors (an unknown option, a missing argument) never reach it: click reports them with the
+command's usage line and exits 2. Options renamed in this release (``--window`` of analyze,
+say) keep working for one release: :func:`renamed` declares the old name, hidden, and the
+command's wrapper takes its value with a note on stderr.
+
+Nothing heavy is imported here: ``moetrace --help`` starts no numpy, polars or rich.
 """
 
 from __future__ import annotations
@@ -12,19 +16,37 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable
+from typing import Any
 
-import typer
-from rich.console import Console
+import click
 
 from moetrace import __version__
 from moetrace.display import printable
-from moetrace.errors import MoetraceError
+from moetrace.errors import MoetraceError, ParameterError
 
-#: Terminal output of every command. Lines are not wrapped (soft_wrap), so a path printed for
-#: the user stays whole and copyable at any terminal width; tables still fit the width.
-#: Text from traces (paths, model names, metadata) goes through ``safe`` (cli/render.py).
-console = Console(highlight=False, soft_wrap=True)
+#: prefix of the keyword a renamed option's old name is parsed into
+_OLD = "_old__"
+
+
+class _Console:
+    """The terminal output of every command, a rich Console made on first use (rich is not
+    imported for ``--help``). Lines are not wrapped (soft_wrap), so a path printed for the
+    user stays whole and copyable; tables fit the width. Text from traces goes through
+    ``safe`` (cli/render.py)."""
+
+    _console = None
+
+    def __getattr__(self, name: str) -> Any:
+        if _Console._console is None:
+            from rich.console import Console
+
+            _Console._console = Console(highlight=False, soft_wrap=True)
+        return getattr(_Console._console, name)
+
+
+console = _Console()
 
 
 def fail(message: str, code: int) -> None:
@@ -38,91 +60,86 @@ def warn(message: str) -> None:
     sys.stderr.write(f"moetrace: note: {printable(' '.join(message.split()))}\n")
 
 
-def _click_style_help() -> None:
-    """Help in click's conventions: a required argument as ``TRACE`` (not ``{TRACE}``) in the
-    usage line, no type shown for a flag (not ``<bool>``), and an option's metavar or click's
-    type name (``INTEGER``, ``TEXT``) otherwise (not ``<int>``). typer draws these in
-    ``TyperArgument``/``TyperOption``; where a typer version lacks the hooks, its own style
-    stays."""
-    from typer import core
+class Group(click.Group):
+    """Commands listed in the order they were registered (the order users meet them)."""
 
-    argument, option = getattr(core, "TyperArgument", None), getattr(core, "TyperOption", None)
-    if argument is not None and hasattr(argument, "_usage_display_name"):
-        def usage_name(self) -> str:
-            name = self.display_name_raw
-            name = name if self.required else f"[{name}]"
-            return name + ("..." if self.nargs != 1 else "")
-
-        argument._usage_display_name = usage_name
-    names = {"int": "INTEGER", "str": "TEXT", "float": "FLOAT", "Path": "PATH", "bool": None}
-    if argument is not None and hasattr(argument, "display_type_rich"):
-        argument.display_type_rich = lambda self, ctx: None  # the name column says it
-    if option is not None and hasattr(option, "display_type_rich"):
-        typer_style = option.display_type_rich
-
-        def display_type(self, ctx) -> str | None:
-            if self.metavar is not None:
-                return self.metavar
-            if getattr(self, "is_flag", False):
-                return None
-            label = typer_style(self, ctx)
-            bare = label.strip("<>") if isinstance(label, str) else label
-            return names.get(bare, label) if isinstance(bare, str) else label
-
-        option.display_type_rich = display_type
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
 
 
-_click_style_help()
-
-app = typer.Typer(
-    name="moetrace",
-    help="Record, analyze and forecast per-expert token loads of Mixture-of-Experts training.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"],
+                                          "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="moetrace",
+                      message="%(prog)s %(version)s", help="Show the version and exit.")
+def app() -> None:
+    """Record, analyze and forecast per-expert token loads of Mixture-of-Experts training."""
 
 
-def command(**settings) -> Callable[[Callable], Callable]:
-    """Register ``fn`` as a command whose library errors become exit codes (see module doc)."""
-    def register(fn: Callable) -> Callable:
+def renamed(old: str, new: str, **option: Any) -> Callable[[Callable], Callable]:
+    """Keep the option name ``old`` working (hidden) for the option now called ``new`` (the
+    new flag, e.g. ``--state-window``); its value goes to the new option's parameter, with a
+    note saying the new name. Both given: a usage error."""
+    dest = _OLD + new.lstrip("-").replace("-", "_")
+
+    def decorate(fn: Callable) -> Callable:
+        return click.option(old, dest, hidden=True, **option)(fn)
+    decorate.names = (old, new)  # type: ignore[attr-defined]
+    return decorate
+
+
+def _take_renamed(kwargs: dict[str, Any], ctx: click.Context | None) -> None:
+    """Move the values of old option names onto the new ones (see :func:`renamed`)."""
+    for key in [k for k in kwargs if k.startswith(_OLD)]:
+        value = kwargs.pop(key)
+        target = key[len(_OLD):]
+        if value is None or value is False:
+            continue
+        new = "--" + target.replace("_", "-")
+        old = next((p.opts[0] for p in (ctx.command.params if ctx else [])
+                    if p.name == key), key)
+        source = ctx.get_parameter_source(target) if ctx is not None else None
+        if source is not None and source.name == "COMMANDLINE":
+            raise click.UsageError(f"{old} is the old name of {new}: give one of them", ctx)
+        warn(f"{old} is now {new}; the old name goes in the next release")
+        kwargs[target] = value
+
+
+def _warnings_shown() -> bool:
+    """Library warnings reach the terminal only when asked for (``python -W``, PYTHONWARNINGS
+    or MOETRACE_DEBUG): a user's terminal is no place for numpy's or matplotlib's."""
+    return bool(sys.warnoptions) or bool(os.environ.get("MOETRACE_DEBUG"))
+
+
+def command(name: str | None = None, **settings: Any) -> Callable[[Callable], click.Command]:
+    """Register ``fn`` as a command whose library errors become exit codes (module doc)."""
+    def register(fn: Callable) -> click.Command:
         @functools.wraps(fn)
-        def run(*args, **kwargs):
+        def run(*args: Any, **kwargs: Any) -> Any:
+            _take_renamed(kwargs, click.get_current_context(silent=True))
             try:
-                return fn(*args, **kwargs)
+                with warnings.catch_warnings():
+                    if not _warnings_shown():
+                        warnings.simplefilter("ignore")
+                    return fn(*args, **kwargs)
             except MoetraceError as exc:
                 fail(str(exc), exc.exit_code)
             except KeyboardInterrupt:
                 fail("interrupted", 130)
-            except (typer.Exit, typer.Abort, SystemExit):
+            except (click.exceptions.Exit, click.exceptions.Abort, click.UsageError,
+                    SystemExit):
                 raise
             except Exception as exc:  # an internal error: say so in one line, exit 1
                 if os.environ.get("MOETRACE_DEBUG"):
                     raise
                 fail(f"internal error: {type(exc).__name__}: {exc} "
                      "(set MOETRACE_DEBUG=1 for a traceback)", 1)
-        return app.command(**settings)(run)
+        return app.command(name, **settings)(run)
     return register
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"moetrace {__version__}")
-        raise typer.Exit()
+def usage(message: str) -> None:
+    """A usage error of the running command (click's line and usage, exit 2)."""
+    raise click.UsageError(message, click.get_current_context(silent=True))
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Show the version and exit."),
-) -> None:
-    """Record, analyze and forecast per-expert token loads of Mixture-of-Experts training."""
-
-
-def run() -> None:
-    app(prog_name="moetrace")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run())
+__all__ = ["ParameterError", "app", "command", "console", "fail", "renamed", "usage", "warn"]

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-import typer
+import click
 
 from moetrace.cli.app import command, console
-from moetrace.cli.options import TraceArg
+from moetrace.cli.options import PathType, trace_argument
 from moetrace.cli.progress import progress_bar
-from moetrace.cli.render import Force, safe
+from moetrace.cli.render import safe
 from moetrace.errors import ParameterError
 
 
 @command()
-def convert(
-    trace: TraceArg,
-    out: Annotated[Path, typer.Option("-o", "--out", metavar="OUT",
-                                      help="The converted trace: one .parquet file.")],
-    force: Force = False,
-) -> None:
+@trace_argument
+@click.option("-o", "--out", type=PathType, metavar="OUT", required=True,
+              help="The converted trace: one .parquet file.")
+@click.option("--force", is_flag=True,
+              help="Replace existing outputs (a directory only if moetrace wrote it).")
+def convert(trace: str, out: Path, force: bool) -> None:
     """Rewrite a trace layer-major (ranks summed, a row group per layer and block of steps), so
     that work on a few layers at a time reads only their bytes. See docs/scaling.md."""
     from moetrace.scale.convert import convert_trace

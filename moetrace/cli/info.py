@@ -5,24 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from moetrace.cli.app import command, console
-from moetrace.cli.options import TraceArg
-from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, plain, safe
-from moetrace.output import check_output
+from moetrace.cli.options import output_options, trace_argument
+from moetrace.cli.render import emit_json, plain, safe
+from moetrace.output import check_outputs
 
 
 @command()
-def info(
-    trace: TraceArg,
-    as_json: JsonFlag = False,
-    json_out: JsonOut = None,
-    force: Force = False,
-) -> None:
+@trace_argument
+@output_options
+def info(trace: str, as_json: bool, json_out, force: bool) -> None:
     """Describe a trace: layers, experts, steps and gaps, tokens per step, metadata."""
     from moetrace.trace import read_trace
     from moetrace.trace.summary import describe
 
-    if json_out is not None:
-        check_output(json_out, kind="file", inputs=[trace], force=force)
+    check_outputs([(json_out, "file")], inputs=[trace], force=force)
     summary = describe(read_trace(trace))
     emit_json(summary, to_stdout=as_json, path=json_out, inputs=[trace], force=force)
     if not as_json:

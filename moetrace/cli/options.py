@@ -1,60 +1,160 @@
 """Options that several commands share: declared once, parsed once, named the same everywhere.
 
-Vocabulary (docs/cli.md): ``--predictors`` (names, a comma-separated list, or ``all``),
-``--horizon`` (training steps; a comma-separated list where a command scores several),
-``--window``/``--bucket`` (training steps), ``--order``, ``--seed``, ``--train-trace``.
+One name, one meaning (docs/cli.md, "Names"): ``--predictors`` (names, a comma-separated
+list, or ``all``), ``--horizon`` (training steps), ``--sw-window`` (the sw_avg predictor's
+window), ``--state-window`` (the state analysis's window), ``--load-window`` (the placement
+window estimate's), ``--replan-interval`` (steps a placement is held), ``--planner`` (the
+rebalance algorithm), ``--policies`` (placement replay strategies), the cluster options
+(``--gpus``, ``--nodes``, ``--groups``, ``--replicas``, ``--redundant``), the execution options
+(``--backend``, ``--workers``, ``--ray-address``) and the output options (``--json``,
+``--json-out``, ``--force``). Each group is one decorator here.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Optional
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
-from moetrace.defaults import SW_AVG_WINDOW
+from moetrace.cli.app import renamed
+from moetrace.defaults import (
+    LOAD_WINDOW,
+    PLANNER,
+    REPLAN_INTERVAL,
+    STATE_WINDOW,
+    SW_AVG_WINDOW,
+)
 from moetrace.errors import ParameterError
 
 if TYPE_CHECKING:
+    from moetrace.pipeline import Execution
     from moetrace.predictors.base import PredictorOptions
 
-TraceArg = Annotated[str, typer.Argument(help="Trace file, directory of parts, or glob.",
-                                        metavar="TRACE")]
-Predictors = Annotated[Optional[str], typer.Option(
-    "--predictors", "--predictor", metavar="NAMES",
-    help="Predictors: names (naive, sw_avg, arima, lstm, ...), a comma-separated list, or all. "
-         "Default: the command's set, leaving out those whose extra is not installed.")]
-Window = Annotated[Optional[int], typer.Option(
-    metavar="STEPS", help=f"sw_avg window in training steps (default {SW_AVG_WINDOW}).")]
-Order = Annotated[Optional[str], typer.Option(
-    metavar="P,D,Q", help="ARIMA order (the paper used 5,1,5), or auto (default: chosen per "
-    "layer from the data).")]
-Bucket = Annotated[Optional[int], typer.Option(
-    metavar="STEPS", help="Training steps per bucket the predictors model (default: 1 for "
-    "naive and sw_avg, 20 for arima and lstm).")]
-Seed = Annotated[int, typer.Option(help="Random seed (lstm).")]
-TrainTrace = Annotated[Optional[str], typer.Option(
-    "--train-trace", metavar="TRACE",
-    help="Train the lstm on this separate trace instead of the history (as the paper did).")]
+PathType = click.Path(path_type=Path)
 
 
-Backend = Annotated[Optional[str], typer.Option(
-    "--backend", metavar="local|ray", help="Where chunks of layers are worked on: local "
-    "processes (default, or MOETRACE_BACKEND) or a Ray cluster (docs/scaling.md).")]
-Workers = Annotated[Optional[int], typer.Option(
-    "--workers", metavar="N", help="Local worker processes (default: the machine's cores; "
-    "with --backend ray, a local cluster's CPUs).")]
-RayAddress = Annotated[Optional[str], typer.Option(
-    "--ray-address", metavar="ADDRESS", help="Ray cluster to submit to (default: "
-    "MOETRACE_RAY_ADDRESS, else a local cluster started for the command).")]
+def group(*decorators: Callable) -> Callable[[Callable], Callable]:
+    """Several option decorators as one (applied so that --help lists them in order)."""
+    def apply(fn: Callable) -> Callable:
+        for decorate in reversed(decorators):
+            fn = decorate(fn)
+        return fn
+    return apply
 
 
-def executor(backend: str | None, workers: int | None, address: str | None):
-    """The executor of --backend/--workers/--ray-address (moetrace.scale)."""
+trace_argument = click.argument("trace", metavar="TRACE")
+
+#: --json / --json-out / --force: the JSON convention and the output policy of every command
+output_options = group(
+    click.option("--json", "as_json", is_flag=True,
+                 help="Print the results as one JSON document on stdout instead of the view."),
+    click.option("--json-out", type=PathType, metavar="FILE",
+                 help="Also write the JSON document to FILE."),
+    click.option("--force", is_flag=True,
+                 help="Replace existing outputs (a directory only if moetrace wrote it)."),
+)
+
+#: --backend / --workers / --ray-address: where chunks of layers are worked on
+execution_options = group(
+    click.option("--backend", metavar="local|ray",
+                 help="Where chunks of layers are worked on: local processes (default, or "
+                      "MOETRACE_BACKEND) or a Ray cluster (docs/scaling.md)."),
+    click.option("--workers", type=int, metavar="N",
+                 help="Local worker processes (default: the cores this command may use; with "
+                      "--backend ray, a local cluster's CPUs)."),
+    click.option("--ray-address", metavar="ADDRESS",
+                 help="Ray cluster to submit to (default: MOETRACE_RAY_ADDRESS, else a local "
+                      "cluster started for the command)."),
+)
+
+#: the cluster a placement is for
+cluster_options = group(
+    click.option("--gpus", type=int, metavar="G", help="GPUs the experts are spread over."),
+    click.option("--nodes", type=int, default=1, show_default=True,
+                 help="Nodes (GPUs split evenly over them)."),
+    click.option("--groups", type=int, default=1, show_default=True,
+                 help="Expert groups (group-limited routing); kept whole on a node when the "
+                      "nodes divide them."),
+    click.option("--replicas", type=int, metavar="R",
+                 help="Physical expert slots, a multiple of --gpus (default: one per expert)."),
+    click.option("--redundant", type=int, metavar="X",
+                 help="Slots beyond one per expert (R = experts + X)."),
+    click.option("--planner", type=click.Choice(["balanced", "eplb"]), default=PLANNER,
+                 show_default=True,
+                 help="Rebalance algorithm: balanced, or eplb (DeepSeek's own)."),
+    renamed("--rebalance", "--planner", type=click.Choice(["balanced", "eplb"])),
+)
+
+#: the predictors' hyperparameters
+predictor_options = group(
+    click.option("--sw-window", type=int, metavar="STEPS",
+                 help=f"The sw_avg predictor's window in training steps (default "
+                      f"{SW_AVG_WINDOW:,})."),
+    renamed("--window", "--sw-window", type=int),
+    click.option("--bucket", type=int, metavar="STEPS",
+                 help="Training steps per bucket the predictors model (default: 1 for naive "
+                      "and sw_avg, 20 for arima and lstm)."),
+    click.option("--order", metavar="P,D,Q",
+                 help="ARIMA order (the paper used 5,1,5), or auto (default: chosen per layer "
+                      "from the data)."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Random seed (lstm)."),
+    click.option("--train-trace", metavar="TRACE",
+                 help="Train the lstm on this separate trace instead of the history (as the "
+                      "paper did)."),
+)
+
+predictors_option = click.option(
+    "--predictors", "--predictor", "predictors", metavar="NAMES",
+    help="Predictors: names (naive, sw_avg, arima, lstm, drift, auto), a comma-separated list, "
+         "or all. Default: the command's set, leaving out those whose extra is not installed.")
+
+
+def state_window_option(help_suffix: str = "") -> Callable:
+    return click.option(
+        "--state-window", type=int, metavar="STEPS",
+        help=f"Window of the state analysis, in training steps (default {STATE_WINDOW}; shrunk "
+             f"with a note for a short trace){help_suffix}.")
+
+
+replan_options = group(
+    click.option("--replan-interval", type=int, metavar="STEPS",
+                 help=f"Training steps a placement is held between re-plans (default "
+                      f"{REPLAN_INTERVAL:,}; shrunk with a note for a short trace)."),
+    renamed("--interval", "--replan-interval", type=int),
+    click.option("--load-window", type=int, metavar="STEPS",
+                 help=f"Training steps of counts the window estimate sums (default "
+                      f"{LOAD_WINDOW:,}, vLLM's)."),
+    renamed("--window", "--load-window", type=int),
+    click.option("--predictor", default="auto", show_default=True, metavar="NAME",
+                 help="Predictor of the forecast estimate."),
+)
+
+
+def execution(backend: str | None, workers: int | None, ray_address: str | None,
+              progress=None) -> Execution:
+    """The pipeline's Execution for --backend/--workers/--ray-address (moetrace.scale)."""
+    from moetrace.pipeline import Execution
     from moetrace.scale import make_executor
 
-    if address and (backend or "") != "ray":
+    if ray_address and (backend or "") != "ray":
         raise ParameterError("--ray-address applies to --backend ray")
-    return make_executor(backend, workers, address)
+    return Execution(make_executor(backend, workers, ray_address), progress=progress)
+
+
+def cluster(gpus: int | None, nodes: int, groups: int, replicas: int | None,
+            redundant: int | None, planner: str, *, required: bool = True):
+    """The Cluster of the cluster options (None when --gpus is absent and not required)."""
+    from moetrace.placement import Cluster
+
+    if gpus is None:
+        if required:
+            raise click.UsageError("Missing option '--gpus'.",
+                                   click.get_current_context(silent=True))
+        return None
+    return Cluster(gpus=gpus, nodes=nodes, groups=groups, replicas=replicas,
+                   redundant=redundant, rebalance=planner)  # planner= once Cluster renames it
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
@@ -82,15 +182,17 @@ def parse_order(text: str | None) -> tuple[int, int, int] | None:
     return p, d, q
 
 
-def predictor_options(*, window: int | None, bucket: int | None, order: str | None, seed: int,
-                      train_trace: str | None) -> PredictorOptions:
-    """PredictorOptions from the CLI's shared options; reads --train-trace if given."""
+def predictor_settings(*, sw_window: int | None, bucket: int | None, order: str | None,
+                       seed: int, train_trace: str | None, **_: Any
+                       ) -> tuple[PredictorOptions, Any]:
+    """The PredictorOptions of the predictor options, and the separate training trace's loads
+    (read if --train-trace is given, else None)."""
     from moetrace.predictors.base import PredictorOptions
     from moetrace.trace import read_trace
 
-    for name, value in (("--window", window), ("--bucket", bucket)):
+    for name, value in (("--sw-window", sw_window), ("--bucket", bucket)):
         if value is not None and value <= 0:
             raise ParameterError(f"{name} must be a positive number of steps, got {value}")
     train = read_trace(train_trace).loads() if train_trace else None
-    return PredictorOptions(window=window, bucket=bucket, order=parse_order(order), seed=seed,
-                            train=train, train_path=train_trace)
+    return PredictorOptions(window=sw_window, bucket=bucket, order=parse_order(order),
+                            seed=seed), train

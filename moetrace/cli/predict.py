@@ -7,19 +7,19 @@ and the forecast max/mean imbalance.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
 from moetrace.cli.app import command, console, warn
-from moetrace.cli.options import (Backend, Bucket, Order, Predictors, RayAddress, Seed,
-                                  TraceArg, TrainTrace, Window, Workers)
+from moetrace.cli.options import (PathType, execution, execution_options, output_options,
+                                  predictor_options, predictor_settings, predictors_option,
+                                  trace_argument)
 from moetrace.cli.progress import progress_bar
-from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
+from moetrace.cli.render import emit_json, safe
 from moetrace.defaults import HORIZON
-from moetrace.output import check_output
+from moetrace.output import check_outputs
 
 if TYPE_CHECKING:
     from moetrace.predictors.forecast import Forecasts
@@ -52,47 +52,41 @@ def render(forecasts: Forecasts, title: str) -> None:
 
 
 @command()
-def predict(
-    trace: TraceArg,
-    out: Annotated[Optional[Path], typer.Option(
-        "-o", "--out", metavar="FILE", help="Forecast table to write (Parquet: predictor, "
-        "origin, step, layer, expert, share).")] = None,
-    predictors: Predictors = None,
-    horizon: Annotated[int, typer.Option(
-        "--horizon", help="Training steps to forecast after the origin.")] = HORIZON,
-    at: Annotated[Optional[int], typer.Option(
-        help="Origin step: forecast from the history up to and including it "
-             "(default: the trace's last step).")] = None,
-    window: Window = None,
-    order: Order = None,
-    bucket: Bucket = None,
-    seed: Seed = 0,
-    train_trace: TrainTrace = None,
-    backend: Backend = None,
-    workers: Workers = None,
-    ray_address: RayAddress = None,
-    as_json: JsonFlag = False,
-    json_out: JsonOut = None,
-    force: Force = False,
-) -> None:
+@trace_argument
+@click.option("-o", "--out", type=PathType, metavar="FILE",
+              help="Forecast table to write: Parquet (FILE.parquet) or CSV (FILE.csv), with "
+                   "columns predictor, origin, step, layer, expert, share, mean_lower, "
+                   "mean_upper.")
+@predictors_option
+@click.option("--horizon", type=int, default=HORIZON, show_default=True, metavar="STEPS",
+              help="Training steps to forecast after the origin.")
+@click.option("--at", type=int, metavar="STEP",
+              help="Origin step: forecast from the history up to and including it (default: "
+                   "the trace's last step).")
+@predictor_options
+@execution_options
+@output_options
+def predict(trace: str, out: Path | None, predictors: str | None, horizon: int,
+            at: int | None, backend, workers, ray_address, as_json: bool,
+            json_out: Path | None, force: bool, **hyper) -> None:
     """Forecast each expert's load share for the next H steps.
 
     Forecast shares are non-negative and sum to 1 per layer and step; only history up to the
     origin is used. See docs/predictors.md.
     """
-    from moetrace.cli.options import executor, predictor_options
-    from moetrace.predictors.forecast import forecast_trace
+    from moetrace import pipeline
+    from moetrace.predictors.forecast import forecast_format, write_forecasts
 
-    inputs = [trace] + ([train_trace] if train_trace else [])
-    if json_out is not None:
-        check_output(json_out, kind="file", inputs=inputs, force=force)
-    options = predictor_options(window=window, bucket=bucket, order=order, seed=seed,
-                                train_trace=train_trace)
-    with progress_bar("predicting", quiet=as_json, tasks=True) as update:
-        forecasts = forecast_trace(
-            trace, predictors, horizon, at,
-            replace(options, progress=lambda task, done, total: update(done, total, task)),
-            out=out, force=force, executor=executor(backend, workers, ray_address))
+    inputs = [trace] + ([hyper["train_trace"]] if hyper.get("train_trace") else [])
+    if out is not None:
+        forecast_format(out)
+    check_outputs([(out, "file"), (json_out, "file")], inputs=inputs, force=force)
+    options, train = predictor_settings(**hyper)
+    with progress_bar("predicting", quiet=as_json, tasks=True) as progress:
+        forecasts = pipeline.forecast(trace, predictors, horizon, at, options, train=train,
+                                      run=execution(backend, workers, ray_address, progress))
+        if out is not None:
+            write_forecasts(forecasts, out, inputs=inputs, force=force)
     for name, reason in forecasts.skipped:
         warn(f"{name} skipped: {reason}")
     emit_json(forecasts.document(trace), to_stdout=as_json, path=json_out, inputs=inputs,

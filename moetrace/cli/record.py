@@ -7,55 +7,53 @@ training command after ``--``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
 
-import typer
+import click
 
 from moetrace.cli.app import command, console, warn
-from moetrace.cli.render import Force, safe
+from moetrace.cli.options import PathType
+from moetrace.cli.render import safe
 from moetrace.errors import ParameterError
 
 
 @command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def record(
-    ctx: typer.Context,
-    out: Annotated[Path, typer.Option("-o", "--out", metavar="OUT", help="Output trace: a "
-                                      ".parquet file, or a directory of rank=R/ parts when "
-                                      "recording a command (or --demo into a directory).")],
-    simulate: Annotated[Optional[str], typer.Option(
-        "--simulate", metavar="PRESET",
-        help="Simulate a GPT-3-style run: gpt3-125m or gpt3-350m.")] = None,
-    demo: Annotated[bool, typer.Option(
-        "--demo", help="Train the small real MoE GPT on CPU and record its load trace.")] = False,
-    from_format: Annotated[Optional[str], typer.Option(
-        "--from", metavar="FORMAT",
-        help="Import another tool's dump (SRC follows; formats: docs/importing.md).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Steps to simulate or train.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (simulation and demo).")] = 0,
-    layers: Annotated[Optional[int], typer.Option(help="Override the preset's MoE layers.")] = None,
-    experts: Annotated[Optional[int], typer.Option(help="Override experts per layer.")] = None,
-    top_k: Annotated[Optional[int], typer.Option(
-        "--top-k", help="Experts per token: overrides the preset, or states it for an import "
-        "whose format does not say.")] = None,
-    tokens_per_step: Annotated[Optional[int], typer.Option(
-        "--tokens-per-step", help="Tokens per layer per step: overrides the preset, or states "
-        "it for an import.")] = None,
-    layout: Annotated[Optional[str], typer.Option(
-        "--layout", metavar="KEY=SIZE,...", help="Parallel layout of the run that wrote an "
-        "import, for per-rank formats (e.g. pp=2,etp=1).")] = None,
-    steps_are: Annotated[Optional[str], typer.Option(
-        "--steps-are", metavar="TEXT", help="What an imported step is, where the format "
-        "cannot say (e.g. 'decode steps' for an inference trace).")] = None,
-    flush_every: Annotated[int, typer.Option(
-        "--flush-every", help="Steps per part file when recording (crash safety).")] = 100,
-    every: Annotated[int, typer.Option(
-        "--every", metavar="K", help="Record every K-th training step only (a sampled trace; "
-        "step numbers stay training steps).")] = 1,
-    count_eval: Annotated[bool, typer.Option(
-        "--count-eval", help="Also record eval forwards, into the sibling trace OUT-eval.")
-    ] = False,
-    force: Force = False,
-) -> None:
+@click.option("-o", "--out", type=PathType, metavar="OUT", required=True,
+              help="Output trace: a .parquet file, or a directory of rank=R/ parts when "
+                   "recording a command (or --demo into a directory).")
+@click.option("--simulate", metavar="PRESET",
+              help="Simulate a GPT-3-style run: gpt3-125m or gpt3-350m.")
+@click.option("--demo", is_flag=True,
+              help="Train the small real MoE GPT on CPU and record its load trace.")
+@click.option("--from", "from_format", metavar="FORMAT",
+              help="Import another tool's dump (SRC follows; formats: docs/importing.md).")
+@click.option("--steps", type=int, help="Steps to simulate or train.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed (simulation and demo).")
+@click.option("--layers", type=int, help="Override the preset's MoE layers.")
+@click.option("--experts", type=int, help="Override experts per layer.")
+@click.option("--top-k", type=int, help="Experts per token: overrides the preset, or states it "
+              "for an import whose format does not say.")
+@click.option("--tokens-per-step", type=int, help="Tokens per layer per step: overrides the "
+              "preset, or states it for an import.")
+@click.option("--layout", metavar="KEY=SIZE,...", help="Parallel layout of the run that wrote "
+              "an import, for per-rank formats (e.g. pp=2,etp=1).")
+@click.option("--steps-are", metavar="TEXT", help="What an imported step is, where the format "
+              "cannot say (e.g. 'decode steps' for an inference trace).")
+@click.option("--flush-every", type=int, default=100, show_default=True,
+              help="Steps per part file when recording (crash safety).")
+@click.option("--every", type=int, default=1, show_default=True, metavar="K",
+              help="Record every K-th training step only (a sampled trace; step numbers stay "
+                   "training steps).")
+@click.option("--count-eval", is_flag=True,
+              help="Also record eval forwards, into the sibling trace OUT-eval.")
+@click.option("--force", is_flag=True,
+              help="Replace existing outputs (a directory only if moetrace wrote it).")
+@click.pass_context
+def record(ctx: click.Context, out: Path, simulate: str | None, demo: bool,
+           from_format: str | None, steps: int | None, seed: int, layers: int | None,
+           experts: int | None, top_k: int | None, tokens_per_step: int | None,
+           layout: str | None, steps_are: str | None, flush_every: int, every: int,
+           count_eval: bool, force: bool) -> None:
     """Get a trace: simulate one, record a real training run, or import one.
 
     Record a command:  moetrace record -o DIR -- python train.py --lr 3e-4

@@ -4,108 +4,95 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
 from moetrace.cli.app import command, console, warn
-from moetrace.cli.options import (Backend, Bucket, Order, Predictors, RayAddress, Seed,
-                                  TraceArg, TrainTrace, Window, Workers)
+from moetrace.cli.options import (PathType, execution, execution_options, output_options,
+                                  parse_int_list, predictor_options, predictor_settings,
+                                  predictors_option, state_window_option, trace_argument)
 from moetrace.cli.progress import progress_bar
-from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
-from moetrace.defaults import HORIZONS, LOOKAHEAD_RADIUS, MIN_HISTORY, ORIGINS, STATE_WINDOW
+from moetrace.cli.render import emit_json, safe
+from moetrace.defaults import HORIZONS, LOOKAHEAD_RADIUS, MIN_HISTORY, ORIGINS, REPORT_GPUS
 from moetrace.errors import ParameterError
-from moetrace.output import check_output
+from moetrace.output import check_outputs
 
 if TYPE_CHECKING:
     from moetrace.report import Report
 
 
 @command()
-def report(
-    trace: TraceArg,
-    out: Annotated[Path, typer.Option("-o", "--out", metavar="DIR",
-                                      help="Report directory to write.")],
-    horizon: Annotated[Optional[str], typer.Option(
-        "--horizon", "--horizons", metavar="STEPS",
-        help="Forecast horizons to score, in training steps, comma-separated (default "
-             f"{','.join(map(str, HORIZONS))}; shrunk with a note for a trace too short).")
-    ] = None,
-    predictors: Predictors = None,
-    stride: Annotated[Optional[int], typer.Option(
-        metavar="STEPS", help="Training steps between origins (default: --origins spread "
-        "over the trace).")] = None,
-    origins: Annotated[Optional[int], typer.Option(
-        "--origins", metavar="N",
-        help=f"Number of origins spread evenly over the trace (default {ORIGINS}).")] = None,
-    min_history: Annotated[Optional[int], typer.Option(
-        "--min-history", metavar="STEPS",
-        help=f"Training steps of history the first origin needs (default {MIN_HISTORY:,}).")
-    ] = None,
-    state_window: Annotated[Optional[int], typer.Option(
-        "--state-window", metavar="STEPS",
-        help="Window of the state analysis that labels each origin transient or stable "
-             f"(analyze's --window; default {STATE_WINDOW}).")] = None,
-    states: Annotated[str, typer.Option(
-        "--states", metavar="LABELS",
-        help="Label each origin's layers with the hindsight segmentation (as the paper) or "
-             "with what a live job believed then (the online detector).")] = "hindsight",
-    lookahead: Annotated[int, typer.Option(
-        "--lookahead", metavar="STEPS",
-        help="Half-width of the look-ahead bound's centred moving average (docs/metrics.md)."
-    )] = LOOKAHEAD_RADIUS,
-    gpus: Annotated[Optional[int], typer.Option(
-        "--gpus", help="GPUs of the Placement section's cluster (default: the most up to 8 "
-        "that divide the experts, one redundant slot each).")] = None,
-    redundant: Annotated[Optional[int], typer.Option(
-        "--redundant", help="Redundant expert slots of that cluster (default: one per GPU).")
-    ] = None,
-    no_placement: Annotated[bool, typer.Option(
-        "--no-placement", help="Leave out the Placement section (no replay).")] = False,
-    window: Window = None,
-    bucket: Bucket = None,
-    order: Order = None,
-    seed: Seed = 0,
-    train_trace: TrainTrace = None,
-    backend: Backend = None,
-    workers: Workers = None,
-    ray_address: RayAddress = None,
-    as_json: JsonFlag = False,
-    json_out: JsonOut = None,
-    force: Force = False,
-) -> None:
+@trace_argument
+@click.option("-o", "--out", type=PathType, metavar="DIR", required=True,
+              help="Report directory to write.")
+@click.option("--horizon", "--horizons", "horizon", metavar="STEPS",
+              help="Forecast horizons to score, in training steps, comma-separated (default "
+                   f"{','.join(map(str, HORIZONS))}; shrunk with a note for a short trace).")
+@predictors_option
+@click.option("--stride", type=int, metavar="STEPS",
+              help="Training steps between origins (default: --origins spread over the "
+                   "trace).")
+@click.option("--origins", type=int, metavar="N",
+              help=f"Number of origins spread evenly over the trace (default {ORIGINS}).")
+@click.option("--min-history", type=int, metavar="STEPS",
+              help=f"Training steps of history the first origin needs (default "
+                   f"{MIN_HISTORY:,}).")
+@state_window_option(": it labels each origin transient or stable")
+@click.option("--states", type=click.Choice(["hindsight", "online"]), default="hindsight",
+              show_default=True,
+              help="Label each origin's layers with the hindsight segmentation (as the paper) "
+                   "or with what a live job believed then (the online detector).")
+@click.option("--lookahead", type=int, default=LOOKAHEAD_RADIUS, show_default=True,
+              metavar="STEPS",
+              help="Half-width of the look-ahead reference's centred moving average "
+                   "(docs/metrics.md).")
+@click.option("--gpus", type=int, metavar="G",
+              help="GPUs of the Placement section's cluster (default: the most up to "
+                   f"{REPORT_GPUS} that divide the experts, one redundant slot each).")
+@click.option("--redundant", type=int, metavar="X",
+              help="Redundant expert slots of that cluster (default: one per GPU).")
+@click.option("--no-placement", is_flag=True, help="Leave out the Placement section.")
+@predictor_options
+@execution_options
+@output_options
+def report(trace: str, out: Path, horizon: str | None, predictors: str | None,
+           stride: int | None, origins: int | None, min_history: int | None,
+           state_window: int | None, states: str, lookahead: int, gpus: int | None,
+           redundant: int | None, no_placement: bool, backend, workers, ray_address,
+           as_json: bool, json_out: Path | None, force: bool, **hyper) -> None:
     """Backtest predictors at rolling origins and write report.md, report.html, report.json."""
-    from moetrace.cli.options import executor, parse_int_list, predictor_options
-    from moetrace.report import build_report
+    from moetrace import pipeline
+    from moetrace.report import write_report
 
     steps = None if horizon is None else parse_int_list(horizon, "--horizon")
-    inputs = [trace] + ([train_trace] if train_trace else [])
-    check_output(out, kind="dir", inputs=inputs, force=force)
-    if json_out is not None:
-        check_output(json_out, kind="file", inputs=inputs, force=force)
-    options = predictor_options(window=window, bucket=bucket, order=order, seed=seed,
-                                train_trace=train_trace)
+    inputs = [trace] + ([hyper["train_trace"]] if hyper.get("train_trace") else [])
+    check_outputs([(out, "dir"), (json_out, "file")], inputs=inputs, force=force)
+    options, train = predictor_settings(**hyper)
     if no_placement and (gpus or redundant is not None):
         raise ParameterError("--no-placement leaves out the section --gpus and --redundant "
                              "describe")
-    placement = None if no_placement else "default" if gpus is None and redundant is None \
-        else _cluster(trace, gpus, redundant)
     command_line = _command(trace, out, {
         "--horizon": horizon, "--predictors": predictors, "--stride": stride,
         "--origins": origins, "--min-history": min_history, "--state-window": state_window,
         "--states": states if states != "hindsight" else None,
         "--lookahead": lookahead if lookahead != LOOKAHEAD_RADIUS else None,
         "--gpus": gpus, "--redundant": redundant, "--no-placement": True if no_placement else None,
-        "--window": window, "--bucket": bucket, "--order": order, "--seed": seed or None,
-        "--train-trace": train_trace})
-    with progress_bar("backtest", quiet=as_json) as update:
-        update(0, None, "reading and analyzing the trace")
-        result = build_report(trace, out, predictors=predictors, horizons=steps, stride=stride,
-                              n_origins=origins, min_history=min_history, options=options,
-                              train_trace=train_trace, force=force, command=command_line,
-                              progress=update, state_window=state_window, states=states,
-                              lookahead_radius=lookahead, placement=placement,
-                              executor=executor(backend, workers, ray_address))
+        "--sw-window": hyper.get("sw_window"), "--bucket": hyper.get("bucket"),
+        "--order": hyper.get("order"), "--seed": hyper.get("seed") or None,
+        "--train-trace": hyper.get("train_trace")})
+    with progress_bar("report", quiet=as_json) as progress:
+        progress(0, None, "reading and analyzing the trace")
+        data = pipeline.open_trace(trace)
+        placement = None if no_placement else "default" if gpus is None and redundant is None \
+            else _cluster(data.n_experts, gpus, redundant)
+        computed = pipeline.backtest(
+            data, predictors=predictors, horizons=steps, stride=stride, n_origins=origins,
+            min_history=min_history, options=options, train=train, state_window=state_window,
+            states=states, lookahead_radius=lookahead, placement=placement,
+            run=execution(backend, workers, ray_address, progress))
+        result = write_report(computed, out, inputs=inputs, force=force, command=command_line,
+                              train_trace=hyper.get("train_trace"))
     for item in result.document["parameters"]["skipped"]:
         warn(f"{item['predictor']} skipped: {item['reason']}")
     emit_json(result.document, to_stdout=as_json, path=json_out, inputs=inputs, force=force)
@@ -113,12 +100,11 @@ def report(
         _render(result)
 
 
-def _cluster(trace: str, gpus: int | None, redundant: int | None):
+def _cluster(n_experts: int, gpus: int | None, redundant: int | None):
     """The Placement section's cluster from --gpus/--redundant (defaults as default_cluster)."""
     from moetrace.placement import Cluster, default_cluster
-    from moetrace.trace import read_trace
 
-    base = default_cluster(read_trace(trace).n_experts)
+    base = default_cluster(n_experts)
     gpus = base.gpus if gpus is None else gpus
     return Cluster(gpus=gpus, redundant=gpus if redundant is None else redundant)
 

@@ -5,48 +5,48 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
 
-import typer
+import click
 
-from moetrace.cli.app import command, console, warn
-from moetrace.cli.render import Force, safe
+from moetrace.cli.app import command, console, renamed, warn
+from moetrace.cli.options import PathType
+from moetrace.cli.render import safe
+from moetrace.defaults import REPLAN_GAIN, REPLAN_INTERVAL
 from moetrace.errors import ParameterError
 from moetrace.output import check_output
 
 
 @command()
-def watch(
-    directory: Annotated[Path, typer.Argument(
-        help="The directory a recording is writing (rank=R/part-*.parquet).", metavar="DIR")],
-    as_json: Annotated[bool, typer.Option(
-        "--json", help="One JSON object per update on stdout instead of the live view.")
-    ] = False,
-    plan_out: Annotated[Optional[Path], typer.Option(
-        "--plan-out", metavar="FILE", help="Write a new placement here whenever a re-plan pays "
-        "(needs --gpus).")] = None,
-    gpus: Annotated[Optional[int], typer.Option(
-        "--gpus", help="GPUs the experts are spread over (enables plan checks).")] = None,
-    nodes: Annotated[int, typer.Option(help="Nodes (as for plan).")] = 1,
-    groups: Annotated[int, typer.Option(help="Expert groups (as for plan).")] = 1,
-    redundant: Annotated[Optional[int], typer.Option(
-        help="Redundant expert slots (as for plan).")] = None,
-    interval: Annotated[int, typer.Option(
-        metavar="STEPS", help="Training steps a plan is held and forecast.")] = 1000,
-    threshold: Annotated[float, typer.Option(
-        help="Balancedness gain of a fresh plan that makes a re-plan pay.")] = 0.02,
-    until_step: Annotated[Optional[int], typer.Option(
-        "--until-step", metavar="N", help="Stop once step N is merged.")] = None,
-    until_idle: Annotated[Optional[float], typer.Option(
-        "--until-idle", metavar="SECONDS", help="Stop after this long without new data.")
-    ] = None,
-    poll: Annotated[float, typer.Option(
-        metavar="SECONDS", help="Seconds between looks at DIR.")] = 1.0,
-    stall_steps: Annotated[int, typer.Option(
-        "--stall-steps", metavar="STEPS", help="Training steps the other ranks may run ahead "
-        "of a silent rank before it is reported and merged without.")] = 2000,
-    force: Force = False,
-) -> None:
+@click.argument("directory", type=PathType, metavar="DIR")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per update on stdout instead of the live view.")
+@click.option("--plan-out", type=PathType, metavar="FILE",
+              help="Write a new placement here whenever a re-plan pays (needs --gpus).")
+@click.option("--gpus", type=int, help="GPUs the experts are spread over (enables plan "
+              "checks).")
+@click.option("--nodes", type=int, default=1, show_default=True, help="Nodes (as for plan).")
+@click.option("--groups", type=int, default=1, show_default=True,
+              help="Expert groups (as for plan).")
+@click.option("--redundant", type=int, help="Redundant expert slots (as for plan).")
+@click.option("--replan-interval", type=int, default=REPLAN_INTERVAL, show_default=True,
+              metavar="STEPS", help="Training steps a plan is held and forecast.")
+@renamed("--interval", "--replan-interval", type=int)
+@click.option("--threshold", type=float, default=REPLAN_GAIN, show_default=True,
+              help="Balancedness gain of a fresh plan that makes a re-plan pay.")
+@click.option("--until-step", type=int, metavar="N", help="Stop once step N is merged.")
+@click.option("--until-idle", type=float, metavar="SECONDS",
+              help="Stop after this long without new data.")
+@click.option("--poll", type=float, default=1.0, show_default=True, metavar="SECONDS",
+              help="Seconds between looks at DIR.")
+@click.option("--stall-steps", type=int, default=2000, show_default=True, metavar="STEPS",
+              help="Training steps the other ranks may run ahead of a silent rank before it is "
+                   "reported and merged without.")
+@click.option("--force", is_flag=True,
+              help="Replace existing outputs (a directory only if moetrace wrote it).")
+def watch(directory: Path, as_json: bool, plan_out: Path | None, gpus: int | None, nodes: int,
+          groups: int, redundant: int | None, replan_interval: int, threshold: float,
+          until_step: int | None, until_idle: float | None, poll: float, stall_steps: int,
+          force: bool) -> None:
     """Follow a recording live: each layer's online state, imbalance, the forecast's expected
     error and, with --gpus, whether a fresh placement would pay. Ctrl-C ends it. See
     docs/watch.md."""
@@ -64,7 +64,7 @@ def watch(
     plan = None
     if gpus is not None:
         plan = PlanSettings(Cluster(gpus=gpus, nodes=nodes, groups=groups, redundant=redundant),
-                            interval=interval, threshold=threshold)
+                            interval=replan_interval, threshold=threshold)
     if plan_out is not None:
         check_output(plan_out, kind="file", inputs=[directory], force=force)
     title = f"moetrace watch {safe(directory)}"

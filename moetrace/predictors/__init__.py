@@ -21,11 +21,11 @@ register("drift", DriftPredictor)
 register("auto", AutoPredictor)
 
 
-def _lstm(options: PredictorOptions) -> Predictor:
+def _lstm(options: PredictorOptions, **inputs) -> Predictor:
     """torch is an optional extra, imported only when an LSTM is asked for."""
     from moetrace.predictors.lstm import LSTMPredictor
 
-    return LSTMPredictor(options)
+    return LSTMPredictor(options, **inputs)
 
 
 register("lstm", _lstm, needs=("torch", "lstm"))

@@ -75,8 +75,8 @@ class ArimaPredictor(BucketPredictor):
     min_buckets = 30
 
     def __init__(self, options=None, *, refit_every: int = REFIT_EVERY,
-                 fit_steps: int = FIT_STEPS):
-        super().__init__(options)
+                 fit_steps: int = FIT_STEPS, **inputs):
+        super().__init__(options, **inputs)
         self.refit_every = refit_every
         self.fit_steps = fit_steps
         self.models: list[LayerModel] | None = None

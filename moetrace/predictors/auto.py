@@ -77,8 +77,8 @@ class AutoPredictor(BucketPredictor):
     default_bucket = DEFAULT_BUCKET
     min_buckets = 2
 
-    def __init__(self, options=None):
-        super().__init__(options)
+    def __init__(self, options=None, **inputs):
+        super().__init__(options, **inputs)
         self._detector: OnlineDetector | None = None
         self._seen: HistoryMark | None = None
 

@@ -11,30 +11,29 @@ is given.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from moetrace.errors import MissingExtraError, ParameterError
+from moetrace.progress import Progress
 from moetrace.trace.shares import Loads
 
 
 @dataclass(frozen=True)
 class PredictorOptions:
-    """Settings shared by all predictors; each reads the ones that apply to it."""
+    """The hyperparameters a user sets, shared by all predictors; each reads the ones that
+    apply to it. Data a predictor learns from (a separate training trace) and a progress
+    callback are not options: :func:`make_predictor` takes them."""
 
-    window: int | None = None  # sw_avg window in steps (None: the predictor's default)
+    window: int | None = None  # the sw_avg window in steps (None: the predictor's default)
     bucket: int | None = None  # steps per bucket (None: the predictor's default)
     order: tuple[int, int, int] | None = None  # ARIMA (p, d, q); None: chosen automatically
     seed: int = 0
-    train: Loads | None = None  # a separate training trace (LSTM), None: the history itself
-    train_path: str | None = None  # where ``train`` was read from (an input of the command)
     #: the horizons (training steps) the forecast will be scored or used at: predictors that
     #: tune themselves or state their own uncertainty (drift, auto) do so for these
     horizons: tuple[int, ...] | None = None
-    #: called as progress(task, done, total) during long fits; the CLI shows a progress bar.
-    progress: Callable[[str, int, int], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -74,13 +73,14 @@ class Predictor(Protocol):
         ...
 
 
-#: name -> factory taking PredictorOptions; filled by moetrace.predictors (explicit, no scans).
-REGISTRY: dict[str, Callable[[PredictorOptions], Predictor]] = {}
+#: name -> factory ``(options, *, train, progress) -> Predictor``; filled by
+#: moetrace.predictors (explicit, no scans).
+REGISTRY: dict[str, Callable[..., Predictor]] = {}
 #: name -> (module it needs, the extra that installs it), for predictors with an optional part
 NEEDS: dict[str, tuple[str, str]] = {}
 
 
-def register(name: str, factory: Callable[[PredictorOptions], Predictor], *,
+def register(name: str, factory: Callable[..., Predictor], *,
              needs: tuple[str, str] | None = None) -> None:
     REGISTRY[name] = factory
     if needs is not None:
@@ -103,11 +103,13 @@ def missing_extra(name: str) -> str | None:
     return f"{module} is not installed (pip install 'moetrace[{extra}]')"
 
 
-def make_predictor(name: str, options: PredictorOptions | None = None) -> Predictor:
-    """A new, unfitted predictor by registered name."""
+def make_predictor(name: str, options: PredictorOptions | None = None, *,
+                   train: Loads | None = None, progress: Progress | None = None) -> Predictor:
+    """A new, unfitted predictor by registered name. ``train``: a separate trace a learning
+    predictor (lstm) trains on instead of the history; ``progress`` is told about long fits."""
     if name not in REGISTRY:
         raise ParameterError(f"unknown predictor '{name}' (known: {', '.join(sorted(REGISTRY))})")
-    return REGISTRY[name](options or PredictorOptions())
+    return REGISTRY[name](options or PredictorOptions(), train=train, progress=progress)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from moetrace.output import check_output, write_file
 from moetrace.errors import ParameterError
+from moetrace.output import write_file
 from moetrace.predictors.base import (
     PredictorOptions,
     Uncertainty,
@@ -23,7 +23,7 @@ from moetrace.predictors.base import (
     select_predictors,
 )
 from moetrace.predictors.calibrate import calibrate
-from moetrace.trace.read import read_trace
+from moetrace.progress import Progress
 from moetrace.trace.shares import Loads
 
 #: Columns and dtypes of a written forecast.
@@ -128,9 +128,11 @@ DEFAULT_PREDICTORS = ("auto",)
 
 
 def forecast_loads(loads: Loads, predictors: Sequence[str] | str | None, horizon: int,
-                   at: int | None = None, options: PredictorOptions | None = None) -> Forecasts:
+                   at: int | None = None, options: PredictorOptions | None = None, *,
+                   train: Loads | None = None, progress: Progress | None = None) -> Forecasts:
     """Fit each predictor on ``loads`` up to step ``at`` (default: the last step) and forecast
-    the next ``horizon`` steps. ``predictors`` as :func:`select_predictors` takes them."""
+    the next ``horizon`` steps. ``predictors`` as :func:`select_predictors` takes them;
+    ``train`` is a separate trace a learning predictor (lstm) trains on."""
     if horizon <= 0:
         raise ParameterError(f"--horizon must be a positive number of steps, got {horizon}")
     selection = select_predictors(predictors, DEFAULT_PREDICTORS)
@@ -145,49 +147,44 @@ def forecast_loads(loads: Loads, predictors: Sequence[str] | str | None, horizon
     options = replace(options or PredictorOptions(), horizons=(int(horizon),))
     shares, uncertainty = {}, {}
     for i, name in enumerate(names):
-        if options.progress is not None:
-            options.progress("predictors", i, len(names))
-        model = make_predictor(name, options).fit(history)
+        if progress is not None:
+            progress(i, len(names), "predictors")
+        model = make_predictor(name, options, train=train, progress=progress).fit(history)
         shares[name] = model.forecast(horizon)
         uncertainty[name] = model.uncertainty(horizon) or calibrate(
-            lambda: make_predictor(name, replace(options, progress=None)), history, horizon,
+            lambda: make_predictor(name, options, train=train), history, horizon,
             shares[name])
-    if options.progress is not None:
-        options.progress("predictors", len(names), len(names))
+    if progress is not None:
+        progress(len(names), len(names), "predictors")
     steps = np.arange(origin + 1, origin + horizon + 1, dtype=np.int64)
     return Forecasts(origin, steps, tuple(int(x) for x in loads.layers), shares,
                      selection.skipped, uncertainty)
 
 
-def forecast_trace(path: str | Path, predictors: Sequence[str] | str | None, horizon: int,
-                   at: int | None = None, options: PredictorOptions | None = None,
-                   out: str | Path | None = None, *, force: bool = False,
-                   executor=None) -> Forecasts:
-    """Read the trace at ``path``, forecast it (see :func:`forecast_loads`; a chunk of
-    layers at a time on ``executor``, moetrace.scale) and, if ``out`` is given, write the
-    long table there (output policy: moetrace.output)."""
-    select_predictors(predictors, DEFAULT_PREDICTORS)  # a bad name fails before any reading
-    inputs = _inputs(path, options)
-    if out is not None:
-        check_output(out, kind="file", inputs=inputs, force=force)
-    from moetrace.scale import run
-
-    forecasts = run.forecast(read_trace(path), predictors, horizon, at, options,
-                             executor=executor)
-    if out is not None:
-        write_forecasts(forecasts, out, inputs=inputs, force=force)
-    return forecasts
-
-
-def _inputs(path: str | Path, options: PredictorOptions | None) -> list[str | Path]:
-    train = options.train_path if options is not None else None
-    return [path] + ([train] if train else [])
-
-
 def write_forecasts(forecasts: Forecasts, path: str | Path, *, inputs=(),
                     force: bool = False) -> Path:
-    """Write the long forecast table as Parquet, atomically."""
+    """Write the long forecast table atomically: CSV for a ``.csv`` path, Parquet for
+    ``.parquet`` (another extension is refused: see :func:`forecast_format`)."""
     path = Path(path)
+    fmt = forecast_format(path)
     with write_file(path, inputs=inputs, force=force) as tmp:
-        forecasts.frame().write_parquet(tmp, compression="zstd")
+        frame = forecasts.frame()
+        if fmt == "csv":
+            frame.write_csv(tmp)
+        else:
+            frame.write_parquet(tmp, compression="zstd")
     return path
+
+
+#: forecast table formats by file extension
+FORECAST_FORMATS = {".parquet": "parquet", ".csv": "csv"}
+
+
+def forecast_format(path: str | Path) -> str:
+    """The format a forecast table is written in, from its extension (ParameterError for
+    another: a table named x.json would not hold JSON)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORECAST_FORMATS:
+        raise ParameterError(f"{path}: a forecast table is written as Parquet or CSV; name it "
+                             "*.parquet or *.csv")
+    return FORECAST_FORMATS[suffix]

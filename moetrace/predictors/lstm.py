@@ -229,8 +229,8 @@ class LSTMPredictor(BucketPredictor):
     default_bucket = DEFAULT_BUCKET
     min_buckets = 16
 
-    def __init__(self, options=None, *, retrain_every: int = RETRAIN_EVERY):
-        super().__init__(options)
+    def __init__(self, options=None, *, retrain_every: int = RETRAIN_EVERY, **inputs):
+        super().__init__(options, **inputs)
         self.retrain_every = retrain_every
         self.model: ShareLSTM | None = None
         self._trained_on: HistoryMark | None = None
@@ -238,7 +238,7 @@ class LSTMPredictor(BucketPredictor):
 
     def _fit(self, buckets: np.ndarray, history: Loads) -> None:
         n_layers, n, n_experts = buckets.shape
-        train = self.options.train
+        train = self.train
         if train is not None and (train.n_layers, train.n_experts) != (n_layers, n_experts):
             raise ParameterError(
                 f"lstm: the training trace has {train.n_layers} layers x {train.n_experts} "
@@ -280,7 +280,7 @@ class LSTMPredictor(BucketPredictor):
         mark = self._trained_on
         if mark is None:
             return False
-        if self.options.train is not None:
+        if self.train is not None:
             return (history.layers, history.n_experts) == (mark.layers, mark.n_experts)
         return mark.still_fresh(history, self.retrain_every)
 

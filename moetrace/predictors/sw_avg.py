@@ -39,8 +39,8 @@ class SlidingWindowAveragePredictor(BucketPredictor):
     name = "sw_avg"
     default_bucket = 1
 
-    def __init__(self, options=None):
-        super().__init__(options)
+    def __init__(self, options=None, **inputs):
+        super().__init__(options, **inputs)
         self.window = DEFAULT_WINDOW if self.options.window is None else self.options.window
         if self.window < self.bucket:
             raise ParameterError(f"sw_avg: window ({self.window} steps) must be at least one "

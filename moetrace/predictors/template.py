@@ -15,6 +15,7 @@ import numpy as np
 
 from moetrace.errors import ParameterError
 from moetrace.predictors.base import PredictorOptions
+from moetrace.progress import Progress
 from moetrace.predictors.buckets import (
     bucket_means,
     effective_bucket,
@@ -68,8 +69,11 @@ class BucketPredictor:
     default_bucket = 1
     min_buckets = 1  # fewest complete buckets of history the predictor can work with
 
-    def __init__(self, options: PredictorOptions | None = None):
+    def __init__(self, options: PredictorOptions | None = None, *, train: Loads | None = None,
+                 progress: Progress | None = None):
         self.options = options or PredictorOptions()
+        self.train = train  # a separate trace to learn from (only learning predictors use it)
+        self.progress = progress
         self.bucket = self.default_bucket if self.options.bucket is None else self.options.bucket
         if self.bucket <= 0:
             raise ParameterError(f"{self.name}: bucket must be a positive number of steps, "
@@ -121,5 +125,5 @@ class BucketPredictor:
         raise NotImplementedError
 
     def _report(self, task: str, done: int, total: int) -> None:
-        if self.options.progress is not None:
-            self.options.progress(task, done, total)
+        if self.progress is not None:
+            self.progress(done, total, task)

@@ -1,7 +1,7 @@
-"""Turning backtest results into reports: results table and JSON, figures, Markdown, HTML."""
+"""Turning what the pipeline computed into reports: results table and JSON, figures, Markdown,
+HTML. Nothing here runs an analysis or a backtest (moetrace.pipeline does)."""
 
-from moetrace.report.build import DEFAULT_HORIZONS, DEFAULT_PREDICTORS, Report, build_report
 from moetrace.report.results import SCHEMA_VERSION, Row, summarize
+from moetrace.report.write import Report, write_report
 
-__all__ = ["DEFAULT_HORIZONS", "DEFAULT_PREDICTORS", "SCHEMA_VERSION", "Report", "Row",
-           "build_report", "summarize"]
+__all__ = ["SCHEMA_VERSION", "Report", "Row", "summarize", "write_report"]

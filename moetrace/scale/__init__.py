@@ -1,12 +1,10 @@
 """Scale: traces larger than memory, worked a chunk of layers at a time, on local processes
-or a Ray cluster. See docs/scaling.md.
+or a Ray cluster (moetrace.pipeline runs the chunks and joins them). See docs/scaling.md.
 
 - :mod:`moetrace.scale.chunks`: chunks of layers that fit a memory budget;
 - :mod:`moetrace.scale.executor`: ``local`` (a process pool) and ``ray`` executors of one
   task function;
 - :mod:`moetrace.scale.tasks`: the units of work (trace handle, layer chunk, settings);
-- :mod:`moetrace.scale.run`: whole-trace analyze, backtest, replay, plan and forecast joined
-  from their chunks;
 - :mod:`moetrace.scale.convert`: any trace rewritten layer-major, so that a chunk's read
   reads only its layers' bytes.
 """

@@ -1,60 +1,141 @@
-"""The units of work: pure functions of (trace handle, layer chunk, settings).
+"""The units of work: pure functions of (trace handle, layer chunk, settings, per-chunk rows).
 
 Each opens the trace from its handle (no second validation pass), reads the dense counts of
-its layers only, and runs the same library function a whole-trace run uses on them. They
-are module-level functions of picklable arguments, so a process pool and Ray run them as
-they are (moetrace/scale/executor.py).
+its layers only, and runs the same library function a whole-trace run uses on them. Settings
+are frozen dataclasses and every argument is picklable, so a process pool and Ray run the
+functions as they are (moetrace/scale/executor.py); ``progress`` is given only to a task that
+runs in the calling process.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from dataclasses import replace
+import numpy as np
 
+from moetrace.predictors.base import PredictorOptions
+from moetrace.progress import Progress
 from moetrace.trace.read import TraceHandle
+from moetrace.trace.shares import Loads
 
 
-def _own_layers(options, layers: list[int]):
-    """Predictor options whose separate training trace (lstm) is cut to the chunk's layers."""
-    train = getattr(options, "train", None)
+@dataclass(frozen=True)
+class AnalyzeSettings:
+    """``states.analyze_loads``'s settings."""
+
+    window: int
+    sensitivity: float
+    stable_ratio: float
+    top_k: int
+    option: str = "--state-window"  # names the window in error messages
+
+
+@dataclass(frozen=True)
+class BacktestSettings:
+    """``backtest.backtest``'s settings, origins chosen once for every chunk."""
+
+    predictors: tuple[str, ...]
+    horizons: tuple[int, ...]
+    origins: np.ndarray
+    options: PredictorOptions
+    lookahead_radius: int
+    min_history: int
+    train: Loads | None = None  # a separate training trace (lstm), every layer
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """``placement.replay``'s settings: the cluster and the policy objects themselves."""
+
+    cluster: Any
+    policies: tuple[Any, ...]
+    replan_interval: int
+    load_window: int
+    start: int | None
+    expert_params: int | None
+    bytes_per_param: int
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """``placement.plan.plan_trace``'s settings."""
+
+    cluster: Any
+    source: str
+    predictor: str
+    at: int | None
+    replan_interval: int
+    load_window: int
+    source_layers: list[int] | None
+
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    """``predictors.forecast.forecast_loads``'s settings."""
+
+    predictors: tuple[str, ...]
+    horizon: int
+    at: int | None
+    options: PredictorOptions
+    train: Loads | None = None
+
+
+def _train(train: Loads | None, layers: list[int]) -> Loads | None:
+    """The separate training trace cut to the chunk's layers."""
     if train is None or train.n_layers == len(layers):
-        return options
-    return replace(options, train=train.select(layers))
+        return train
+    return train.select(layers)
 
 
-def analyze_chunk(handle: TraceHandle, layers: list[int], options: dict[str, Any]):
-    from moetrace.states import analyze_loads
+def analyze_chunk(handle: TraceHandle, layers: list[int], settings: AnalyzeSettings,
+                  progress: Progress | None = None):
+    from moetrace.states.analysis import analyze_loads
 
-    return analyze_loads(handle.open().loads(layers=layers), **options)
+    return analyze_loads(handle.open().loads(layers=layers), window=settings.window,
+                         sensitivity=settings.sensitivity, stable_ratio=settings.stable_ratio,
+                         top_k=settings.top_k, option=settings.option, progress=progress)
 
 
-def backtest_chunk(handle: TraceHandle, layers: list[int], predictors: list, horizons: list,
-                   options: dict[str, Any]):
+def backtest_chunk(handle: TraceHandle, layers: list[int], settings: BacktestSettings,
+                   stable: np.ndarray | None, progress: Progress | None = None):
     from moetrace.backtest import backtest
 
-    if options.get("options") is not None:
-        options = {**options, "options": _own_layers(options["options"], layers)}
-    return backtest(handle.open().loads(layers=layers), predictors, horizons, **options)
+    return backtest(handle.open().loads(layers=layers), list(settings.predictors),
+                    settings.horizons, options=settings.options, stable=stable,
+                    origins=settings.origins, min_history=settings.min_history,
+                    lookahead_radius=settings.lookahead_radius,
+                    train=_train(settings.train, layers), progress=progress)
 
 
-def replay_chunk(handle: TraceHandle, layers: list[int], cluster, policies: list[str],
-                 settings: dict[str, Any], options: dict[str, Any]):
-    from moetrace.placement import make_policies, replay
+def replay_chunk(handle: TraceHandle, layers: list[int], settings: ReplaySettings,
+                 stable: np.ndarray | None, online_stable: np.ndarray | None,
+                 progress: Progress | None = None):
+    from moetrace.placement import replay
 
-    return replay(handle.open().loads(layers=layers), cluster,
-                  make_policies(policies, **settings), **options)
+    return replay(handle.open().loads(layers=layers), settings.cluster,
+                  list(settings.policies), interval=settings.replan_interval,
+                  start=settings.start, window=settings.load_window, stable=stable,
+                  online_stable=online_stable, expert_params=settings.expert_params,
+                  bytes_per_param=settings.bytes_per_param,
+                  progress=None if progress is None else
+                  (lambda task, done, total: progress(done, total, f"placement: {task}")))
 
 
-def plan_chunk(handle: TraceHandle, layers: list[int], cluster, options: dict[str, Any]):
+def plan_chunk(handle: TraceHandle, layers: list[int], settings: PlanSettings,
+               progress: Progress | None = None):
     from moetrace.placement.plan import plan_trace
 
-    return plan_trace(handle.open().loads(layers=layers), cluster, **options)
+    return plan_trace(handle.open().loads(layers=layers), settings.cluster,
+                      source=settings.source, predictor=settings.predictor, at=settings.at,
+                      interval=settings.replan_interval, window=settings.load_window,
+                      source_layers=settings.source_layers)
 
 
-def forecast_chunk(handle: TraceHandle, layers: list[int], predictors: list, horizon: int,
-                   at: int | None, options):
+def forecast_chunk(handle: TraceHandle, layers: list[int], settings: ForecastSettings,
+                   progress: Progress | None = None):
     from moetrace.predictors.forecast import forecast_loads
 
-    return forecast_loads(handle.open().loads(layers=layers), predictors, horizon, at,
-                          None if options is None else _own_layers(options, layers))
+    return forecast_loads(handle.open().loads(layers=layers), list(settings.predictors),
+                          settings.horizon, settings.at, settings.options,
+                          train=_train(settings.train, layers), progress=progress)

@@ -1,8 +1,7 @@
 """Fluctuation statistics, noise floor and transient/stable segmentation of expert loads.
 
-``analyze_loads(loads)`` works on arrays; ``analyze(trace)`` reads the trace's counts once and
-takes top-k from its metadata; ``analyze_trace(path, ...)`` also writes the JSON and the --out
-directory. See docs/analysis.md.
+``analyze_loads(loads)`` works on arrays (``moetrace.pipeline.analyze`` runs it over a whole
+trace, a chunk of layers at a time). See docs/analysis.md.
 """
 
 from __future__ import annotations
@@ -17,9 +16,8 @@ from moetrace.states.analysis import (
 )
 from moetrace.states.export import SCHEMA_VERSION, to_json_dict
 from moetrace.states.noise import NoiseFloor
-from moetrace.states.run import analyze, analyze_trace
 from moetrace.states.segment import STABLE, TRANSIENT, Segment
 
 __all__ = ["DEFAULT_SENSITIVITY", "DEFAULT_STABLE_RATIO", "DEFAULT_WINDOW", "SCHEMA_VERSION",
-           "STABLE", "TRANSIENT", "Analysis", "LayerAnalysis", "NoiseFloor", "Segment", "analyze",
-           "analyze_loads", "analyze_trace", "to_json_dict"]
+           "STABLE", "TRANSIENT", "Analysis", "LayerAnalysis", "NoiseFloor", "Segment",
+           "analyze_loads", "to_json_dict"]

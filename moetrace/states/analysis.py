@@ -15,6 +15,7 @@ from moetrace.defaults import SENSITIVITY as DEFAULT_SENSITIVITY
 from moetrace.defaults import STABLE_RATIO as DEFAULT_STABLE_RATIO
 from moetrace.defaults import STATE_WINDOW as DEFAULT_WINDOW
 from moetrace.errors import ParameterError
+from moetrace.progress import Progress
 from moetrace.states import noise, stats
 from moetrace.states.noise import NoiseFloor
 from moetrace.states.online import online_states
@@ -85,6 +86,8 @@ class Analysis:
     window_stats: dict[str, np.ndarray] = field(repr=False)  # name -> (L, W), see WINDOW_STATS
     step_stats: dict[str, np.ndarray] = field(repr=False)  # name -> (L, T), see STEP_STATS
     online_stable: np.ndarray | None = field(default=None, repr=False)  # (L, T) causal labels
+    #: what the settings were shrunk to, for a short trace (moetrace.pipeline.span)
+    notes: list[str] = field(default_factory=list)
 
     @classmethod
     def merge(cls, parts: list["Analysis"]) -> "Analysis":
@@ -171,12 +174,12 @@ def check_parameters(loads: Loads, window: int, sensitivity: float, stable_ratio
 def analyze_loads(loads: Loads, *, window: int = DEFAULT_WINDOW,
                   sensitivity: float = DEFAULT_SENSITIVITY,
                   stable_ratio: float = DEFAULT_STABLE_RATIO, top_k: int = 1,
-                  progress: Callable[[int, int], None] | None = None,
+                  progress: Progress | None = None,
                   option: str = "--window") -> Analysis:
     """Segment every layer of ``loads`` into transient and stable states and measure each.
 
     ``window`` is in training steps (it holds ``loads.samples(window)`` rows of a sampled
-    trace). ``progress(done, total)`` is called after each layer; ``option`` names the
+    trace). ``progress(done, total, task)`` is called after each layer; ``option`` names the
     window's option in error messages.
     """
     n_layers, n_steps, _ = loads.counts.shape
@@ -204,7 +207,7 @@ def analyze_loads(loads: Loads, *, window: int = DEFAULT_WINDOW,
                                        window_stats, step_stats, scale, window))
         del half_sq
         if progress is not None:
-            progress(i + 1, n_layers)
+            progress(i + 1, n_layers, "analyzing layers")
     model_segments = segments_from_labels(stable.all(axis=0), loads.steps)
     online = online_states(loads, window=window, top_k=top_k, stable_ratio=stable_ratio)
     for i, la in enumerate(layers):

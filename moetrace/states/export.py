@@ -7,15 +7,14 @@ docs/analysis.md. The --out directory holds ``states.parquet`` (one row per laye
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
-from moetrace.output import write_dir, write_file
+from moetrace.jsondoc import number
+from moetrace.output import write_dir
 from moetrace.states.analysis import Analysis, LayerAnalysis
 from moetrace.states.segment import STABLE, TRANSIENT, Segment
 from moetrace.trace.shares import Loads
@@ -27,11 +26,6 @@ SCHEMA = "moetrace.analysis"
 SCHEMA_VERSION = 2
 
 
-def _number(x: float) -> float | None:
-    """JSON has no NaN: a statistic that has no data becomes null."""
-    return None if x is None or math.isnan(x) else float(x)
-
-
 def _segments(segments: list[Segment]) -> list[dict[str, Any]]:
     return [{"start": s.start, "end": s.end, "state": s.state} for s in segments]
 
@@ -41,12 +35,12 @@ def _layer(la: LayerAnalysis) -> dict[str, Any]:
         "layer": la.layer,
         "stable_from": la.stable_from,
         "segments": _segments(la.segments),
-        "noise_floor": {state: {"value": _number(f.value), "multinomial": _number(f.multinomial),
-                                "empirical": _number(f.empirical), "scale": f.scale,
+        "noise_floor": {state: {"value": number(f.value), "multinomial": number(f.multinomial),
+                                "empirical": number(f.empirical), "scale": f.scale,
                                 "reliable": f.reliable}
                         for state, f in la.noise_floor.items()},
-        "fluctuation": {k: _number(v) for k, v in la.fluctuation.items()},
-        "imbalance": {k: _number(v) for k, v in la.imbalance.items()},
+        "fluctuation": {k: number(v) for k, v in la.fluctuation.items()},
+        "imbalance": {k: number(v) for k, v in la.imbalance.items()},
         "noise_scale": la.noise_scale,
         "online": {"stable_from": la.online_stable_from, "detected_at": la.online_detected_at,
                    "delay": la.detection_delay, "confidence": la.online_confidence,
@@ -70,14 +64,6 @@ def to_json_dict(analysis: Analysis, trace: str | None = None) -> dict[str, Any]
                   "verdict": analysis.verdict},
         "layers": [_layer(la) for la in analysis.layers],
     }
-
-
-def write_json(analysis: Analysis, path: str | Path, trace: str | None = None, *,
-               force: bool = False) -> Path:
-    """Write :func:`to_json_dict` to ``path`` atomically (output policy: moetrace.output)."""
-    with write_file(path, inputs=[trace] if trace else (), force=force) as tmp:
-        tmp.write_text(json.dumps(to_json_dict(analysis, trace), indent=2) + "\n")
-    return Path(path)
 
 
 def states_frame(analysis: Analysis) -> pl.DataFrame:

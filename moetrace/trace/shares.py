@@ -93,6 +93,15 @@ class Loads:
         """Rows at or before training step ``step``: the position just after it."""
         return int(np.searchsorted(self.steps, step, side="right"))
 
+    def snap(self, targets) -> np.ndarray:
+        """The recorded step at or before each of the ``targets`` steps (each at or after
+        the first recorded step)."""
+        return self.steps[np.searchsorted(self.steps, np.asarray(targets), side="right") - 1]
+
+    def positions(self, steps) -> np.ndarray:
+        """The row of each of ``steps`` (recorded steps)."""
+        return np.searchsorted(self.steps, np.asarray(steps), side="left")
+
     def rows(self, after: int, upto: int) -> slice:
         """Positions of the rows whose steps lie in (after, upto]: the horizon after an
         origin (``rows(t, t + h)``) or the window before a step (``rows(t - w, t)``)."""

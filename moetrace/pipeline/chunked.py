@@ -1,0 +1,75 @@
+"""Whole-trace work done a chunk of layers at a time, on any executor.
+
+A validated trace is split into layer chunks that fit the memory budget
+(moetrace/scale/chunks.py); a task function (moetrace/scale/tasks.py) runs on each chunk on the
+executor (moetrace/scale/executor.py); the caller joins the results with the result type's own
+``merge``. A trace that fits one chunk runs in this process, exactly as a library call on its
+whole loads would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from moetrace.progress import Progress, offset
+from moetrace.scale.chunks import layer_chunks
+from moetrace.scale.executor import Executor, Local, make_executor
+from moetrace.trace.read import Trace
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where and how whole-trace work runs: the executor (None: a local process pool over
+    the machine's cores), the memory budget of one chunk (None: moetrace.scale's default)
+    and the progress callback."""
+
+    executor: Executor | None = None
+    memory: int | None = None
+    progress: Progress | None = None
+
+
+@dataclass(frozen=True)
+class Chunked:
+    """One trace, its chunks of layer positions, and the executor they run on."""
+
+    trace: Trace
+    chunks: list[list[int]]
+    executor: Executor
+    progress: Progress | None
+
+    @classmethod
+    def of(cls, trace: Trace, work: str, run: Execution) -> "Chunked":
+        chunks = layer_chunks(trace.n_layers, trace.n_steps, trace.n_experts, work, run.memory)
+        return cls(trace, chunks, run.executor or make_executor(), run.progress)
+
+    @property
+    def in_process(self) -> bool:
+        """Tasks run here, one after another: a progress callback may go into them."""
+        return len(self.chunks) == 1 or (isinstance(self.executor, Local)
+                                         and self.executor.workers <= 1)
+
+    def run(self, fn: Callable, settings, rows: Callable[[list[int]], tuple] = lambda c: (),
+            task: str = "layer chunks", per_layer: bool = False) -> list:
+        """``fn(handle, chunk, settings, *rows(chunk)[, progress])`` for every chunk, in
+        order. In this process each task gets the progress callback (``per_layer``: offset
+        by the layers of the chunks before it); elsewhere the executor reports chunks done."""
+        handle = self.trace.handle()
+        work = []
+        for chunk in self.chunks:
+            args = (handle, chunk, settings, *rows(chunk))
+            if self.in_process and self.progress is not None:
+                args += (offset(self.progress, chunk[0], self.trace.n_layers)
+                         if per_layer else self.progress,)
+            work.append(args)
+        done = None
+        if not self.in_process and self.progress is not None:
+            done = lambda finished, total: self.progress(finished, total, task)  # noqa: E731
+        return self.executor.map(fn, work, done=done)
+
+
+def layer_rows(*labels: np.ndarray | None) -> Callable[[list[int]], tuple]:
+    """A chunk's rows of each (L, T) array of labels (None stays None), as task arguments."""
+    return lambda chunk: tuple(None if x is None else x[chunk] for x in labels)
