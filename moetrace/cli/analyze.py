@@ -61,8 +61,10 @@ def render(analysis: Analysis, title: str) -> None:
     table = Table(title=safe(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("layer", "stable\nfrom", "online\n(delay)", "fluct.\nT / S",
                  "max/mean\nT / S", "noise\nfloor", "segments"):
+        # the numbers never shrink; the segments wrap (one "T0 S1725" pair never splits)
         table.add_column(name, justify="left" if name == "segments" else "right",
-                         no_wrap=name != "segments")
+                         no_wrap=name != "segments", overflow="fold",
+                         min_width=12 if name == "segments" else None)
     for la in analysis.layers:
         table.add_row(str(la.layer), "never" if la.stable_from is None else str(la.stable_from),
                       _online(la),
@@ -136,4 +138,4 @@ def analyze(trace: str, state_window: int | None, sensitivity: float, stable_rat
     render(analysis, f"{trace}: {analysis.describe_steps()}, {len(analysis.layers)} MoE layers")
     for label, path in (("JSON", json_out), ("outputs", out)):
         if path is not None:
-            console.print(f"wrote {label} [bold]{safe(path)}[/]")
+            console.print(f"wrote {label} [bold]{safe(path)}[/]", soft_wrap=True)

@@ -32,9 +32,9 @@ _OLD = "_old__"
 
 class _Console:
     """The terminal output of every command, a rich Console made on first use (rich is not
-    imported for ``--help``). Lines are not wrapped (soft_wrap), so a path printed for the
-    user stays whole and copyable; tables fit the width. Text from traces goes through
-    ``safe`` (cli/render.py)."""
+    imported for ``--help``). Prose wraps at the terminal's width and tables fit it (80
+    columns in a pipe); a line that names a path is printed with ``soft_wrap=True`` so the
+    path stays whole and copyable. Text from traces goes through ``safe`` (cli/render.py)."""
 
     _console = None
 
@@ -42,7 +42,7 @@ class _Console:
         if _Console._console is None:
             from rich.console import Console
 
-            _Console._console = Console(highlight=False, soft_wrap=True)
+            _Console._console = Console(highlight=False)
         return getattr(_Console._console, name)
 
 
@@ -120,6 +120,8 @@ def command(name: str | None = None, **settings: Any) -> Callable[[Callable], cl
                 with warnings.catch_warnings():
                     if not _warnings_shown():
                         warnings.simplefilter("ignore")
+                        # worker processes (spawned, or Ray's) start with this filter too
+                        os.environ.setdefault("PYTHONWARNINGS", "ignore")
                     return fn(*args, **kwargs)
             except MoetraceError as exc:
                 fail(str(exc), exc.exit_code)

@@ -28,4 +28,4 @@ def convert(trace: str, out: Path, force: bool) -> None:
         raise ParameterError(f"{out}: a trace is written as Parquet; name the output *.parquet")
     with progress_bar("converting"):
         path = convert_trace(trace, out, force=force)
-    console.print(f"wrote layer-major trace [bold]{safe(path)}[/]")
+    console.print(f"wrote layer-major trace [bold]{safe(path)}[/]", soft_wrap=True)

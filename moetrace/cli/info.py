@@ -32,7 +32,7 @@ def render(summary: dict[str, Any]) -> None:
     unit = "steps" if steps["interval"] == 1 else "samples"
     gaps = f"{len(steps['gaps'])} gaps, {steps['missing']:,} {unit} missing" if steps["gaps"] \
         else "no gaps"
-    console.print(f"[bold]{safe(summary['path'])}[/]")
+    console.print(f"[bold]{safe(summary['path'])}[/]", soft_wrap=True)
     console.print(f"  layers {summary['layers']}, experts per layer "
                   f"{summary['experts_per_layer']}" + ("  (ranks summed)" if
                                                         summary["ranks_summed"] else ""))

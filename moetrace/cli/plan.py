@@ -119,7 +119,7 @@ def plan(trace: str, gpus: int | None, nodes: int, groups: int, replicas: int | 
                         f"{result.slots} slots")
     for path, what in ((out, "plan"), (sglang, "SGLang --init-expert-location file")):
         if path is not None:
-            console.print(f"wrote {what} [bold]{safe(path)}[/]")
+            console.print(f"wrote {what} [bold]{safe(path)}[/]", soft_wrap=True)
     if out is None and sglang is None:
         console.print("the plan was not written (pass -o FILE)", style="dim")
 

@@ -95,6 +95,6 @@ def predict(trace: str, out: Path | None, predictors: str | None, horizon: int,
         return
     render(forecasts, f"{trace}: {len(forecasts.steps):,} steps after step {forecasts.origin:,}")
     if out is not None:
-        console.print(f"wrote forecasts [bold]{safe(out)}[/]")
+        console.print(f"wrote forecasts [bold]{safe(out)}[/]", soft_wrap=True)
     else:
         console.print("the forecast table was not written (pass -o FILE)", style="dim")

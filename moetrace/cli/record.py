@@ -74,7 +74,7 @@ def record(ctx: click.Context, out: Path, simulate: str | None, demo: bool,
         path = simulate_trace(out, preset=simulate, steps=steps, seed=seed, layers=layers,
                               experts=experts, top_k=top_k, tokens_per_step=tokens_per_step,
                               force=force)
-        console.print(f"wrote simulated trace [bold]{safe(path)}[/]")
+        console.print(f"wrote simulated trace [bold]{safe(path)}[/]", soft_wrap=True)
     elif from_format:
         _import(from_format, ctx.args, out, experts=experts, top_k=top_k,
                 tokens_per_step=tokens_per_step, layout=layout, steps_are=steps_are,
@@ -107,7 +107,7 @@ def _record_command(command_args: list[str], out: Path, *, flush_every: int, cou
         t = run.trace
         console.print(f"recorded trace [bold]{safe(run.out_dir)}[/]: {t.n_steps} steps x "
                       f"{t.n_layers} MoE layers x {t.n_experts} experts from {run.ranks} "
-                      f"rank(s), {safe(t.metadata.model or 'unknown model')}")
+                      f"rank(s), {safe(t.metadata.model or 'unknown model')}", soft_wrap=True)
     if run.returncode:
         warn(f"the command exited with status {run.returncode}")
     raise SystemExit(run.returncode)
@@ -132,7 +132,7 @@ def _train_demo(out: Path, *, steps: int | None, seed: int, flush_every: int, ev
     sampled = f", every {every} steps recorded" if every > 1 else ""
     console.print(f"recorded demo trace [bold]{safe(result.path)}[/]: {result.steps} steps x "
                   f"{cfg.n_layers} MoE layers x {cfg.n_experts} experts (top-{cfg.top_k}, "
-                  f"{cfg.tokens_per_step} tokens/step{sampled}); loss {first:.2f} -> {last:.2f}")
+                  f"{cfg.tokens_per_step} tokens/step{sampled}); loss {first:.2f} -> {last:.2f}", soft_wrap=True)
 
 
 def _import(fmt: str, args: list[str], out: Path, *, experts: int | None, top_k: int | None,
@@ -148,4 +148,4 @@ def _import(fmt: str, args: list[str], out: Path, *, experts: int | None, top_k:
     path = import_trace(fmt, args[0], out, n_experts=experts, top_k=top_k,
                         tokens_per_step=tokens_per_step, layout=layout, steps_are=steps_are,
                         force=force)
-    console.print(f"imported {fmt} dump {safe(args[0])} into [bold]{safe(path)}[/]")
+    console.print(f"imported {fmt} dump {safe(args[0])} into [bold]{safe(path)}[/]", soft_wrap=True)

@@ -78,14 +78,21 @@ def replay(trace: str, gpus: int | None, nodes: int, groups: int, replicas: int 
 
 
 def render_replay(result: PlacementReplay, title: str) -> None:
+    """Per policy and state (80 columns: short headers, the units in the caption; a long
+    policy name folds, a number never shrinks)."""
     from rich import box
     from rich.table import Table
 
-    table = Table(title=safe(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("policy", "state", "balanced", "p5", "time", "re-plans", "moves",
-                   "bytes moved"):
-        table.add_column(column, justify="left" if column in ("policy", "state") else "right",
-                         no_wrap=True)
+    table = Table(title=safe(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  caption="bal.: mean / max GPU tokens per layer and step (1 = perfect), its "
+                          "mean and 5th percentile; time: modeled MoE compute over a perfectly "
+                          "balanced step; plans: re-plans; moves: replicas placed on a GPU that "
+                          "did not hold them, and their bytes",
+                  caption_justify="left", caption_style="dim")
+    for column in ("policy", "state", "bal.", "p5", "time", "plans", "moves", "bytes"):
+        text = column in ("policy", "state")
+        table.add_column(column, justify="left" if text else "right", no_wrap=not text,
+                         overflow="fold", min_width=None if text else len(column))
     for row in result.rows():
         if row["layer"] is not None:
             continue
@@ -94,9 +101,6 @@ def render_replay(result: PlacementReplay, title: str) -> None:
                       str(row["replans"]), f"{row['replicas_moved']:,}",
                       format_bytes(row["bytes_moved"]))
     console.print(table)
-    console.print("balanced: mean / max GPU tokens per layer and step (1 = perfect), its mean "
-                  "and 5th percentile; time: modeled MoE compute over a perfectly balanced "
-                  "step; moves: replicas placed on a GPU that did not hold them", style="dim")
     gap = result.gap_closed()
     for name, share in gap.items():
         console.print(f"{name} closes {_pct(share)} of the balancedness gap between window "
@@ -106,5 +110,3 @@ def render_replay(result: PlacementReplay, title: str) -> None:
                       style="dim")
     for note in result.notes:
         warn(note)
-
-

@@ -146,4 +146,4 @@ def _render(result: Report) -> None:
     for line in note_lines(result.document):
         console.print(safe(line), style="dim")
     console.print(f"report written to [bold]{safe(result.path)}[/] "
-                  f"(report.html, report.md, report.json, figures/)")
+                  f"(report.html, report.md, report.json, figures/)", soft_wrap=True)
