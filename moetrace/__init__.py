@@ -20,7 +20,7 @@ _LAZY = {
     "TraceMetadata": "moetrace.trace",
     "backtest": "moetrace.backtest",
     "build_report": "moetrace.pipeline",
-    "forecast_loads": "moetrace.predictors.forecast",
+    "forecast_loads": "moetrace.forecast",
     "make_predictor": "moetrace.predictors",
     "read_trace": "moetrace.trace",
     "simulate_trace": "moetrace.simulate",

@@ -34,6 +34,9 @@ class Scores:
     fits: np.ndarray  # (N,) bool
     metrics: dict[str, np.ndarray]  # name -> (N, L) float; "zero_actuals" -> (N, L) counts
     steps_scored: np.ndarray  # (N,) actual steps present in t+1 .. t+H
+    #: with ``keep_means``: each expert's mean forecast and mean actual share over the
+    #: horizon, (N, L, E) each (NaN where not scored), what intervals are calibrated from
+    means: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -174,15 +177,18 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
              origins: Sequence[int] | None = None, stride: int | None = None,
              n_origins: int | None = None, min_history: int = DEFAULT_MIN_HISTORY,
              example_layer: int = 0, progress: Progress | None = None,
-             lookahead_radius: int = LOOKAHEAD_RADIUS) -> BacktestResult:
+             lookahead_radius: int | None = LOOKAHEAD_RADIUS,
+             keep_means: bool = False) -> BacktestResult:
     """Backtest each predictor (a registered name or a predictor object) at every origin.
 
     ``stable`` is an (L, T) bool array over ``loads.steps`` (True = stable) used to label each
     origin with its layers' states. ``train`` is a separate trace a learning predictor
     (lstm) trains on instead of the history. ``origins`` overrides the origin grid of
     :func:`choose_origins`. Each predictor is fitted on the same object at increasing origins.
-    Beside the predictors, every origin and horizon is scored for the look-ahead bound
-    (``lookahead_radius`` training steps on either side, see metrics.lookahead_forecast).
+    Beside the predictors, every origin and horizon is scored for the look-ahead reference
+    (``lookahead_radius`` training steps on either side, see metrics.lookahead_forecast; None:
+    not scored). ``keep_means`` keeps each expert's mean forecast and actual share over every
+    horizon (``Scores.means``), which calibration (moetrace.calibrate) is made from.
     """
     horizons = tuple(sorted({int(h) for h in horizons}))
     if not horizons or horizons[0] <= 0:
@@ -210,6 +216,9 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
     n, n_layers = len(grid), loads.n_layers
     metrics = {(name, h): _empty(n, n_layers) for name in names for h in horizons}
     scored = {(name, h): np.zeros(n, dtype=np.int64) for name in names for h in horizons}
+    means = {key: (np.full((n, n_layers, loads.n_experts), np.nan),
+                   np.full((n, n_layers, loads.n_experts), np.nan))
+             for key in metrics} if keep_means else {}
     fits = {h: grid + h <= last for h in horizons}
     example_at = int(np.nonzero(fits[horizons[-1]])[0][-1]) if fits[horizons[-1]].any() else n - 1
     example = Example(int(grid[example_at]), example_layer,
@@ -243,6 +252,9 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
                 for key, value in values.items():
                     metrics[(name, h)][key][i] = value
                 scored[(name, h)][i] = rows.stop - rows.start
+                if keep_means:
+                    means[(name, h)][0][i] = forecast[:, ahead].mean(axis=1)
+                    means[(name, h)][1][i] = shares[:, rows].mean(axis=1)
             if i == example_at:
                 example.forecasts[name] = forecast[example_layer].copy()
             done += 1
@@ -252,10 +264,14 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
     if failed and all(all(r and r.startswith("not fitted") for r in fallbacks[name])
                       for name in names):
         raise next(iter(failed.values()))  # no predictor at any origin: nothing to report
-    scores = {key: Scores(fits[key[1]], metrics[key], scored[key]) for key in metrics}
-    lookahead = _lookahead(loads, grid, horizons, fits, loads.samples(lookahead_radius))
+    scores = {key: Scores(fits[key[1]], metrics[key], scored[key], means.get(key))
+              for key in metrics}
+    lookahead = {} if lookahead_radius is None else \
+        _lookahead(loads, grid, horizons, fits, loads.samples(lookahead_radius))
     return BacktestResult(grid, origin_stable, loads.layers, horizons, names, scores, seconds,
-                          example, min_history, lookahead, lookahead_radius, fallbacks)
+                          example, min_history, lookahead,
+                          LOOKAHEAD_RADIUS if lookahead_radius is None else lookahead_radius,
+                          fallbacks)
 
 
 def _lookahead(loads: Loads, grid: np.ndarray, horizons: tuple[int, ...],

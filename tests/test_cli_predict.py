@@ -11,7 +11,7 @@ from predictor_data import random_walk
 from click.testing import CliRunner
 
 from moetrace.cli import app
-from moetrace.predictors.forecast import FORECAST_SCHEMA, forecast_loads
+from moetrace.forecast import FORECAST_SCHEMA, forecast_loads
 from moetrace.trace import TraceMetadata, write_trace
 
 ENV = {"COLUMNS": "120"}

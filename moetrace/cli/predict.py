@@ -22,7 +22,7 @@ from moetrace.defaults import HORIZON
 from moetrace.output import check_outputs
 
 if TYPE_CHECKING:
-    from moetrace.predictors.forecast import Forecasts
+    from moetrace.forecast import Forecasts
 
 
 def _experts(experts: list[int], shares: list[float]) -> str:
@@ -75,7 +75,7 @@ def predict(trace: str, out: Path | None, predictors: str | None, horizon: int,
     origin is used. See docs/predictors.md.
     """
     from moetrace import pipeline
-    from moetrace.predictors.forecast import forecast_format, write_forecasts
+    from moetrace.forecast import forecast_format, write_forecasts
 
     inputs = [trace] + ([hyper["train_trace"]] if hyper.get("train_trace") else [])
     if out is not None:

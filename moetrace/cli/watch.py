@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from moetrace.cli.app import command, console, renamed, warn
 from moetrace.cli.options import PathType
 from moetrace.cli.render import safe
 from moetrace.defaults import REPLAN_GAIN, REPLAN_INTERVAL
+from moetrace.jsondoc import line as line_json
 from moetrace.errors import ParameterError
 from moetrace.output import check_output
 
@@ -77,7 +77,7 @@ def watch(directory: Path, as_json: bool, plan_out: Path | None, gpus: int | Non
 
     def on_update(snapshot, events):
         if as_json:
-            sys.stdout.write(json.dumps({**snapshot, "events": events}) + "\n")
+            sys.stdout.write(line_json({**snapshot, "events": events}))
             sys.stdout.flush()
         elif live is not None:
             live.update(render(snapshot, title))

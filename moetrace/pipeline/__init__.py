@@ -7,7 +7,7 @@ trace shrinks, or the one line refusing it), runs the per-layer work a chunk of 
 time on the executor of its :class:`Execution`, and joins the chunks' results:
 
 - :func:`analyze` -> :class:`~moetrace.states.Analysis` (``moetrace analyze``);
-- :func:`forecast` -> :class:`~moetrace.predictors.forecast.Forecasts` (``predict``);
+- :func:`forecast` -> :class:`~moetrace.forecast.Forecasts` (``predict``);
 - :func:`backtest` -> :class:`Backtested`: the analysis, the backtest, the placement replay
   and the settings a report is written from (``report``; :func:`build_report` writes one);
 - :func:`replay` -> :class:`~moetrace.placement.PlacementReplay` (``simulate``);
@@ -93,7 +93,7 @@ def forecast(trace: str | Path | Trace, predictors: Sequence[str] | str | None =
     """Forecast every expert's share for the ``horizon`` steps after ``at`` (default: the
     last step) with each predictor (default: auto), a chunk of layers at a time."""
     from moetrace.defaults import HORIZON
-    from moetrace.predictors.forecast import Forecasts
+    from moetrace.forecast import Forecasts
 
     selection = select_predictors(predictors, PREDICT_PREDICTORS)  # a bad name: before reading
     trace = open_trace(trace)

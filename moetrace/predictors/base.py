@@ -69,7 +69,7 @@ class Predictor(Protocol):
 
     def uncertainty(self, horizon: int) -> Uncertainty | None:
         """The predictor's own calibration at ``horizon`` (one of ``options.horizons``), or
-        None if it makes none (moetrace.predictors.calibrate then makes one for it)."""
+        None if it makes none (moetrace.calibrate then makes one for it, by backtesting it on the history)."""
         ...
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from moetrace.metrics import error_rate
 from moetrace.trace.shares import Loads
 
 #: rule(buckets up to an origin (L, m, E), k) -> forecast of the next k buckets (L, k, E)
@@ -55,7 +56,7 @@ def bucket_errors(rule: Rule, buckets: np.ndarray, origins: np.ndarray,
     out = np.empty((len(origins), buckets.shape[0]))
     for i, o in enumerate(origins):
         forecast = rule(buckets[:, :o], k)
-        out[i] = np.abs(forecast - buckets[:, o:o + k]).sum(axis=-1).mean(axis=-1)
+        out[i] = error_rate(forecast, buckets[:, o:o + k])
     return out
 
 
@@ -114,7 +115,7 @@ def expected_error(rule: Rule, loads: Loads, buckets: np.ndarray, origins: np.nd
     for i, o in enumerate(origins):
         rows = np.flatnonzero((index >= o) & (index < o + k))
         forecast = rule(buckets[:, :o], k)[:, index[rows] - o]  # (L, rows, E)
-        errors[i] = np.abs(forecast - loads.shares[:, rows]).sum(axis=-1).mean(axis=-1)
+        errors[i] = error_rate(forecast, loads.shares[:, rows])
     return masked_mean(errors, valid)
 
 

@@ -50,10 +50,3 @@ FIGURES = (
 def closest_model(n_experts: int) -> str:
     """The paper's setup nearest to a trace: 350M has 128 experts per layer, 125M has 16."""
     return "GPT-3 350M" if n_experts >= 64 else "GPT-3 125M"
-
-
-def figure_for(model: str, predictor: str, horizon: int) -> PaperFigure | None:
-    for fig in FIGURES:
-        if (fig.model, fig.predictor, fig.horizon) == (model, predictor, horizon):
-            return fig
-    return None

@@ -72,7 +72,7 @@ class PlanSettings:
 
 @dataclass(frozen=True)
 class ForecastSettings:
-    """``predictors.forecast.forecast_loads``'s settings."""
+    """``forecast.forecast_loads``'s settings."""
 
     predictors: tuple[str, ...]
     horizon: int
@@ -134,7 +134,7 @@ def plan_chunk(handle: TraceHandle, layers: list[int], settings: PlanSettings,
 
 def forecast_chunk(handle: TraceHandle, layers: list[int], settings: ForecastSettings,
                    progress: Progress | None = None):
-    from moetrace.predictors.forecast import forecast_loads
+    from moetrace.forecast import forecast_loads
 
     return forecast_loads(handle.open().loads(layers=layers), list(settings.predictors),
                           settings.horizon, settings.at, settings.options,

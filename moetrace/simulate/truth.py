@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from moetrace.simulate.config import SimConfig
-
-TRANSIENT, STABLE = "transient", "stable"
+from moetrace.states.segment import STABLE, TRANSIENT, Segment  # noqa: F401  (re-exported)
 
 
 def volatility(config: SimConfig, start: int, stop: int) -> np.ndarray:
@@ -30,15 +29,6 @@ def volatility(config: SimConfig, start: int, stop: int) -> np.ndarray:
         ramp = np.where((t >= begin) & (t < begin + duration), 1.0 - (t - begin) / duration, 0.0)
         out = np.maximum(out, amplitudes[:, None] * config.reentry_amplitude * ramp[None, :])
     return out
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Steps ``start`` .. ``end - 1`` of one layer, all in ``state``."""
-
-    start: int
-    end: int
-    state: str
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@
 one step included) and keeps per layer only what the decision needs: the last ``window``
 samples of shares (a ring buffer) and a bounded history of its noise estimates, so memory
 does not grow with the run and each step costs O(experts) per layer, amortised. A batch run
-over a finished trace (:func:`online_states`) is the same object fed in one block, so the
-two cannot disagree (tested), and the label at step t never depends on a step after t.
+over a finished trace (:func:`online_states`) is the same object fed blocks of ``chunk``
+samples in a loop, so the two cannot disagree (tested), and the label at step t never
+depends on a step after t.
 
 The statistic is the hindsight analysis's (docs/analysis.md), computed causally: every
 ``stride`` samples, over the last ``window`` samples, the mean over experts of each share's

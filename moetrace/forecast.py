@@ -22,7 +22,7 @@ from moetrace.predictors.base import (
     make_predictor,
     select_predictors,
 )
-from moetrace.predictors.calibrate import calibrate
+from moetrace.calibrate import calibrate
 from moetrace.progress import Progress
 from moetrace.trace.shares import Loads
 
