@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from moetrace.defaults import HORIZON
 from moetrace.predictors.buckets import normalize_shares
 from moetrace.predictors.inner import (
     Rule,
@@ -34,7 +35,7 @@ LEVEL_STEPS = 100
 TREND_STEPS = 500
 SHRINKS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TAUS = (500, 1000, 2000)  # damping horizons in training steps
-DEFAULT_HORIZON = 1000  # the horizon tuned for when none is given (training steps)
+DEFAULT_HORIZON = HORIZON  # the horizon tuned for when none is given: predict's default
 
 
 def level_and_slope(buckets: np.ndarray, level_b: int, trend_b: int,

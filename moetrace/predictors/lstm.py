@@ -24,6 +24,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from moetrace.defaults import HORIZON
 from moetrace.errors import MissingExtraError, ParameterError
 from moetrace.predictors.buckets import bucket_means
 from moetrace.predictors.template import BucketPredictor, HistoryMark
@@ -60,8 +61,8 @@ TRAIN_BUCKETS = 500
 #: Fewest buckets to train on besides the validation rollout: with less (a short or sampled
 #: history), the model is not trained and forecasts with its baseline, saying so
 MIN_TRAIN = 2 * WINDOW
-#: the horizon validated on when none is given (training steps)
-DEFAULT_HORIZON = 1000
+#: the horizon validated on when none is given (training steps): predict's default
+DEFAULT_HORIZON = HORIZON
 EPS = 1e-9
 
 
