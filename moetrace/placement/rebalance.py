@@ -136,7 +136,7 @@ def _replicate(weight: np.ndarray, num_phy: int, cap: int | None = None
 
 
 def _packing(weight: np.ndarray, num_packs: int, refine: bool) -> tuple[np.ndarray, np.ndarray]:
-    pack, rank = greedy_packing(weight, num_packs)
+    pack, rank = greedy_packing(weight, num_packs, torch_order=not refine)
     if refine and weight.shape[1] > num_packs:
         pack = refine_packing(weight, pack, num_packs)
         rank = ranks_in_packs(pack, num_packs)
