@@ -28,6 +28,7 @@ never worse than ``"eplb"`` on the same input.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -80,8 +81,9 @@ def check_inputs(weight, num_replicas: int, num_groups: int, num_nodes: int, num
     """
     if planner not in PLANNERS:
         raise ParameterError(f"unknown planner '{planner}' (known: {', '.join(PLANNERS)})")
-    if hasattr(weight, "detach") and hasattr(weight, "cpu"):  # a torch tensor, any device
-        weight = weight.detach().cpu().double().numpy()
+    torch = sys.modules.get("torch")  # a tensor can only come from a torch already imported
+    if torch is not None and isinstance(weight, torch.Tensor):
+        weight = weight.detach().cpu().double().numpy()  # any dtype, any device
     try:
         weight = np.asarray(weight, dtype=np.float64)
     except (TypeError, ValueError):
