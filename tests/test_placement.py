@@ -27,7 +27,7 @@ EPLB_PHY2LOG = [[5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1],
 
 
 def test_eplb_readme_example_reproduced_exactly():
-    phy2log, log2phy, logcnt = rebalance_experts(EPLB_WEIGHT, 16, 4, 2, 8, policy="eplb")
+    phy2log, log2phy, logcnt = rebalance_experts(EPLB_WEIGHT, 16, 4, 2, 8, planner="eplb")
     assert phy2log.tolist() == EPLB_PHY2LOG
     assert phy2log.dtype == log2phy.dtype == logcnt.dtype == np.int64
     assert logcnt.sum(axis=1).tolist() == [16, 16]
@@ -49,11 +49,15 @@ def _check_plan(weight, phy2log, log2phy, logcnt, slots, gpus):
 
 @st.composite
 def _problems(draw):
-    gpus = draw(st.sampled_from([1, 2, 4, 8]))
-    nodes = draw(st.sampled_from([n for n in (1, 2, 4) if gpus % n == 0]))
-    groups = draw(st.sampled_from([1, 2, 4, 8]))
+    gpus = draw(st.sampled_from([1, 2, 3, 4, 6, 8]))
+    nodes = draw(st.sampled_from([1, 2, 3, 4]))
+    # a hierarchical plan (groups divide by the nodes) needs the nodes to divide the GPUs; a
+    # global one needs neither that nor groups that divide the experts
+    groups = draw(st.sampled_from([g for g in (1, 2, 3, 4, 5, 8)
+                                   if gpus % nodes == 0 or g % nodes]))
     per_group = draw(st.integers(1, 4))
-    experts = groups * per_group * (nodes if groups % nodes else 1)
+    experts = (groups * per_group if groups % nodes == 0
+               else draw(st.integers(1, 40)))
     extra_per_gpu = draw(st.integers(0, 3))
     slots = -(-experts // gpus) * gpus + extra_per_gpu * gpus
     layers = draw(st.integers(1, 3))
@@ -73,9 +77,9 @@ def _problems(draw):
 def test_plans_are_valid_and_the_default_is_never_worse_than_eplb(problem):
     weight, slots, groups, nodes, gpus = problem
     plans = {}
-    for policy in ("eplb", "balanced"):
-        plans[policy] = rebalance_experts(weight, slots, groups, nodes, gpus, policy=policy)
-        _check_plan(weight, *plans[policy], slots, gpus)
+    for planner in ("eplb", "balanced"):
+        plans[planner] = rebalance_experts(weight, slots, groups, nodes, gpus, planner=planner)
+        _check_plan(weight, *plans[planner], slots, gpus)
     peak = {p: gpu_loads(weight, plans[p][0], plans[p][2], gpus).max(axis=1) for p in plans}
     assert (peak["balanced"] <= peak["eplb"] * (1 + 1e-6) + 1e-9).all()
 
@@ -83,7 +87,7 @@ def test_plans_are_valid_and_the_default_is_never_worse_than_eplb(problem):
 def test_default_is_clearly_better_on_a_skewed_load():
     # one expert takes most tokens: EPLB gives it 9 replicas on 8 GPUs (two share a GPU)
     weight = np.array([[1_000_000.0] + list(range(1, 64))])
-    eplb = rebalance_experts(weight, 72, 1, 1, 8, policy="eplb")
+    eplb = rebalance_experts(weight, 72, 1, 1, 8, planner="eplb")
     best = rebalance_experts(weight, 72, 1, 1, 8)
     ratio = (gpu_loads(weight, best[0], best[2], 8).max()
              / gpu_loads(weight, eplb[0], eplb[2], 8).max())
@@ -94,7 +98,7 @@ def test_default_is_clearly_better_on_a_skewed_load():
 @pytest.mark.parametrize("args, problem", [
     ((EPLB_WEIGHT, 15, 4, 2, 8), "15 replica slots do not split evenly over 8 GPUs"),
     ((EPLB_WEIGHT, 8, 1, 1, 8), "8 replica slots cannot hold 12 experts"),
-    ((EPLB_WEIGHT, 16, 4, 3, 8), "8 GPUs do not split evenly over 3 nodes"),
+    ((EPLB_WEIGHT, 18, 6, 3, 2), "2 GPUs do not split evenly over 3 nodes"),
     (([[1.0, np.nan]], 2, 1, 1, 2), "finite and non-negative"),
     (([[1.0, -1.0]], 2, 1, 1, 2), "finite and non-negative"),
     (([1.0, 2.0], 2, 1, 1, 2), r"\[layers, experts\] array"),

@@ -3,46 +3,68 @@
 Contract (the same as ``eplb.rebalance_experts`` in deepseek-ai/EPLB, numpy instead of torch):
 
 - ``weight [layers, E]``: the estimated load of every logical expert (only comparisons within a
-  layer matter: counts, means and shares give the same plan);
+  layer matter: counts, means and shares give the same plan); a numpy array, a nested list or
+  a torch tensor on any device;
 - ``num_replicas`` R physical expert slots, a multiple of ``num_gpus``; slot p lives on GPU
-  ``p // (R / num_gpus)``; ``num_gpus`` a multiple of ``num_nodes``;
+  ``p // (R / num_gpus)``;
 - ``num_groups`` expert groups (E / num_groups consecutive experts each, as in group-limited
-  routing): when ``num_groups % num_nodes == 0`` whole groups are packed onto nodes and
-  replicas stay inside their node (hierarchical); otherwise one group and one node (global);
+  routing): when ``num_groups % num_nodes == 0`` the plan is hierarchical, whole groups packed
+  onto nodes and replicas kept inside their node, and then E must split into the groups and
+  ``num_gpus`` over the nodes; otherwise the plan is global (one group, one node), whatever
+  the groups, nodes and GPUs;
 - returns ``phy2log [layers, R]`` (the logical expert in each slot), ``log2phy [layers, E, X]``
   (the slots of each expert, padded with -1) and ``logcnt [layers, E]`` (replicas per expert,
   at least 1), all int64.
 
-Policies: ``"eplb"`` is EPLB's own algorithm (greedy packing of groups onto nodes, redundant
-slots one at a time to the expert with the highest load per replica, greedy packing of the
-replicas onto GPUs), reproducing its published example exactly. ``"balanced"`` (the default)
-refines both packings with pairwise swaps (moetrace.placement.packing.refine_packing) and keeps,
-per layer, whichever of the candidate plans has the smallest maximum GPU load, EPLB's own plan
-among them: it is never worse than ``"eplb"`` on the same input.
+Planners (``planner=``): ``"eplb"`` is EPLB's own algorithm (greedy packing of groups onto
+nodes, redundant slots one at a time to the expert with the highest load per replica, greedy
+packing of the replicas onto GPUs) in float32 as EPLB computes it, equal loads taken in the
+order of PyTorch's CPU sort (moetrace.placement.packing.sort_descending): it gives EPLB's
+arrays, its published example among them. ``"balanced"`` (the default) refines both packings
+with pairwise swaps (moetrace.placement.packing.refine_packing) and keeps, per layer, whichever
+of the candidate plans has the smallest maximum GPU load, EPLB's own plan among them: it is
+never worse than ``"eplb"`` on the same input.
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 
+from moetrace.defaults import PLANNER
 from moetrace.errors import ParameterError
 from moetrace.placement.packing import greedy_packing, ranks_in_packs, refine_packing
 
-Policy = Literal["balanced", "eplb"]
-POLICIES: tuple[str, ...] = ("balanced", "eplb")
+Planner = Literal["balanced", "eplb"]
+PLANNERS: tuple[str, ...] = ("balanced", "eplb")
+#: the former name of PLANNERS ("policy" now means a replay strategy)
+POLICIES = PLANNERS
 
 
 def rebalance_experts(weight: np.ndarray | Sequence[Sequence[float]], num_replicas: int,
                       num_groups: int, num_nodes: int, num_gpus: int, *,
-                      policy: Policy = "balanced") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Plan ``num_replicas`` slots for every layer; see the module docstring for the contract."""
-    weight = check_inputs(weight, num_replicas, num_groups, num_nodes, num_gpus, policy)
+                      planner: Planner | None = None, policy: Planner | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Plan ``num_replicas`` slots for every layer; see the module docstring for the contract.
+
+    ``planner`` defaults to ``"balanced"``; ``policy`` is its former name, deprecated.
+    """
+    if policy is not None:
+        warnings.warn("rebalance_experts(policy=...) is deprecated: pass planner=... (the "
+                      "rebalance algorithm is the planner)", DeprecationWarning, stacklevel=2)
+        if planner is not None and planner != policy:
+            raise ParameterError(f"planner '{planner}' and policy '{policy}' disagree: give "
+                                 "the planner only")
+        planner = policy
+    planner = PLANNER if planner is None else planner
+    weight = check_inputs(weight, num_replicas, num_groups, num_nodes, num_gpus, planner)
     if num_groups % num_nodes:
         num_groups = num_nodes = 1  # EPLB's global policy
-    if policy == "eplb":
+    if planner == "eplb":
         phy2log, rank, logcnt = _hierarchical(weight.astype(np.float32), num_replicas,
                                               num_groups, num_nodes, num_gpus, refine=False)
     else:
@@ -51,11 +73,17 @@ def rebalance_experts(weight: np.ndarray | Sequence[Sequence[float]], num_replic
 
 
 def check_inputs(weight, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int,
-                 policy: str) -> np.ndarray:
-    """The loads as a float64 ``[layers, E]`` array, or a ParameterError saying what is wrong."""
-    if policy not in POLICIES:
-        raise ParameterError(f"unknown rebalance policy '{policy}' (known: "
-                             f"{', '.join(POLICIES)})")
+                 planner: str) -> np.ndarray:
+    """The loads as a float64 ``[layers, E]`` array, or a ParameterError saying what is wrong.
+
+    Accepts what EPLB accepts, except loads that are negative or not finite (EPLB plans those
+    too, meaninglessly) and counts that are not positive integers.
+    """
+    if planner not in PLANNERS:
+        raise ParameterError(f"unknown planner '{planner}' (known: {', '.join(PLANNERS)})")
+    torch = sys.modules.get("torch")  # a tensor can only come from a torch already imported
+    if torch is not None and isinstance(weight, torch.Tensor):
+        weight = weight.detach().cpu().double().numpy()  # any dtype, any device
     try:
         weight = np.asarray(weight, dtype=np.float64)
     except (TypeError, ValueError):
@@ -73,16 +101,15 @@ def check_inputs(weight, num_replicas: int, num_groups: int, num_nodes: int, num
     if num_replicas % num_gpus:
         raise ParameterError(f"{num_replicas} replica slots do not split evenly over "
                              f"{num_gpus} GPUs")
-    if num_gpus % num_nodes:
-        raise ParameterError(f"{num_gpus} GPUs do not split evenly over {num_nodes} nodes")
     if num_replicas < n_experts:
         raise ParameterError(f"{num_replicas} replica slots cannot hold {n_experts} experts")
-    if num_groups % num_nodes == 0:
+    if num_groups % num_nodes == 0:  # hierarchical; a global plan needs neither
         if n_experts % num_groups:
             raise ParameterError(f"{n_experts} experts do not split into {num_groups} groups")
-        if num_replicas // num_nodes < n_experts // num_nodes or n_experts % num_nodes:
-            raise ParameterError(f"{n_experts} experts in {num_groups} groups do not fit "
-                                 f"{num_replicas} slots on {num_nodes} nodes")
+        if num_gpus % num_nodes:
+            raise ParameterError(f"{num_gpus} GPUs do not split evenly over {num_nodes} nodes "
+                                 f"(the plan is hierarchical: {num_groups} groups divide by "
+                                 "the nodes)")
     return weight
 
 
@@ -136,7 +163,7 @@ def _replicate(weight: np.ndarray, num_phy: int, cap: int | None = None
 
 
 def _packing(weight: np.ndarray, num_packs: int, refine: bool) -> tuple[np.ndarray, np.ndarray]:
-    pack, rank = greedy_packing(weight, num_packs)
+    pack, rank = greedy_packing(weight, num_packs, torch_order=not refine)
     if refine and weight.shape[1] > num_packs:
         pack = refine_packing(weight, pack, num_packs)
         rank = ranks_in_packs(pack, num_packs)
