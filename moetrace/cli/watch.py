@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from moetrace.cli.app import command, console, warn
-from moetrace.cli.render import Force, safe
+from moetrace.cli.render import Force, emit_json, safe
+from moetrace.defaults import REPLAN_GAIN, REPLAN_INTERVAL
 from moetrace.errors import ParameterError
 from moetrace.output import check_output
+
+#: the --json-out document (docs/watch.md)
+WATCH_SCHEMA = "moetrace.watch"
 
 
 @command()
@@ -22,6 +27,9 @@ def watch(
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per update on stdout instead of the live view.")
     ] = False,
+    json_out: Annotated[Optional[Path], typer.Option(
+        "--json-out", metavar="FILE", help="When the watch ends, write a summary and its "
+        "last update to FILE (JSON).")] = None,
     plan_out: Annotated[Optional[Path], typer.Option(
         "--plan-out", metavar="FILE", help="Write a new placement here whenever a re-plan pays "
         "(needs --gpus).")] = None,
@@ -32,9 +40,11 @@ def watch(
     redundant: Annotated[Optional[int], typer.Option(
         help="Redundant expert slots (as for plan).")] = None,
     interval: Annotated[int, typer.Option(
-        metavar="STEPS", help="Training steps a plan is held and forecast.")] = 1000,
+        metavar="STEPS", help="The re-plan interval: training steps a plan is held and "
+        "forecast.")] = REPLAN_INTERVAL,
     threshold: Annotated[float, typer.Option(
-        help="Balancedness gain of a fresh plan that makes a re-plan pay.")] = 0.02,
+        help="Balancedness gain of a fresh plan that makes a stable layer's re-plan pay.")
+    ] = REPLAN_GAIN,
     until_step: Annotated[Optional[int], typer.Option(
         "--until-step", metavar="N", help="Stop once step N is merged.")] = None,
     until_idle: Annotated[Optional[float], typer.Option(
@@ -50,24 +60,32 @@ def watch(
     """Follow a recording live: each layer's online state, imbalance, the forecast's expected
     error and, with --gpus, whether a fresh placement would pay. Ctrl-C ends it. See
     docs/watch.md."""
+    from moetrace.cli.watch_view import line, render
     from moetrace.placement import Cluster
     from moetrace.watch import PlanSettings
     from moetrace.watch import watch as follow
-    from moetrace.watch.view import line, render
 
     if plan_out is not None and gpus is None:
         raise ParameterError("--plan-out needs --gpus (the cluster the plan is for)")
     if poll <= 0 or (until_idle is not None and until_idle < 0):
         raise ParameterError("--poll must be positive and --until-idle not negative")
-    if not directory.exists():
-        warn(f"{directory} does not exist yet; waiting for the recording to start")
+    if interval < 1:
+        raise ParameterError(f"--interval must be a positive number of steps, got {interval}")
+    if plan_out is not None and json_out is not None and \
+            os.path.realpath(plan_out) == os.path.realpath(json_out):
+        raise ParameterError(f"--plan-out and --json-out name the same file ({json_out}); "
+                             "give two")
     plan = None
     if gpus is not None:
         plan = PlanSettings(Cluster(gpus=gpus, nodes=nodes, groups=groups, redundant=redundant),
-                            interval=interval, threshold=threshold)
-    if plan_out is not None:
-        check_output(plan_out, kind="file", inputs=[directory], force=force)
+                            replan_interval=interval, threshold=threshold)
+    for path in (plan_out, json_out):
+        if path is not None:
+            check_output(path, kind="file", inputs=[directory], force=force)
+    if not directory.exists():
+        warn(f"{directory} does not exist yet; waiting for the recording to start")
     title = f"moetrace watch {safe(directory)}"
+    last: dict[str, Any] = {"update": None}  # the last update, as its --json line
     live = None
     if not as_json and console.is_terminal:
         from rich.live import Live
@@ -76,8 +94,9 @@ def watch(
         live.start()
 
     def on_update(snapshot, events):
+        last["update"] = {**snapshot, "events": events}
         if as_json:
-            sys.stdout.write(json.dumps({**snapshot, "events": events}) + "\n")
+            sys.stdout.write(json.dumps(last["update"]) + "\n")
             sys.stdout.flush()
         elif live is not None:
             live.update(render(snapshot, title))
@@ -90,7 +109,8 @@ def watch(
     try:
         result = follow(directory, on_update=on_update, on_problem=warn,
                         plan=plan, plan_out=plan_out, until_step=until_step,
-                        until_idle=until_idle, poll=poll, stall_steps=stall_steps)
+                        until_idle=until_idle, poll=poll, horizon=interval,
+                        stall_steps=stall_steps)
     finally:
         if live is not None:
             live.stop()
@@ -101,6 +121,11 @@ def watch(
     if state is not None and plan is not None:
         summary += f"; plan version {state.plan_version}"
     summary += f" ({result.reason})"
+    if json_out is not None:
+        emit_json({"schema": WATCH_SCHEMA, "version": 1, "directory": str(directory),
+                   "updates": result.updates, "reason": result.reason, "summary": summary,
+                   "problems": result.problems, "last_update": last["update"]},
+                  to_stdout=False, path=json_out, inputs=[directory], force=force)
     if as_json:
         sys.stderr.write(f"moetrace: {summary}\n")
     else:
