@@ -124,23 +124,25 @@ class WatchState:
         return events
 
     def _remember(self, steps, counts) -> None:
-        keep = max(1, int(self.history // (self.interval or 1)))
-        if self.counts is None:
-            self.steps, self.counts = steps[-keep:].copy(), counts[:, -keep:].copy()
-            return
-        self.steps = np.concatenate([self.steps, steps])[-keep:]
-        self.counts = np.concatenate([self.counts, counts], axis=1)[:, -keep:]
+        """Keep the rows of the last ``history`` training steps."""
+        if self.counts is not None:
+            steps = np.concatenate([self.steps, steps])
+            counts = np.concatenate([self.counts, counts], axis=1)
+        kept = self._ring(steps, counts).last(self.history)
+        self.steps, self.counts = kept.steps.copy(), kept.counts.copy()
+
+    def _ring(self, steps=None, counts=None) -> Loads:
+        steps = self.steps if steps is None else steps
+        counts = self.counts if counts is None else counts
+        return Loads(steps, counts, tuple(range(self.n_layers)))
 
     def _history_span(self) -> int:
-        if len(self.steps) == 0:
-            return 0
-        return int(self.steps[-1] - self.steps[0]) + (self.interval or 1)
+        return Loads.axis(self.steps).span
 
     def _forecast(self) -> list[dict[str, Any]]:
         previous, t = self.forecast_at, self.last_step
         self.forecast_at = t
-        history = Loads(self.steps, self.counts, tuple(range(self.n_layers)))
-        estimates = Estimates(history, self.horizon)
+        estimates = Estimates(self._ring(), self.horizon)
         fit = estimates.forecast_fit(t, self.plan.predictor if self.plan is not None else "auto")
         if fit.uncertainty is not None:
             self.expected_error = np.asarray(fit.uncertainty.expected_error, dtype=np.float64)
