@@ -189,7 +189,7 @@ class WatchState:
         """Put the new plan of layers ``which`` in force, in both forms."""
         self.current = self.current.copy()
         self.current[which] = made.replicas
-        if self.layout is None:  # the first plan covers every layer
+        if self.layout is None:  # the first plan covers every layer (Adaptive.rule, first)
             self.layout, self.planned_from = made, shares.copy()
             return
         both = stack_log2phy([self.layout.log2phy, made.log2phy])  # padded alike
@@ -204,7 +204,7 @@ class WatchState:
 
     def _placement_plan(self, fit: Forecast) -> PlacementPlan:
         """The plan in force as a plan document's plan (docs/placement.md)."""
-        cluster, shares = self.plan.cluster, self.planned_from
+        cluster, shares = self.plan.cluster, self.planned_from.copy()
         return PlacementPlan.of(
             self.layout, at=self.last_step, interval=self.horizon, source="adaptive",
             predictor=self.plan.predictor, cluster=cluster, layers=list(range(self.n_layers)),
