@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
+from moetrace.errors import ParameterError
 from moetrace.placement import Cluster, Estimates, expected_balancedness, make_policies, replay
 from moetrace.placement.cluster import replica_counts
 from moetrace.placement.plan import plan_trace
@@ -68,7 +69,7 @@ def test_a_forecast_that_cannot_be_made_falls_back_to_the_window_in_plan_and_rep
 def test_the_oracle_needs_steps_after():
     estimates = Estimates(_random(steps=10), 5)
     assert np.allclose(estimates.oracle(4).sum(axis=1), 1)
-    with pytest.raises(Exception, match="needs the steps after 9"):
+    with pytest.raises(ParameterError, match="needs the steps after 9"):
         estimates.oracle(9)
 
 
@@ -122,7 +123,7 @@ def test_planner_is_the_clusters_name_for_the_rebalance_algorithm():
     assert Cluster(gpus=2, rebalance="eplb") == Cluster(gpus=2, planner="eplb")
     assert Cluster(gpus=2, planner="eplb").rebalance == "eplb"  # the old name, read-only
     assert Cluster(gpus=2).planner == "balanced"
-    with pytest.raises(Exception, match="unknown planner 'magic'"):
+    with pytest.raises(ParameterError, match="unknown planner 'magic'"):
         Cluster(gpus=2, planner="magic").slots(4)
 
 

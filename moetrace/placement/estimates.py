@@ -41,7 +41,7 @@ SOURCES = ("forecast", "window", "oracle")
 
 
 @dataclass(frozen=True)
-class Forecast:
+class ForecastEstimate:
     """One forecast estimate: shares [L, E], why it is not the predictor's own forecast (or
     None), and the predictor's stated uncertainty at the re-plan interval (or None)."""
 
@@ -98,8 +98,8 @@ class Estimates:
         """Why the forecast at ``t`` is not the predictor's own (None: it is)."""
         return self.forecast_fit(t, predictor).fallback
 
-    def forecast_fit(self, t: int, predictor: str = "auto") -> Forecast:
-        """The forecast at ``t`` with its fallback and uncertainty (see :class:`Forecast`)."""
+    def forecast_fit(self, t: int, predictor: str = "auto") -> ForecastEstimate:
+        """The forecast at ``t``, its fallback and uncertainty (:class:`ForecastEstimate`)."""
         key = ("forecast", predictor, int(t))
         if key not in self._cache:
             self._cache[key] = self._forecast(int(t), predictor)
@@ -116,7 +116,7 @@ class Estimates:
             return self.oracle(t)
         raise ParameterError(f"unknown load estimate '{source}' (known: {', '.join(SOURCES)})")
 
-    def _forecast(self, t: int, predictor: str) -> Forecast:
+    def _forecast(self, t: int, predictor: str) -> ForecastEstimate:
         from moetrace.predictors import PredictorOptions, make_predictor
 
         if self.progress is not None:
@@ -129,8 +129,8 @@ class Estimates:
             why = (f"could not forecast at step {t} ({exc}); the last {horizon} steps' counts "
                    "stood in")
             self.notes.append(f"{predictor} {why}")
-            return Forecast(self.window(t, horizon), why, None)
-        return Forecast(np.asarray(shares, dtype=np.float64), model.fallback,
+            return ForecastEstimate(self.window(t, horizon), why, None)
+        return ForecastEstimate(np.asarray(shares, dtype=np.float64), model.fallback,
                         model.uncertainty(horizon))
 
 

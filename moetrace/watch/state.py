@@ -32,7 +32,7 @@ from moetrace.errors import ParameterError
 from moetrace.metrics import nanmean_rows
 from moetrace.placement.cluster import Cluster, Layout, expected_balancedness, moved_replicas
 from moetrace.placement.document import PlacementPlan, stack_log2phy
-from moetrace.placement.estimates import Estimates, Forecast
+from moetrace.placement.estimates import Estimates, ForecastEstimate
 from moetrace.placement.policies import Adaptive, forecast_balancedness, on_grid
 from moetrace.states.online import OnlineDetector
 from moetrace.trace.shares import Loads, sampling_interval
@@ -151,8 +151,8 @@ class WatchState:
             return []
         return self._check_plan(estimates, fit, t, previous)
 
-    def _check_plan(self, estimates: Estimates, fit: Forecast, t: int, previous: int | None
-                    ) -> list[dict[str, Any]]:
+    def _check_plan(self, estimates: Estimates, fit: ForecastEstimate, t: int,
+                    previous: int | None) -> list[dict[str, Any]]:
         """The adaptive policy's rule at step ``t`` (the previous check was at ``previous``)."""
         cluster = self.plan.cluster
         first = self.plan_version == 0
@@ -202,7 +202,7 @@ class WatchState:
         self.layout = Layout(phy2log, log2phy, logcnt, self.current)
         self.planned_from[which] = shares[which]
 
-    def _placement_plan(self, fit: Forecast) -> PlacementPlan:
+    def _placement_plan(self, fit: ForecastEstimate) -> PlacementPlan:
         """The plan in force as a plan document's plan (docs/placement.md)."""
         cluster, shares = self.plan.cluster, self.planned_from.copy()
         return PlacementPlan.of(
