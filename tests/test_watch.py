@@ -13,11 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_cli
+from moetrace.errors import ParameterError
+from moetrace.placement import Cluster, read_plan, replay
+from moetrace.placement.document import PLAN_KEYS
+from moetrace.placement.plan import plan_trace
 from moetrace.states import analyze_loads
 from moetrace.trace import read_trace
-from moetrace.watch import Merger, PlanSettings, watch
+from moetrace.trace.shares import Loads
+from moetrace.watch import Merger, PlanSettings, WatchState, watch
 from moetrace.watch.follow import Part
-from moetrace.placement import Cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_traces" / "demo-sampled"
@@ -126,3 +131,141 @@ def test_watch_follows_the_demo_trainer_live_and_writes_plans(tmp_path):
     assert phy2log.shape == (4, 12) and (phy2log >= 0).all()
     assert all(set(row) == set(range(8)) for row in phy2log.tolist())
     assert "watched" in err and "until-idle" in err
+
+
+# -- plans: the adaptive policy's own rule, the one plan document ------------------------------
+
+def _sim_loads(layers=2, steps=5000):
+    trace = read_trace(ROOT / "sample_traces" / "gpt3-125m-sim.parquet")
+    loads = trace.loads()
+    return Loads(loads.steps[:steps], loads.counts[:layers, :steps], loads.layers[:layers]), \
+        trace.metadata.top_k
+
+
+def _watch_in_quarters(loads, top_k, settings, quarter):
+    """A WatchState fed the first re-plan interval, then one quarter interval at a time: its
+    checks fall on the adaptive policy's origins (the last step, which the replay does not
+    re-plan at, is left out)."""
+    state = WatchState(loads.n_layers, loads.n_experts, top_k=top_k, plan=settings,
+                       horizon=settings.replan_interval)
+    start = int(loads.steps[0]) + settings.replan_interval - loads.interval
+    events = []
+    for a, b in zip([int(loads.steps[0]) - 1, *range(start, int(loads.steps[-1]), quarter)],
+                    [*range(start, int(loads.steps[-1]), quarter), int(loads.steps[-2])]):
+        rows = loads.rows(a, b)
+        events += state.update(loads.steps[rows], loads.counts[:, rows])
+    return state, [e for e in events if e["event"] == "replan"]
+
+
+def test_watch_applies_the_adaptive_policys_own_rule():
+    """Fed a trace a quarter interval at a time, watch re-plans the very layers at the very
+    steps the replay's adaptive policy does (transient layers every quarter interval from
+    their last quarter of counts, stable ones on the grid when the forecast gains), and ends
+    with the same plan."""
+    loads, top_k = _sim_loads()
+    cluster = Cluster(gpus=4, redundant=4)
+    settings = PlanSettings(cluster, replan_interval=1000, predictor="naive")
+    state, replans = _watch_in_quarters(loads, top_k, settings, quarter=250)
+    analysis = analyze_loads(loads, top_k=top_k)
+    result = replay(loads, cluster, [settings.policy], interval=1000,
+                    online_stable=analysis.online_stable)
+    adaptive = result.policies[0]
+    assert [(e["at"], e["layers"]) for e in replans] == \
+        [(t, np.flatnonzero(which).tolist()) for t, which in adaptive.replans]
+    assert any(not analysis.online_stable[:, loads.index(t) - 1].all()
+               for t, _ in adaptive.replans[1:])  # the transient branch is exercised
+    assert np.array_equal(state.current, adaptive.final)
+    assert state.replicas_moved == sum(int(m.sum()) for m in adaptive.moved)
+
+
+def test_watch_and_plan_write_one_plan_document(tmp_path):
+    """Both writers give the keys docs/placement.md lists; watch's plan keeps the planner's
+    slot order and log2phy; both read back."""
+    loads, top_k = _sim_loads(steps=3000)
+    cluster = Cluster(gpus=4, redundant=4)
+    planned = plan_trace(loads, cluster, source="window").document("trace.parquet")
+    settings = PlanSettings(cluster, replan_interval=1000, predictor="naive")
+    state = WatchState(loads.n_layers, loads.n_experts, top_k=top_k, plan=settings,
+                       horizon=1000)
+    state.update(loads.steps[:1000], loads.counts[:, :1000])  # the first plan
+    first = state.pending_plan
+    watched = first.document("run/", plan_version=state.plan_version)
+    documented = _documented_plan_keys()
+    assert documented == list(PLAN_KEYS)
+    for doc in (planned, watched):
+        assert _keys(doc) == set(documented)
+        back = read_plan(doc)
+        assert back.plan.phy2log.tolist() == doc["phy2log"]
+    assert watched["plan_version"] == 1 and planned["plan_version"] is None
+    # the planner's own arrays, GPUs relabelled from the static placement as a block
+    made = cluster.layout(np.array(watched["estimated_shares"]),
+                          cluster.static(loads.n_layers, loads.n_experts))
+    assert watched["phy2log"] == made.phy2log.tolist()
+    assert watched["log2phy"] == made.log2phy.tolist()
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(watched))
+    assert read_plan(path).plan_version == 1
+    path.write_text(json.dumps({**watched, "phy2log": watched["phy2log"][:1]}))
+    with pytest.raises(ParameterError, match="plan.json: not a moetrace.plan"):
+        read_plan(path)
+
+
+def _keys(doc):
+    keys = set(doc)
+    keys |= {f"cluster.{k}" for k in doc["cluster"]}
+    keys |= {f"expected[].{k}" for entry in doc["expected"] for k in entry}
+    return keys
+
+
+def _documented_plan_keys():
+    """The first column of the table under "The plan document" in docs/placement.md."""
+    text = (ROOT / "docs" / "placement.md").read_text()
+    section = text.split("### The plan document", 1)[1].split("\n#", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return [row.split("`")[1] for row in rows]
+
+
+# -- the command ------------------------------------------------------------------------------
+
+def test_watch_json_out_writes_a_summary_and_the_last_update(tmp_path):
+    out, plan = tmp_path / "watch.json", tmp_path / "plan.json"
+    proc = run_cli("watch", str(SAMPLE), "--gpus", "4", "--redundant", "4", "--interval",
+                   "500", "--until-idle", "0", "--poll", "0.01", "--json-out", str(out),
+                   "--plan-out", str(plan))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "moetrace.watch" and doc["version"] == 1
+    assert doc["reason"] == "until-idle" and doc["updates"] == 1 and doc["problems"] == []
+    last = doc["last_update"]
+    assert last["step"] == 1990 and last["plan_version"] == 1
+    assert [e["event"] for e in last["events"]].count("replan") == 1
+    assert doc["summary"].startswith("watched 1 update(s), up to step 1,990; plan version 1")
+    assert read_plan(plan).plan_version == 1
+
+
+def test_watch_outputs_are_checked_before_any_work(tmp_path):
+    same = tmp_path / "same.json"
+    proc = run_cli("watch", str(SAMPLE), "--gpus", "4", "--until-idle", "0", "--json-out",
+                   str(same), "--plan-out", str(same))
+    assert proc.returncode == 2 and "name the same file" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and not same.exists()
+    same.write_text("mine")
+    proc = run_cli("watch", str(SAMPLE), "--until-idle", "0", "--json-out", str(same))
+    assert proc.returncode == 2 and "exists" in proc.stderr and same.read_text() == "mine"
+    inside = SAMPLE / "watch.json"
+    proc = run_cli("watch", str(SAMPLE), "--until-idle", "0", "--json-out", str(inside))
+    assert proc.returncode == 2 and not inside.exists()
+
+
+def test_watch_interval_sets_the_forecast_horizon_without_gpus(tmp_path):
+    """The demo recording spans 2,000 steps: a 4,000-step interval leaves too little history
+    to forecast (before, --interval was ignored without --gpus and 1,000 steps were used)."""
+    runs = {}
+    for interval in ("1000", "4000"):
+        out = tmp_path / f"watch-{interval}.json"
+        proc = run_cli("watch", str(SAMPLE), "--interval", interval, "--until-idle", "0",
+                       "--json-out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        runs[interval] = json.loads(out.read_text())["last_update"]
+    assert runs["1000"]["forecast_at"] == 1990
+    assert runs["4000"]["forecast_at"] is None

@@ -154,7 +154,7 @@ def cluster(gpus: int | None, nodes: int, groups: int, replicas: int | None,
                                    click.get_current_context(silent=True))
         return None
     return Cluster(gpus=gpus, nodes=nodes, groups=groups, replicas=replicas,
-                   redundant=redundant, rebalance=planner)  # planner= once Cluster renames it
+                   redundant=redundant, planner=planner)
 
 
 def parse_int_list(text: str, option: str) -> list[int]:

@@ -1,20 +1,28 @@
 """Expert placement: plans from load estimates, and what each policy buys over a trace.
 
-- :func:`rebalance_experts`: a drop-in for DeepSeek EPLB's planner (numpy; policies ``eplb``
+- :func:`rebalance_experts`: a drop-in for DeepSeek EPLB's planner (numpy; planners ``eplb``
   and the default ``balanced``, never worse than EPLB's on the same loads).
-- :class:`Cluster`: GPUs, nodes, groups and replica slots; plans as replica counts per GPU.
+- :class:`Cluster`: GPUs, nodes, groups and replica slots; plans as replica counts per GPU;
+  :func:`expected_balancedness`, what a plan reaches under given loads.
+- :class:`Estimates`: the window, forecast and oracle load estimates (shares, cached by step)
+  every plan is made from.
 - :mod:`moetrace.placement.policies`: static, window, forecast, oracle and the state-aware
   adaptive policy.
 - :func:`replay`: every policy over a trace, with balancedness, modeled compute time and
   bytes moved per layer and state.
+- :class:`PlacementPlan`, :func:`read_plan`: the plan document (moetrace.placement.document).
 """
 
-from moetrace.placement.cluster import Cluster, balancedness, default_cluster, replica_counts
+from moetrace.placement.cluster import (Cluster, balancedness, default_cluster,
+                                        expected_balancedness, replica_counts)
+from moetrace.placement.document import PlacementPlan, read_plan
+from moetrace.placement.estimates import Estimates
 from moetrace.placement.policies import DEFAULT_POLICIES, POLICIES, make_policies
 from moetrace.placement.rebalance import gpu_loads, rebalance_experts
 from moetrace.placement.replay import (BYTES_PER_PARAM, PlacementReplay, expert_parameters,
                                        replay)
 
-__all__ = ["BYTES_PER_PARAM", "Cluster", "DEFAULT_POLICIES", "POLICIES", "PlacementReplay",
-           "balancedness", "default_cluster", "expert_parameters", "gpu_loads", "make_policies",
-           "rebalance_experts", "replay", "replica_counts"]
+__all__ = ["BYTES_PER_PARAM", "Cluster", "DEFAULT_POLICIES", "Estimates", "POLICIES",
+           "PlacementPlan", "PlacementReplay", "balancedness", "default_cluster",
+           "expected_balancedness", "expert_parameters", "gpu_loads", "make_policies",
+           "read_plan", "rebalance_experts", "replay", "replica_counts"]

@@ -2,55 +2,89 @@
 
 A policy answers two questions for the replay (moetrace.placement.replay): at which training
 steps it may re-plan (``origins``), and at each of them which layers get a new plan from
-which estimated loads (``decide``: weights ``[L, E]`` and a mask of layers, or None to keep
-every plan). Every estimate but the oracle's uses only steps up to the re-plan step.
+which estimated loads (``decide``: shares ``[L, E]`` and a mask of layers, or None to keep
+every plan). The estimates are moetrace.placement.estimates'; every one but the oracle's uses
+only steps up to the re-plan step. Policies are picklable dataclasses of plain settings, so a
+list of them goes to a worker process as it is.
 
 - ``static``: never re-plans; expert e stays on GPU e // (E / G), no replicas.
-- ``window``: every ``interval`` steps, the token counts of the last ``window`` steps (vLLM's
+- ``window``: every re-plan interval, the token counts of the last ``window`` steps (vLLM's
   EPLB: window 1000).
-- ``forecast``: every ``interval`` steps, a predictor's mean forecast share over the interval.
-- ``oracle``: every ``interval`` steps, the actual mean share over the interval (evaluation
+- ``forecast``: every re-plan interval, a predictor's mean forecast share over the interval.
+- ``oracle``: every re-plan interval, the actual mean share over the interval (evaluation
   only: the bound for any plan held for an interval).
 - ``adaptive``: state-aware. A layer the online detector calls transient at the re-plan step
   is re-planned every quarter interval from its last quarter interval of counts (its load is
   moving; old history misleads); a stable layer is re-planned, at the interval grid only,
   when the forecast says a new plan would raise its balancedness by more than ``tolerance``
-  over the current plan's (fewer moves for the same balance).
+  over the current plan's (fewer moves for the same balance). ``watch`` applies the same rule
+  (:meth:`Adaptive.rule`) to a running job.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from moetrace.defaults import LOAD_WINDOW, REPLAN_GAIN, TRANSIENT_SPLITS
 from moetrace.errors import ParameterError
-from moetrace.placement.cluster import balancedness, token_split
+from moetrace.placement.cluster import Cluster, expected_balancedness
+from moetrace.placement.estimates import Estimates
+from moetrace.trace.shares import Loads
 
-if TYPE_CHECKING:
-    from moetrace.placement.replay import ReplayContext
 
-#: the adaptive policy re-plans a stable layer when a new plan gains more balancedness
-ADAPTIVE_TOLERANCE = 0.02
-#: ... and a transient layer this many times per interval
-ADAPTIVE_TRANSIENT_SPLITS = 4
+@dataclass
+class ReplayContext:
+    """What every policy may ask at a re-plan step: the estimates (cached by step), the
+    cluster, the re-plan grid and the online state labels."""
+
+    estimates: Estimates
+    cluster: Cluster
+    grid: np.ndarray  # the re-plan grid: training steps one re-plan interval apart
+    online_stable: np.ndarray | None  # (L, T) causal stable labels, for state-aware policies
+
+    @property
+    def loads(self) -> Loads:
+        return self.estimates.loads
+
+    @property
+    def replan_interval(self) -> int:
+        return self.estimates.replan_interval
+
+    @property
+    def notes(self) -> list[str]:
+        return self.estimates.notes
+
+    @property
+    def last(self) -> int:
+        return int(self.loads.steps[-1])
+
+    def online_stable_at(self, t: int) -> np.ndarray:
+        """[L] what the online detector believed at step ``t`` (transient before any sample)."""
+        if self.online_stable is None:
+            raise ParameterError("a state-aware policy needs the online state labels")
+        i = self.loads.index(t) - 1
+        if i < 0:
+            return np.zeros(self.loads.n_layers, dtype=bool)
+        return self.online_stable[:, i]
 
 
 class PlacementPolicy(Protocol):
     name: str
 
-    def origins(self, ctx: "ReplayContext") -> np.ndarray:
+    def origins(self, ctx: ReplayContext) -> np.ndarray:
         """Training steps at which this policy may re-plan (the first is the replay's start)."""
         ...
 
-    def decide(self, ctx: "ReplayContext", t: int, current: np.ndarray
+    def decide(self, ctx: ReplayContext, t: int, current: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray] | None:
-        """(weights [L, E], layers to re-plan [L] bool) at step ``t``, or None: keep all."""
+        """(shares [L, E], layers to re-plan [L] bool) at step ``t``, or None: keep all."""
         ...
 
 
-def _all(ctx: "ReplayContext") -> np.ndarray:
+def _all(ctx: ReplayContext) -> np.ndarray:
     return np.ones(ctx.loads.n_layers, dtype=bool)
 
 
@@ -67,14 +101,14 @@ class Static:
 
 @dataclass
 class Window:
-    window: int = 1000
+    window: int = LOAD_WINDOW
     name: str = "window"
 
     def origins(self, ctx):
         return ctx.grid
 
     def decide(self, ctx, t, current):
-        return ctx.window_weights(t, self.window), _all(ctx)
+        return ctx.estimates.window(t, self.window), _all(ctx)
 
 
 @dataclass
@@ -86,7 +120,7 @@ class Forecast:
         return ctx.grid
 
     def decide(self, ctx, t, current):
-        return ctx.forecast_weights(t, self.predictor), _all(ctx)
+        return ctx.estimates.forecast(t, self.predictor), _all(ctx)
 
 
 @dataclass
@@ -97,57 +131,101 @@ class Oracle:
         return ctx.grid
 
     def decide(self, ctx, t, current):
-        return ctx.actual_weights(t), _all(ctx)
+        return ctx.estimates.oracle(t), _all(ctx)
+
+
+@dataclass
+class Decision:
+    """What :meth:`Adaptive.rule` decided at one step."""
+
+    shares: np.ndarray  # (L, E) the estimate each re-planned layer is planned from
+    replan: np.ndarray  # (L,) bool: the layers re-planned
+    transient: np.ndarray  # (L,) bool: the layers the online detector called transient
+    #: (L,) forecast balancedness of the plan in force and of a fresh plan, where the rule
+    #: compared them (stable layers on the grid after the first plan), else None
+    in_force: np.ndarray | None = None
+    fresh: np.ndarray | None = None
+
+    def as_policy(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """What :meth:`PlacementPolicy.decide` returns."""
+        return (self.shares, self.replan) if self.replan.any() else None
 
 
 @dataclass
 class Adaptive:
     predictor: str = "auto"
-    tolerance: float = ADAPTIVE_TOLERANCE
-    splits: int = ADAPTIVE_TRANSIENT_SPLITS
+    tolerance: float = REPLAN_GAIN
+    splits: int = TRANSIENT_SPLITS
     name: str = "adaptive"
 
+    def quarter(self, replan_interval: int, sampling_interval: int) -> int:
+        """Training steps between the re-plans of a transient layer (a quarter re-plan
+        interval with the default splits), never less than one sample."""
+        return max(replan_interval // self.splits, sampling_interval)
+
     def origins(self, ctx):
-        step = max(ctx.interval // self.splits, ctx.loads.interval)
+        step = self.quarter(ctx.replan_interval, ctx.loads.interval)
         return np.arange(ctx.grid[0], ctx.last, step, dtype=np.int64)
 
     def decide(self, ctx, t, current):
-        stable = ctx.online_stable_at(t)
-        on_grid = (t - ctx.grid[0]) % ctx.interval == 0
-        first = t == ctx.grid[0]
-        transient = ~stable
-        weights = np.zeros((ctx.loads.n_layers, ctx.loads.n_experts))
+        start = int(ctx.grid[0])
+        step = self.quarter(ctx.replan_interval, ctx.loads.interval)
+        return self.rule(ctx.estimates, t, current, ctx.online_stable_at(t), ctx.cluster,
+                         first=t == start,
+                         on_grid=on_grid(t, t - step, start, ctx.replan_interval)).as_policy()
+
+    def rule(self, estimates: Estimates, t: int, current: np.ndarray, stable: np.ndarray,
+             cluster: Cluster, *, first: bool, on_grid: bool) -> Decision:
+        """The adaptive rule at step ``t`` for layers believed ``stable [L]`` now, with the
+        plan ``current`` (replicas [L, E, G]) in force: every transient layer is re-planned
+        from its last quarter interval of counts; at the first plan every stable layer, and
+        later on the grid each stable layer whose fresh plan gains more than ``tolerance``
+        under the forecast, is re-planned from the forecast."""
+        loads = estimates.loads
+        transient = ~np.asarray(stable, dtype=bool)
+        shares = np.zeros((loads.n_layers, loads.n_experts))
         replan = transient.copy()
         if transient.any():
-            short = max(ctx.interval // self.splits, ctx.loads.interval)
-            weights[transient] = ctx.window_weights(t, short)[transient]
-        if on_grid and stable.any():
-            forecast = ctx.forecast_weights(t, self.predictor)
+            short = self.quarter(estimates.replan_interval, loads.interval)
+            shares[transient] = estimates.window(t, short)[transient]
+        decision = Decision(shares, replan, transient)
+        if (first or on_grid) and not transient.all():
+            forecast = estimates.forecast(t, self.predictor)
             if first:
-                gain = np.full(ctx.loads.n_layers, np.inf)
+                gain = np.full(loads.n_layers, np.inf)
             else:
-                fresh = ctx.cluster.plan(forecast, current)
-                gain = (_expected(forecast, fresh, ctx.cluster.gpus)
-                        - _expected(forecast, current, ctx.cluster.gpus))
-            chosen = stable & (gain > self.tolerance)
-            weights[chosen] = forecast[chosen]
+                decision.in_force, decision.fresh = forecast_balancedness(forecast, current,
+                                                                          cluster)
+                gain = decision.fresh - decision.in_force
+            chosen = ~transient & (gain > self.tolerance)
+            shares[chosen] = forecast[chosen]
             replan |= chosen
-        return (weights, replan) if replan.any() else None
+        return decision
 
 
-def _expected(shares: np.ndarray, replicas: np.ndarray, gpus: int) -> np.ndarray:
-    """[L] balancedness of plan ``replicas`` if the loads were ``shares [L, E]``."""
-    gpu = np.einsum("le,leg->lg", shares.astype(np.float32), token_split(replicas))
-    return balancedness(gpu)
+def on_grid(t: int, previous: int, start: int, replan_interval: int) -> bool:
+    """Whether a point of the re-plan grid (``start`` + k x ``replan_interval``) lies in
+    (``previous``, ``t``]: the first re-plan step at or after each grid point is the one at
+    which the adaptive rule looks at stable layers."""
+    return (t - start) // replan_interval > (previous - start) // replan_interval
 
 
-#: policy name -> class; ``make_policy`` builds one with the replay's settings
+def forecast_balancedness(forecast: np.ndarray, current: np.ndarray, cluster: Cluster
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """([L], [L]): the balancedness of the plan in force and of a fresh plan, both under the
+    ``forecast`` shares (the fresh plan's GPUs relabelled to move the least)."""
+    fresh = cluster.plan(forecast, current)
+    return expected_balancedness(forecast, current), expected_balancedness(forecast, fresh)
+
+
+#: policy name -> class; ``make_policies`` builds them with the replay's settings
 POLICIES = {"static": Static, "window": Window, "forecast": Forecast, "oracle": Oracle,
             "adaptive": Adaptive}
 DEFAULT_POLICIES = ("static", "window", "forecast", "adaptive", "oracle")
 
 
-def make_policies(names, *, window: int, predictor: str) -> list[PlacementPolicy]:
+def make_policies(names, *, window: int = LOAD_WINDOW, predictor: str = "auto"
+                  ) -> list[PlacementPolicy]:
     """Policies by name; ``forecast:NAME`` picks the predictor of one forecast policy."""
     made: list[PlacementPolicy] = []
     for spec in names:

@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from moetrace.defaults import BYTES_PER_PARAM, LOAD_WINDOW, REPLAN_INTERVAL
 from moetrace.errors import ParameterError
+from moetrace.progress import Progress
 from moetrace.placement.cluster import Cluster, balancedness, moved_replicas, token_split
-from moetrace.placement.policies import PlacementPolicy
-from moetrace.trace.shares import Loads, load_shares
+from moetrace.placement.estimates import Estimates
+from moetrace.placement.policies import PlacementPolicy, ReplayContext
+from moetrace.trace.shares import Loads
 
-#: bytes moved per expert parameter: 16 for a training expert with its Adam state in mixed
-#: precision (weights, gradients, two moments, master copy); 2 for a read-only bf16 replica
-BYTES_PER_PARAM = 16
+__all__ = ["BYTES_PER_PARAM", "PlacementReplay", "PolicyReplay", "ReplayContext",
+           "expert_parameters", "replay"]
+
 STATES = ("all", "transient", "stable")
 #: a window-to-oracle balancedness gap below this (half a point) is noise: no share of it is
 #: reported as closed
@@ -48,66 +51,6 @@ def expert_parameters(metadata) -> int | None:
     if isinstance(demo, dict) and {"d_model", "d_expert"} <= set(demo):
         return 2 * int(demo["d_model"]) * int(demo["d_expert"])
     return None
-
-
-@dataclass
-class ReplayContext:
-    """What every policy may ask at a re-plan step; estimates are cached by step."""
-
-    loads: Loads
-    cluster: Cluster
-    interval: int  # training steps between re-plans
-    grid: np.ndarray  # the interval grid of re-plan steps (training steps)
-    online_stable: np.ndarray | None  # (L, T) causal stable labels, for state-aware policies
-    progress: Callable[[str], None] | None = None
-    notes: list[str] = field(default_factory=list)
-    _forecasts: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def last(self) -> int:
-        return int(self.loads.steps[-1])
-
-    def _index(self, t: int) -> int:
-        """Samples at or before step ``t``."""
-        return int(np.searchsorted(self.loads.steps, t, side="right"))
-
-    def window_weights(self, t: int, window: int) -> np.ndarray:
-        """[L, E] token counts of the steps in (t - window, t]."""
-        lo = int(np.searchsorted(self.loads.steps, t - window, side="right"))
-        return self.loads.counts[:, lo:self._index(t)].sum(axis=1, dtype=np.float64)
-
-    def actual_weights(self, t: int) -> np.ndarray:
-        """[L, E] the mean share over the steps in (t, t + interval]: the oracle's."""
-        lo, hi = self._index(t), self._index(t + self.interval)
-        return load_shares(self.loads.counts[:, lo:hi]).mean(axis=1)
-
-    def forecast_weights(self, t: int, predictor: str) -> np.ndarray:
-        """[L, E] a predictor's mean forecast share over the next interval, fitted on the
-        steps up to ``t``; the window estimate (noted) where it cannot be fitted."""
-        key = (predictor, t)
-        if key not in self._forecasts:
-            from moetrace.predictors import PredictorOptions, make_predictor
-
-            if self.progress is not None:
-                self.progress(f"{predictor} @ step {t}")
-            model = make_predictor(predictor, PredictorOptions(horizons=(self.interval,)))
-            try:
-                shares = model.fit(self.loads.upto(t)).forecast(self.interval).mean(axis=1)
-            except ParameterError as exc:
-                self.notes.append(f"{predictor} could not forecast at step {t} ({exc}); the "
-                                  f"last {self.interval} steps' counts stood in")
-                shares = self.window_weights(t, self.interval)
-            self._forecasts[key] = np.asarray(shares, dtype=np.float64)
-        return self._forecasts[key]
-
-    def online_stable_at(self, t: int) -> np.ndarray:
-        """[L] what the online detector believed at step ``t`` (transient before any sample)."""
-        if self.online_stable is None:
-            raise ParameterError("a state-aware policy needs the online state labels")
-        i = self._index(t) - 1
-        if i < 0:
-            return np.zeros(self.loads.n_layers, dtype=bool)
-        return self.online_stable[:, i]
 
 
 @dataclass
@@ -133,7 +76,7 @@ class PlacementReplay:
     layers: list[int]
     cluster: Cluster
     slots: int
-    interval: int
+    interval: int  # the re-plan interval (training steps)
     start: int
     window: int
     expert_params: int | None
@@ -199,7 +142,7 @@ class PlacementReplay:
         return {
             "schema": "moetrace.placement-replay", "version": 1, "trace": trace,
             "cluster": {"gpus": c.gpus, "nodes": c.nodes, "groups": c.groups,
-                        "replicas": self.slots, "rebalance": c.rebalance},
+                        "replicas": self.slots, "rebalance": c.planner},
             "interval": self.interval, "start": self.start, "window": self.window,
             "steps_scored": int(len(self.steps)), "expert_params": self.expert_params,
             "bytes_per_param": self.bytes_per_param,
@@ -219,10 +162,10 @@ class PlacementReplay:
         not one of the trace's); None without labels."""
         if self.stable is None:
             return [None] * len(steps)
-        cols = np.searchsorted(self.steps, steps)
-        found = (cols < len(self.steps)) & (self.steps[np.minimum(cols, len(self.steps) - 1)]
-                                            == np.asarray(steps, dtype=np.int64))
-        return [self.stable[:, c if ok else 0] for c, ok in zip(cols, found)]
+        axis = Loads.axis(self.steps)
+        cols = [axis.index(t) - 1 for t in steps]  # the row of step t, if it is one
+        return [self.stable[:, c if c >= 0 and self.steps[c] == t else 0]
+                for c, t in zip(cols, steps)]
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per policy x layer (None: all layers) x state; see docs/placement.md."""
@@ -267,19 +210,23 @@ class PlacementReplay:
 
 
 def replay(loads: Loads, cluster: Cluster, policies: Sequence[PlacementPolicy], *,
-           interval: int = 1000, start: int | None = None, window: int = 1000,
+           interval: int = REPLAN_INTERVAL, start: int | None = None,
+           window: int = LOAD_WINDOW,
            stable: np.ndarray | None = None, online_stable: np.ndarray | None = None,
            expert_params: int | None = None, bytes_per_param: int = BYTES_PER_PARAM,
-           progress: Callable[[str, int, int], None] | None = None) -> PlacementReplay:
+           progress: Progress | None = None) -> PlacementReplay:
     """Replay ``policies`` over ``loads`` on ``cluster``; see the module docstring.
 
-    ``interval`` and ``window`` are training steps; the first re-plan is at ``start`` (default:
-    ``window`` steps after the first, so a window estimate is full) and every ``interval``
-    steps after it. ``stable`` (L, T) hindsight labels split the results by state;
-    ``online_stable`` (L, T) causal labels drive state-aware policies.
+    ``interval`` (the re-plan interval) and ``window`` (the load window) are training steps;
+    the first re-plan is at ``start`` (default: ``max(window, interval)`` steps after the
+    first, so a window estimate is full) and every ``interval`` steps after it. ``stable``
+    (L, T) hindsight labels split the results by state; ``online_stable`` (L, T) causal
+    labels drive state-aware policies. ``policies`` are policy objects
+    (:func:`~moetrace.placement.policies.make_policies`), picklable as they are.
     """
     if interval < 1 or window < 1:
-        raise ParameterError("--interval and --window must be positive numbers of steps")
+        raise ParameterError("--replan-interval and --load-window must be positive numbers of "
+                             "steps")
     if expert_params is not None and expert_params < 1:
         raise ParameterError(f"--expert-params must be positive, got {expert_params}")
     slots = cluster.slots(loads.n_experts)
@@ -288,18 +235,18 @@ def replay(loads: Loads, cluster: Cluster, policies: Sequence[PlacementPolicy], 
     start = first + max(window, interval) - loads.interval if start is None else int(start)
     if not first <= start < last:
         raise ParameterError(f"the first re-plan (step {start:,}) must fall inside the trace "
-                             f"(steps {first:,} to {last:,}); give a smaller --window or "
-                             "--interval, or --start")
+                             f"(steps {first:,} to {last:,}); give a smaller --load-window or "
+                             "--replan-interval, or --start")
     grid = np.arange(start, last, interval, dtype=np.int64)
     done = {"n": 0}
     total = len(policies)
 
     def note(task: str) -> None:
         if progress is not None:
-            progress(task, done["n"], total)
+            progress(done["n"], total, task)
 
-    ctx = ReplayContext(loads, cluster, interval, grid, online_stable, progress=note)
-    lo = int(np.searchsorted(steps, start, side="right"))
+    ctx = ReplayContext(Estimates(loads, interval, progress=note), cluster, grid, online_stable)
+    lo = loads.index(start)
     results = []
     for policy in policies:
         note(policy.name)
@@ -318,7 +265,7 @@ def _replay_one(ctx: ReplayContext, policy: PlacementPolicy, lo: int) -> PolicyR
     n_layers, n_steps = loads.n_layers, loads.n_steps
     current = cluster.static(n_layers, loads.n_experts)
     origins = np.unique(np.asarray(policy.origins(ctx), dtype=np.int64))
-    bounds = [int(np.searchsorted(loads.steps, t, side="right")) for t in origins[1:]]
+    bounds = [loads.index(int(t)) for t in origins[1:]]  # one per re-plan, not per step
     segments = list(zip([lo, *bounds], [*bounds, n_steps]))
     size = n_steps - lo
     bal = np.empty((n_layers, size), dtype=np.float32)

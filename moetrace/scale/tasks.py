@@ -119,7 +119,7 @@ def replay_chunk(handle: TraceHandle, layers: list[int], settings: ReplaySetting
                   online_stable=online_stable, expert_params=settings.expert_params,
                   bytes_per_param=settings.bytes_per_param,
                   progress=None if progress is None else
-                  (lambda task, done, total: progress(done, total, f"placement: {task}")))
+                  (lambda done, total, task: progress(done, total, f"placement: {task}")))
 
 
 def plan_chunk(handle: TraceHandle, layers: list[int], settings: PlanSettings,

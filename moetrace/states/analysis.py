@@ -149,7 +149,7 @@ def _join(items: list[str]) -> str:
 
 
 def check_parameters(loads: Loads, window: int, sensitivity: float, stable_ratio: float,
-                     top_k: int, option: str = "--window") -> int:
+                     top_k: int, option: str = "--state-window") -> int:
     """Raise ParameterError for settings the data cannot support; the window in samples."""
     if window < 2:
         raise ParameterError(f"{option} must be at least 2 steps, got {window}")
@@ -175,7 +175,7 @@ def analyze_loads(loads: Loads, *, window: int = DEFAULT_WINDOW,
                   sensitivity: float = DEFAULT_SENSITIVITY,
                   stable_ratio: float = DEFAULT_STABLE_RATIO, top_k: int = 1,
                   progress: Progress | None = None,
-                  option: str = "--window") -> Analysis:
+                  option: str = "--state-window") -> Analysis:
     """Segment every layer of ``loads`` into transient and stable states and measure each.
 
     ``window`` is in training steps (it holds ``loads.samples(window)`` rows of a sampled

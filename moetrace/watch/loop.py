@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moetrace.defaults import REPLAN_INTERVAL, STATE_WINDOW
+from moetrace.jsondoc import dumps
 from moetrace.output import write_file
 from moetrace.watch.follow import Follower, Merger
 from moetrace.watch.state import PlanSettings, WatchState
@@ -26,12 +27,16 @@ def watch(root: str | Path, *, on_update: Callable[[dict[str, Any], list[dict]],
           on_problem: Callable[[str], None] = lambda line: None,
           plan: PlanSettings | None = None, plan_out: str | Path | None = None,
           until_step: int | None = None, until_idle: float | None = None,
-          poll: float = 1.0, window: int = 100, stall_steps: int = 2000,
+          poll: float = 1.0, window: int = STATE_WINDOW, horizon: int = REPLAN_INTERVAL,
+          stall_steps: int = 2000,
           sleep: Callable[[float], None] = time.sleep) -> WatchResult:
     """Follow the recording under ``root`` until ``until_step`` is merged, ``until_idle``
     seconds pass without new data, or Ctrl-C. ``on_update(snapshot, events)`` after each
     block of merged steps; ``on_problem(line)`` once per unreadable file or stalled rank.
-    With ``plan`` and ``plan_out``, each re-plan is written to ``plan_out`` atomically."""
+    ``window`` is the online detector's state window; ``horizon`` the steps each forecast
+    covers, a quarter of it apart (with ``plan``: its re-plan interval). With ``plan`` and
+    ``plan_out``, each re-plan is written to ``plan_out`` atomically (the plan document of
+    moetrace.placement.document, with its ``plan_version``)."""
     follower, merger = Follower(root), Merger(stall_steps=stall_steps)
     state: WatchState | None = None
     updates, problems = 0, []
@@ -51,10 +56,11 @@ def watch(root: str | Path, *, on_update: Callable[[dict[str, Any], list[dict]],
                     top_k = next((p.top_k for p in parts if p.top_k), None) or 1
                     state = WatchState(counts.shape[0], counts.shape[2], top_k=top_k,
                                        window=window, plan=plan,
-                                       horizon=plan.interval if plan else 1000)
+                                       horizon=plan.replan_interval if plan else horizon)
                 changes = state.update(steps, counts)
                 if state.pending_plan is not None and plan_out is not None:
-                    _write_plan(plan_out, state.pending_plan, root)
+                    _write_plan(plan_out, state.pending_plan.document(
+                        str(root), plan_version=state.plan_version), root)
                     state.pending_plan = None
                 updates += 1
                 on_update(state.snapshot(), changes)
@@ -70,4 +76,4 @@ def watch(root: str | Path, *, on_update: Callable[[dict[str, Any], list[dict]],
 
 def _write_plan(path: str | Path, document: dict, root: str | Path) -> None:
     with write_file(Path(path), inputs=[root], force=True) as tmp:
-        tmp.write_text(json.dumps(document) + "\n")
+        tmp.write_text(dumps(document))

@@ -6,37 +6,56 @@
   `analyze` runs over a finished trace, so the two agree);
 - the last ``history`` training steps of counts (a ring), enough for ``auto`` to forecast
   the next interval;
-- the latest forecast: per layer the expected error rate and the mean width of the 80%
-  intervals of the experts' shares;
-- with a cluster: the plan in force (static until the first re-plan), its balancedness
-  forecast over the next interval against a fresh plan's, and a re-plan whenever a layer's
-  gain is above ``threshold`` (the adaptive policy's rule, docs/placement.md).
+- the latest forecast (moetrace.placement.estimates, as ``plan`` and the replay make it): per
+  layer the expected error rate and the mean width of the 80% intervals of the experts'
+  shares;
+- with a cluster: the plan in force (static until the first re-plan) and, every quarter
+  interval, the adaptive policy's own rule (:meth:`moetrace.placement.policies.Adaptive.rule`,
+  docs/placement.md): a transient layer is re-planned from its last quarter interval of
+  counts; a stable layer, on the interval grid, when the forecast says a fresh plan gains more
+  than ``threshold``. Each new plan is a :class:`~moetrace.placement.document.PlacementPlan`
+  with the planner's own arrays, written by the one plan document writer.
 
 :meth:`snapshot` is the plain-data view that the live display and ``--json`` render.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from moetrace.defaults import REPLAN_GAIN, REPLAN_INTERVAL, STATE_WINDOW
+from moetrace.errors import ParameterError
 from moetrace.metrics import nanmean_rows
-from moetrace.placement.cluster import Cluster, balancedness, moved_replicas, token_split
+from moetrace.placement.cluster import Cluster, Layout, expected_balancedness, moved_replicas
+from moetrace.placement.document import PlacementPlan, stack_log2phy
+from moetrace.placement.estimates import Estimates, ForecastEstimate
+from moetrace.placement.policies import Adaptive, forecast_balancedness, on_grid
 from moetrace.states.online import OnlineDetector
 from moetrace.trace.shares import Loads, sampling_interval
-
-#: a layer is re-planned when a fresh plan's forecast balancedness beats the current by this
-REPLAN_GAIN = 0.02
 
 
 @dataclass
 class PlanSettings:
+    """The cluster watch plans for and the adaptive rule's settings."""
+
     cluster: Cluster
-    interval: int = 1000  # training steps a plan is held / forecast
-    threshold: float = REPLAN_GAIN
+    replan_interval: int = REPLAN_INTERVAL  # training steps a plan is held / forecast
+    threshold: float = REPLAN_GAIN  # the adaptive rule's tolerance
     predictor: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.replan_interval < 1 or not math.isfinite(self.threshold):
+            raise ParameterError("--replan-interval must be a positive number of steps and "
+                                 "--threshold a finite number")
+
+    @property
+    def policy(self) -> Adaptive:
+        """The adaptive policy whose rule watch applies."""
+        return Adaptive(predictor=self.predictor, tolerance=self.threshold)
 
 
 @dataclass
@@ -44,10 +63,10 @@ class WatchState:
     n_layers: int
     n_experts: int
     top_k: int = 1
-    window: int = 100
-    history: int = 4000  # training steps of counts kept for forecasting
+    window: int = STATE_WINDOW  # the state window of the online detector
+    history: int = 4 * REPLAN_INTERVAL  # training steps of counts kept (at least 4 horizons)
     forecast_every: int | None = None  # steps between forecasts (default: a quarter horizon)
-    horizon: int = 1000
+    horizon: int = REPLAN_INTERVAL  # the re-plan interval: steps a forecast and a plan cover
     plan: PlanSettings | None = None
     interval: int | None = None  # sampling interval, learnt from the first steps
     detector: OnlineDetector | None = None
@@ -59,14 +78,17 @@ class WatchState:
     expected_error: np.ndarray | None = None
     interval_width: np.ndarray | None = None
     forecast_at: int | None = None
+    plan_start: int | None = None  # the first plan check: the origin of the re-plan grid
     current: np.ndarray | None = None  # replicas (L, E, G) in force
+    layout: Layout | None = None  # ... as the planner's arrays (after the first re-plan)
+    planned_from: np.ndarray | None = None  # (L, E) the estimate each layer was planned from
     plan_balance: np.ndarray | None = None  # (L,) forecast balancedness of the plan in force
     fresh_balance: np.ndarray | None = None  # (L,) ... of a fresh plan
     plan_version: int = 0
     last_replan: int | None = None
     replicas_moved: int = 0
     steps_seen: int = 0
-    pending_plan: dict | None = None  # the plan to write, set by a re-plan
+    pending_plan: PlacementPlan | None = None  # the plan to write, set by a re-plan
 
     def update(self, steps: np.ndarray, counts: np.ndarray) -> list[dict[str, Any]]:
         """Take merged steps (n,) and counts (L, n, E); return the events they caused."""
@@ -75,7 +97,9 @@ class WatchState:
             return events
         if self.detector is None:
             self.interval = sampling_interval(steps) if len(steps) > 1 else 1
-            self.forecast_every = self.forecast_every or max(self.interval, self.horizon // 4)
+            rule = self.plan.policy if self.plan is not None else Adaptive()
+            self.forecast_every = self.forecast_every or rule.quarter(self.horizon,
+                                                                      self.interval)
             self.history = max(self.history, 4 * self.horizon)
             self.detector = OnlineDetector(self.n_layers, self.n_experts, window=self.window,
                                            top_k=self.top_k, interval=self.interval)
@@ -100,79 +124,94 @@ class WatchState:
         return events
 
     def _remember(self, steps, counts) -> None:
-        keep = max(1, int(self.history // (self.interval or 1)))
-        if self.counts is None:
-            self.steps, self.counts = steps[-keep:].copy(), counts[:, -keep:].copy()
-            return
-        self.steps = np.concatenate([self.steps, steps])[-keep:]
-        self.counts = np.concatenate([self.counts, counts], axis=1)[:, -keep:]
+        """Keep the rows of the last ``history`` training steps."""
+        if self.counts is not None:
+            steps = np.concatenate([self.steps, steps])
+            counts = np.concatenate([self.counts, counts], axis=1)
+        kept = self._ring(steps, counts).last(self.history)
+        self.steps, self.counts = kept.steps.copy(), kept.counts.copy()
+
+    def _ring(self, steps=None, counts=None) -> Loads:
+        steps = self.steps if steps is None else steps
+        counts = self.counts if counts is None else counts
+        return Loads(steps, counts, tuple(range(self.n_layers)))
 
     def _history_span(self) -> int:
-        if len(self.steps) == 0:
-            return 0
-        return int(self.steps[-1] - self.steps[0]) + (self.interval or 1)
+        return Loads.axis(self.steps).span
 
     def _forecast(self) -> list[dict[str, Any]]:
-        from moetrace.errors import ParameterError
-        from moetrace.predictors import PredictorOptions, make_predictor
-
-        self.forecast_at = self.last_step
-        history = Loads(self.steps, self.counts, tuple(range(self.n_layers)))
-        name = self.plan.predictor if self.plan is not None else "auto"
-        model = make_predictor(name, PredictorOptions(horizons=(self.horizon,)))
-        try:
-            shares = model.fit(history).forecast(self.horizon).mean(axis=1)
-        except ParameterError:
+        previous, t = self.forecast_at, self.last_step
+        self.forecast_at = t
+        estimates = Estimates(self._ring(), self.horizon)
+        fit = estimates.forecast_fit(t, self.plan.predictor if self.plan is not None else "auto")
+        if fit.uncertainty is not None:
+            self.expected_error = np.asarray(fit.uncertainty.expected_error, dtype=np.float64)
+            self.interval_width = nanmean_rows(fit.uncertainty.upper - fit.uncertainty.lower)
+        if self.plan is None:
             return []
-        uncertainty = model.uncertainty(self.horizon)
-        if uncertainty is not None:
-            self.expected_error = np.asarray(uncertainty.expected_error, dtype=np.float64)
-            self.interval_width = nanmean_rows(uncertainty.upper - uncertainty.lower)
-        return self._check_plan(shares) if self.plan is not None else []
+        return self._check_plan(estimates, fit, t, previous)
 
-    def _check_plan(self, shares: np.ndarray) -> list[dict[str, Any]]:
+    def _check_plan(self, estimates: Estimates, fit: ForecastEstimate, t: int,
+                    previous: int | None) -> list[dict[str, Any]]:
+        """The adaptive policy's rule at step ``t`` (the previous check was at ``previous``)."""
         cluster = self.plan.cluster
-        fresh = cluster.plan(shares, self.current)
-        self.plan_balance = _expected(shares, self.current)
-        self.fresh_balance = _expected(shares, fresh)
-        gain = self.fresh_balance - self.plan_balance
-        which = gain > self.plan.threshold
+        first = self.plan_version == 0
+        if first:
+            self.plan_start = t
+        decision = self.plan.policy.rule(
+            estimates, t, self.current, self.stable, cluster, first=first,
+            on_grid=not first and on_grid(t, previous, self.plan_start, self.horizon))
+        if decision.in_force is not None:
+            in_force, self.fresh_balance = decision.in_force, decision.fresh
+        else:  # the view shows both every quarter interval
+            in_force, self.fresh_balance = forecast_balancedness(fit.shares, self.current,
+                                                                 cluster)
+        which = decision.replan
+        self.plan_balance = in_force
         if not which.any():
             return []
-        if self.plan_version == 0:  # the first plan replaces the static placement everywhere
-            which[:] = True
-        moved = moved_replicas(self.current, fresh)[which]
-        self.current = np.where(which[:, None, None], fresh, self.current)
-        self.plan_balance = np.where(which, self.fresh_balance, self.plan_balance)
+        made = cluster.layout(decision.shares[which], self.current[which])
+        moved = int(moved_replicas(self.current[which], made.replicas).sum())
+        self._apply(which, made, decision.shares)
+        self.plan_balance = expected_balancedness(fit.shares, self.current)
         self.plan_version += 1
-        self.last_replan = self.last_step
-        self.replicas_moved += int(moved.sum())
-        self.pending_plan = self._plan_document(shares)
-        return [{"event": "replan", "at": self.last_step, "version": self.plan_version,
+        self.last_replan = t
+        self.replicas_moved += moved
+        self.pending_plan = self._placement_plan(fit)
+        gain = self.fresh_balance - in_force
+        return [{"event": "replan", "at": t, "version": self.plan_version,
                  "layers": [int(x) for x in np.flatnonzero(which)],
-                 "gain": [round(float(g), 6) for g in gain[which]],
-                 "replicas_moved": int(moved.sum())}]
+                 "gain": [None if decision.transient[x] else round(float(gain[x]), 6)
+                          for x in np.flatnonzero(which)],
+                 "replicas_moved": moved}]
 
-    def _plan_document(self, shares: np.ndarray) -> dict[str, Any]:
-        """The plan in force as EPLB arrays, with its version (read by the training loop)."""
-        cluster = self.plan.cluster
-        slots = cluster.slots(self.n_experts)
-        per_gpu = slots // cluster.gpus
-        phy2log = np.full((self.n_layers, slots), -1, dtype=np.int64)
-        for layer in range(self.n_layers):  # each GPU's replicas, in expert order, fill its slots
-            for g in range(cluster.gpus):
-                experts = np.repeat(np.arange(self.n_experts), self.current[layer, :, g])
-                phy2log[layer, g * per_gpu:g * per_gpu + len(experts)] = experts
-        logcnt = self.current.sum(axis=2)
-        return {"schema": "moetrace.plan", "version": 1, "plan_version": self.plan_version,
-                "at": self.last_step, "interval": self.plan.interval,
-                "cluster": {"gpus": cluster.gpus, "nodes": cluster.nodes,
-                            "groups": cluster.groups, "replicas": slots,
-                            "rebalance": cluster.rebalance},
-                "phy2log": phy2log.tolist(), "logcnt": logcnt.tolist(),
-                "estimated_shares": shares.tolist(),
-                "expected": [{"layer": i, "balancedness": float(b)}
-                             for i, b in enumerate(self.plan_balance)]}
+    def _apply(self, which: np.ndarray, made: Layout, shares: np.ndarray) -> None:
+        """Put the new plan of layers ``which`` in force, in both forms."""
+        self.current = self.current.copy()
+        self.current[which] = made.replicas
+        if self.layout is None:  # the first plan covers every layer (Adaptive.rule, first)
+            self.layout, self.planned_from = made, shares.copy()
+            return
+        both = stack_log2phy([self.layout.log2phy, made.log2phy])  # padded alike
+        log2phy = both[:self.n_layers].copy()
+        log2phy[which] = both[self.n_layers:]
+        phy2log = self.layout.phy2log.copy()
+        phy2log[which] = made.phy2log
+        logcnt = self.layout.logcnt.copy()
+        logcnt[which] = made.logcnt
+        self.layout = Layout(phy2log, log2phy, logcnt, self.current)
+        self.planned_from[which] = shares[which]
+
+    def _placement_plan(self, fit: ForecastEstimate) -> PlacementPlan:
+        """The plan in force as a plan document's plan (docs/placement.md)."""
+        cluster, shares = self.plan.cluster, self.planned_from.copy()
+        return PlacementPlan.of(
+            self.layout, at=self.last_step, interval=self.horizon, source="adaptive",
+            predictor=self.plan.predictor, cluster=cluster, layers=list(range(self.n_layers)),
+            shares=shares, expected=expected_balancedness(shares, self.current),
+            expected_static=expected_balancedness(
+                shares, cluster.static(self.n_layers, self.n_experts)),
+            fallback=fit.fallback)
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data: the step, and per layer its state and the latest numbers."""
@@ -203,7 +242,3 @@ def _num(values: np.ndarray | None, i: int) -> float | None:
         return None
     return round(float(values[i]), 6)
 
-
-def _expected(shares: np.ndarray, replicas: np.ndarray) -> np.ndarray:
-    gpu = np.einsum("le,leg->lg", shares.astype(np.float32), token_split(replicas))
-    return balancedness(gpu)

@@ -1,6 +1,7 @@
-"""The live view: a pure function from a watch snapshot to a rich renderable (rich's Live
-redraws it; the state update knows nothing of the screen), and the plain line printed
-instead when the output is not a terminal."""
+"""`moetrace watch`'s live view: a pure function from a watch snapshot
+(moetrace.watch.WatchState.snapshot) to a rich renderable (rich's Live redraws it; the state
+update knows nothing of the screen), and the plain line printed instead when the output is
+not a terminal."""
 
 from __future__ import annotations
 

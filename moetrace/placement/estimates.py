@@ -1,0 +1,141 @@
+"""The load estimates every placement is planned from: one set, in one unit, cached by step.
+
+A plan made at training step t is held for the re-plan interval R after it, so it wants the
+expert loads of the steps in (t, t + R]. ``plan``, the replay's policies and ``watch`` all
+take them from :class:`Estimates`, as shares ``[L, E]`` (each layer's row sums to 1; the
+planner compares loads within a layer only):
+
+- :meth:`Estimates.window`: the token counts of the load window before t, the steps in
+  (t - window, t], summed and taken as shares (vLLM's EPLB: a window of 1,000 steps). A layer
+  with no tokens in the window gets equal shares.
+- :meth:`Estimates.forecast`: a predictor's mean forecast share over (t, t + R], fitted on
+  the steps up to t. **The one fallback rule**: where the predictor cannot forecast (it raises
+  a ParameterError, for example with too little history), the window estimate of the last
+  re-plan interval, the counts of (t - R, t], stands in; :meth:`Estimates.fallback` says why
+  and :attr:`Estimates.notes` holds one line per such step. A predictor that forecasts with a
+  simpler rule of its own (``Predictor.fallback``) is used as it forecasts, and
+  :meth:`Estimates.fallback` says that too.
+- :meth:`Estimates.oracle`: the actual mean share over (t, t + R]: evaluation only, the bound
+  of any plan held for the interval.
+
+Steps become rows through :class:`~moetrace.trace.shares.Loads` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from moetrace.defaults import LOAD_WINDOW, REPLAN_INTERVAL
+from moetrace.errors import ParameterError
+from moetrace.trace.shares import Loads, load_shares
+
+if TYPE_CHECKING:
+    from moetrace.predictors.base import Uncertainty
+
+#: the estimates by name (``plan --from``)
+SOURCES = ("forecast", "window", "oracle")
+
+
+@dataclass(frozen=True)
+class ForecastEstimate:
+    """One forecast estimate: shares [L, E], why it is not the predictor's own forecast (or
+    None), and the predictor's stated uncertainty at the re-plan interval (or None)."""
+
+    shares: np.ndarray
+    fallback: str | None
+    uncertainty: Uncertainty | None
+
+
+@dataclass
+class Estimates:
+    """The load estimates of ``loads`` at any of its steps, for plans held ``replan_interval``
+    training steps; each is computed once per step (and window or predictor)."""
+
+    loads: Loads
+    replan_interval: int = REPLAN_INTERVAL
+    #: called with a line before each forecast fit (they are the slow part)
+    progress: Callable[[str], None] | None = None
+    #: one line per forecast that fell back to the window (see the module docstring)
+    notes: list[str] = field(default_factory=list)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.replan_interval < 1:
+            raise ParameterError("the re-plan interval must be a positive number of steps")
+
+    def window(self, t: int, window: int = LOAD_WINDOW) -> np.ndarray:
+        """``[L, E]`` shares of the token counts of the steps in (t - window, t]."""
+        key = ("window", int(t), int(window))
+        if key not in self._cache:
+            counts = self.loads.between(t - window, t).counts.sum(axis=1, dtype=np.float64)
+            self._cache[key] = _shares(counts)
+        return self._cache[key]
+
+    def oracle(self, t: int) -> np.ndarray:
+        """``[L, E]`` the actual mean share over the steps in (t, t + re-plan interval]."""
+        key = ("oracle", int(t))
+        if key not in self._cache:
+            after = self.loads.between(t, t + self.replan_interval)
+            if after.n_steps == 0:
+                end = int(self.loads.steps[-1]) if self.loads.n_steps else None
+                raise ParameterError(f"the oracle estimate needs the steps after {t:,}; "
+                                     f"the trace has none up to step "
+                                     f"{t + self.replan_interval:,}"
+                                     + ("" if end is None else f" (it ends at {end:,})"))
+            self._cache[key] = load_shares(after.counts).mean(axis=1)
+        return self._cache[key]
+
+    def forecast(self, t: int, predictor: str = "auto") -> np.ndarray:
+        """``[L, E]`` a predictor's mean forecast share over the next re-plan interval, fitted
+        on the steps up to ``t``; the window of the last interval where it cannot forecast."""
+        return self.forecast_fit(t, predictor).shares
+
+    def fallback(self, t: int, predictor: str = "auto") -> str | None:
+        """Why the forecast at ``t`` is not the predictor's own (None: it is)."""
+        return self.forecast_fit(t, predictor).fallback
+
+    def forecast_fit(self, t: int, predictor: str = "auto") -> ForecastEstimate:
+        """The forecast at ``t``, its fallback and uncertainty (:class:`ForecastEstimate`)."""
+        key = ("forecast", predictor, int(t))
+        if key not in self._cache:
+            self._cache[key] = self._forecast(int(t), predictor)
+        return self._cache[key]
+
+    def estimate(self, source: str, t: int, *, window: int = LOAD_WINDOW,
+                 predictor: str = "auto") -> np.ndarray:
+        """The estimate named ``source`` (one of :data:`SOURCES`) at ``t``."""
+        if source == "window":
+            return self.window(t, window)
+        if source == "forecast":
+            return self.forecast(t, predictor)
+        if source == "oracle":
+            return self.oracle(t)
+        raise ParameterError(f"unknown load estimate '{source}' (known: {', '.join(SOURCES)})")
+
+    def _forecast(self, t: int, predictor: str) -> ForecastEstimate:
+        from moetrace.predictors import PredictorOptions, make_predictor
+
+        if self.progress is not None:
+            self.progress(f"{predictor} @ step {t}")
+        horizon = self.replan_interval
+        model = make_predictor(predictor, PredictorOptions(horizons=(horizon,)))
+        try:
+            shares = model.fit(self.loads.upto(t)).forecast(horizon).mean(axis=1)
+        except ParameterError as exc:
+            why = (f"could not forecast at step {t} ({exc}); the last {horizon} steps' counts "
+                   "stood in")
+            self.notes.append(f"{predictor} {why}")
+            return ForecastEstimate(self.window(t, horizon), why, None)
+        return ForecastEstimate(np.asarray(shares, dtype=np.float64), model.fallback,
+                        model.uncertainty(horizon))
+
+
+def _shares(counts: np.ndarray) -> np.ndarray:
+    """Rows of ``counts [L, E]`` as shares; a row without tokens as equal shares."""
+    total = counts.sum(axis=1, keepdims=True)
+    equal = np.full_like(counts, 1.0 / max(counts.shape[1], 1))
+    return np.where(total > 0, counts / np.where(total > 0, total, 1.0), equal)
