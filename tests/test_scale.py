@@ -14,7 +14,9 @@ from report_data import FAST
 
 from moetrace.errors import MissingExtraError, ParameterError
 from moetrace.placement import Cluster
-from moetrace.scale import Local, layer_chunks, make_executor, run
+from moetrace import pipeline
+from moetrace.pipeline import Execution
+from moetrace.scale import Local, layer_chunks, make_executor
 from moetrace.simulate import simulate_trace
 from moetrace.states import to_json_dict
 from moetrace.trace import read_trace
@@ -57,8 +59,8 @@ def test_chunks_fit_the_budget_and_cover_every_layer():
 
 @pytest.mark.parametrize("executor", [Local(1), Local(2)], ids=["serial", "pool"])
 def test_chunked_analysis_equals_the_whole(trace, executor):
-    whole = run.analyze(trace, executor=Local(1), top_k=1)
-    parts = run.analyze(trace, executor=executor, memory=ONE_LAYER, top_k=1)
+    whole = pipeline.analyze(trace, top_k=1, run=Execution(Local(1)))
+    parts = pipeline.analyze(trace, top_k=1, run=Execution(executor, ONE_LAYER))
     assert to_json_dict(parts) == to_json_dict(whole)
     assert np.array_equal(parts.stable, whole.stable)
     assert np.array_equal(parts.online_stable, whole.online_stable)
@@ -68,10 +70,11 @@ def test_chunked_analysis_equals_the_whole(trace, executor):
 
 def test_chunked_backtest_equals_the_whole(trace):
     predictors = ["naive", "sw_avg", "drift", "auto", "arima"]
-    whole = run.backtest(trace, predictors, [100, 200], executor=Local(1), n_origins=4,
-                         min_history=300)
-    parts = run.backtest(trace, predictors, [100, 200], executor=Local(2), memory=ONE_LAYER,
-                         n_origins=4, min_history=300)
+    whole = pipeline.backtest(trace, predictors=predictors, horizons=[100, 200], n_origins=4,
+                              min_history=300, placement=None, run=Execution(Local(1))).result
+    parts = pipeline.backtest(trace, predictors=predictors, horizons=[100, 200], n_origins=4,
+                              min_history=300, placement=None,
+                              run=Execution(Local(2), ONE_LAYER)).result
     assert np.array_equal(parts.origins, whole.origins)
     for key, scores in whole.scores.items():
         for metric, values in scores.metrics.items():
@@ -85,22 +88,22 @@ def test_chunked_backtest_equals_the_whole(trace):
 def test_chunked_replay_and_plan_equal_the_whole(trace):
     cluster = Cluster(gpus=4, redundant=4)
     names = ["static", "window", "forecast:sw_avg", "oracle"]
-    settings = {"window": 200, "predictor": "naive"}
-    whole = run.replay(trace, cluster, names, settings, executor=Local(1), interval=200,
-                       window=200)
-    parts = run.replay(trace, cluster, names, settings, executor=Local(2), memory=ONE_LAYER,
-                       interval=200, window=200)
+    settings = {"load_window": 200, "replan_interval": 200, "predictor": "naive"}
+    whole = pipeline.replay(trace, cluster, names, run=Execution(Local(1)), **settings)
+    parts = pipeline.replay(trace, cluster, names, run=Execution(Local(2), ONE_LAYER),
+                            **settings)
     assert parts.rows() == whole.rows()
-    one = run.plan(trace, cluster, executor=Local(1), source="window", window=200)
-    many = run.plan(trace, cluster, executor=Local(2), memory=ONE_LAYER, source="window",
-                    window=200)
+    one = pipeline.plan(trace, cluster, estimate="window", load_window=200,
+                        run=Execution(Local(1)))
+    many = pipeline.plan(trace, cluster, estimate="window", load_window=200,
+                         run=Execution(Local(2), ONE_LAYER))
     assert many.document("x") == one.document("x")
 
 
 def test_chunked_forecast_equals_the_whole(trace):
-    whole = run.forecast(trace, ["sw_avg", "auto"], 200, None, None, executor=Local(1))
-    parts = run.forecast(trace, ["sw_avg", "auto"], 200, None, None, executor=Local(2),
-                         memory=ONE_LAYER)
+    whole = pipeline.forecast(trace, ["sw_avg", "auto"], 200, run=Execution(Local(1)))
+    parts = pipeline.forecast(trace, ["sw_avg", "auto"], 200,
+                              run=Execution(Local(2), ONE_LAYER))
     assert parts.frame().equals(whole.frame())
 
 
