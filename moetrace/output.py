@@ -1,8 +1,8 @@
 """The one output policy of every command that writes, and the atomic writing under it.
 
 1. An output that exists is refused unless ``force`` is given.
-2. An output may never be, lie inside, or contain an input of the same command (compared on
-   resolved paths, symlinks followed), with or without ``force``.
+2. An output may never be, lie inside, or contain an input of the same command, nor another
+   output of it (compared on resolved paths, symlinks followed), with or without ``force``.
 3. With ``force`` a file output replaces a file; a directory output replaces only a directory
    that moetrace wrote (it holds the marker file :data:`MARKER`, or only ``rank=R``
    recording partitions) or an empty one. Anything else is refused, naming it.
@@ -56,14 +56,26 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def check_output(dest: str | Path, *, kind: Kind, inputs: Iterable[str | Path] = (),
-                 force: bool = False) -> Path:
+                 outputs: Iterable[str | Path] = (), force: bool = False) -> Path:
     """Raise :class:`OutputError` if writing ``dest`` would break the policy; return it.
 
-    Leftovers of dead writers of ``dest`` are dealt with first (see :func:`clean_leftovers`),
-    so the check sees the path as the last complete writer left it."""
+    ``outputs`` are the command's other outputs (written or not yet). Leftovers of dead
+    writers of ``dest`` are dealt with first (see :func:`clean_leftovers`), so the check sees
+    the path as the last complete writer left it."""
     dest = Path(dest)
     clean_leftovers(dest)
     real = _real(dest)
+    for other in outputs:
+        theirs = _real(Path(other))
+        if real == theirs:
+            raise OutputError(f"is also this command's output {other}; give each output its "
+                              "own path", path=dest)
+        if _inside(real, theirs):
+            raise OutputError(f"lies inside this command's output {other}; write it elsewhere",
+                              path=dest)
+        if _inside(theirs, real):
+            raise OutputError(f"contains this command's output {other}; write it elsewhere",
+                              path=dest)
     for label in inputs:
         for given in expand(label):
             if not given.exists():

@@ -10,8 +10,9 @@ import typer
 from moetrace.cli.app import command, console
 from moetrace.cli.options import TraceArg
 from moetrace.cli.progress import progress_bar
-from moetrace.cli.render import Force, safe
-from moetrace.errors import ParameterError
+from moetrace.cli.record import _parquet_file
+from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
+from moetrace.output import check_output
 
 
 @command()
@@ -19,14 +20,22 @@ def convert(
     trace: TraceArg,
     out: Annotated[Path, typer.Option("-o", "--out", metavar="OUT",
                                       help="The converted trace: one .parquet file.")],
+    as_json: JsonFlag = False,
+    json_out: JsonOut = None,
     force: Force = False,
 ) -> None:
     """Rewrite a trace layer-major (ranks summed, a row group per layer and block of steps), so
     that work on a few layers at a time reads only their bytes. See docs/scaling.md."""
     from moetrace.scale.convert import convert_trace
 
-    if out.suffix.lower() != ".parquet":
-        raise ParameterError(f"{out}: a trace is written as Parquet; name the output *.parquet")
+    _parquet_file(out)
+    if json_out is not None:  # before any work: a command that fails leaves nothing new
+        check_output(json_out, kind="file", inputs=[trace], outputs=[out], force=force)
     with progress_bar("converting"):
-        path = convert_trace(trace, out, force=force)
-    console.print(f"wrote layer-major trace [bold]{safe(path)}[/]")
+        written = convert_trace(trace, out, force=force)
+    if not as_json:
+        console.print(f"wrote layer-major trace [bold]{safe(written.path)}[/]")
+    if as_json or json_out is not None:
+        doc = {"schema": "moetrace.convert", "version": 1, "source": trace,
+               **written.to_json()}
+        emit_json(doc, to_stdout=as_json, path=json_out, inputs=[trace], force=force)
