@@ -1,8 +1,8 @@
 """The one output policy of every command that writes, and the atomic writing under it.
 
 1. An output that exists is refused unless ``force`` is given.
-2. An output may never be, lie inside, or contain an input of the same command, nor another
-   output of it (compared on resolved paths, symlinks followed), with or without ``force``.
+2. An output may never be, lie inside, or contain an input of the same command (compared on
+   resolved paths, symlinks followed), with or without ``force``.
 3. With ``force`` a file output replaces a file; a directory output replaces only a directory
    that moetrace wrote (it holds the marker file :data:`MARKER`, or only ``rank=R``
    recording partitions) or an empty one. Anything else is refused, naming it.
@@ -56,26 +56,14 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def check_output(dest: str | Path, *, kind: Kind, inputs: Iterable[str | Path] = (),
-                 outputs: Iterable[str | Path] = (), force: bool = False) -> Path:
+                 force: bool = False) -> Path:
     """Raise :class:`OutputError` if writing ``dest`` would break the policy; return it.
 
-    ``outputs`` are the command's other outputs (written or not yet). Leftovers of dead
-    writers of ``dest`` are dealt with first (see :func:`clean_leftovers`), so the check sees
-    the path as the last complete writer left it."""
+    Leftovers of dead writers of ``dest`` are dealt with first (see :func:`clean_leftovers`),
+    so the check sees the path as the last complete writer left it."""
     dest = Path(dest)
     clean_leftovers(dest)
     real = _real(dest)
-    for other in outputs:
-        theirs = _real(Path(other))
-        if real == theirs:
-            raise OutputError(f"is also this command's output {other}; give each output its "
-                              "own path", path=dest)
-        if _inside(real, theirs):
-            raise OutputError(f"lies inside this command's output {other}; write it elsewhere",
-                              path=dest)
-        if _inside(theirs, real):
-            raise OutputError(f"contains this command's output {other}; write it elsewhere",
-                              path=dest)
     for label in inputs:
         for given in expand(label):
             if not given.exists():
@@ -104,6 +92,31 @@ def check_output(dest: str | Path, *, kind: Kind, inputs: Iterable[str | Path] =
             raise OutputError(f"is a directory moetrace did not write (no {MARKER} marker); "
                               "refusing to replace it, even with --force", path=dest)
     return dest
+
+
+def check_outputs(outputs: Iterable[tuple[str | Path | None, Kind]], *,
+                  inputs: Iterable[str | Path] = (), force: bool = False) -> list[Path]:
+    """Check every output of one command before any is written (or any work is done): each
+    under :func:`check_output`, and all distinct from each other (two options naming one
+    path, or one output inside another's directory, would make the second write replace or
+    land inside the first). Outputs given as None are skipped."""
+    given = [(Path(path), kind) for path, kind in outputs if path is not None]
+    inputs = list(inputs)
+    seen: list[tuple[Path, Path, Kind]] = []
+    for path, kind in given:
+        real = _real(path)
+        for other, other_real, other_kind in seen:
+            if real == other_real:
+                raise OutputError(f"is named twice ({other} and {path}); give each output its "
+                                  "own path", path=path)
+            for inner, outer, outer_kind in ((real, other_real, other_kind),
+                                             (other_real, real, kind)):
+                if outer_kind == "dir" and _inside(inner, outer):
+                    raise OutputError(f"and {other} are outputs of this command, one inside "
+                                      "the other's directory; give them separate places",
+                                      path=path)
+        seen.append((path, real, kind))
+    return [check_output(path, kind=kind, inputs=inputs, force=force) for path, kind in given]
 
 
 def is_ours(directory: Path) -> bool:

@@ -133,10 +133,16 @@ def test_record_import_json_and_the_human_line_without_json(tmp_path):
     assert (doc["layers"], doc["experts"], doc["rows"], doc["parts"]) == (1, 2, 4, 1)
 
 
-def test_record_demo_json_into_a_directory_counts_its_parts(tmp_path):
+def test_record_demo_json_into_a_directory_counts_its_parts(tmp_path, monkeypatch):
+    from moetrace.record.demo import stdlib_corpus
+
+    corpus = stdlib_corpus(max_bytes=300_000)
+    monkeypatch.setattr("moetrace.record.demo.stdlib_corpus", lambda: corpus)
     out = tmp_path / "demo"
-    doc = _doc(run_cli("record", "--demo", "--steps", "25", "--flush-every", "10", "-o",
-                       str(out), "--json"))
+    result = runner.invoke(app, ["record", "--demo", "--steps", "25", "--flush-every", "10",
+                                 "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
     parts = sorted((out / "rank=0").glob("part-*.parquet"))
     assert [p.name for p in parts] == [f"part-00000{i}.parquet" for i in range(3)]
     assert (doc["source"], doc["path"], doc["parts"]) == ("demo", str(out), 3)
@@ -206,11 +212,11 @@ def test_json_out_is_checked_before_any_work_and_apart_from_the_trace(tmp_path):
     assert not sentinel.exists() and taken.read_text() == "mine"  # the job never started
     result = run_cli("record", "--demo", "-o", str(tmp_path / "d"), "--json-out",
                      str(tmp_path / "d" / "doc.json"))
-    assert result.returncode == 2 and "lies inside this command's output" in result.stderr
+    assert result.returncode == 2 and "one inside the other's directory" in result.stderr
     same = tmp_path / "same.parquet"
     result = run_cli("record", "--simulate", "gpt3-125m", "--steps", "50", "-o", str(same),
                      "--json-out", str(same))
-    assert result.returncode == 2 and "is also this command's output" in result.stderr
+    assert result.returncode == 2 and "is named twice" in result.stderr
     result = run_cli("record", "--simulate", "nope", "-o", str(tmp_path / "n.parquet"),
                      "--json-out", str(tmp_path / "n.json"))
     assert result.returncode == 2  # a failing command leaves nothing new

@@ -12,7 +12,7 @@ from moetrace.cli.options import TraceArg
 from moetrace.cli.progress import progress_bar
 from moetrace.cli.record import _parquet_file
 from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
-from moetrace.output import check_output
+from moetrace.output import check_outputs
 
 
 @command()
@@ -29,8 +29,7 @@ def convert(
     from moetrace.scale.convert import convert_trace
 
     _parquet_file(out)
-    if json_out is not None:  # before any work: a command that fails leaves nothing new
-        check_output(json_out, kind="file", inputs=[trace], outputs=[out], force=force)
+    check_outputs([(out, "file"), (json_out, "file")], inputs=[trace], force=force)
     with progress_bar("converting"):
         written = convert_trace(trace, out, force=force)
     if not as_json:

@@ -17,7 +17,7 @@ from typer.core import TyperCommand
 from moetrace.cli.app import command, console, warn
 from moetrace.cli.render import Force, JsonFlag, JsonOut, emit_json, safe
 from moetrace.errors import ParameterError
-from moetrace.output import check_output
+from moetrace.output import check_outputs
 from moetrace.simulate.config import preset_names
 
 #: The sources of a trace, as a user names them; a call gives exactly one.
@@ -109,11 +109,7 @@ def record(
         raise ParameterError(f"--from {from_format} takes exactly one SRC (the file or "
                              "directory to import)")
     inputs = [src] if src is not None else []
-    if json_out is not None:  # before any work: a command that fails leaves nothing new
-        from moetrace.record import eval_dir  # needs torch, as recording does
-
-        outputs = [out] + ([eval_dir(out)] if count_eval else [])
-        check_output(json_out, kind="file", inputs=inputs, outputs=outputs, force=force)
+    check_outputs(_outputs(source, out, count_eval, json_out), inputs=inputs, force=force)
     say = (lambda text: None) if as_json else console.print  # stdout: the JSON, or lines
     run = None  # the recorded command's run, which has read its trace already
     if source == "simulate":
@@ -180,6 +176,17 @@ def _source(ctx: typer.Context, given: dict[str, bool]) -> str:
         raise ParameterError(f"{flag} does not apply to {SOURCES[source]} (only to "
                              f"{' and '.join(SOURCES[s] for s in read_by)})")
     return source
+
+
+def _outputs(source: str, out: Path, count_eval: bool, json_out: Path | None) -> list:
+    """Every output of the call, to check together before any work (moetrace.output)."""
+    recording = source == "command" or (source == "demo" and out.suffix != ".parquet")
+    evals = []
+    if count_eval:
+        from moetrace.record import eval_dir  # needs torch, as recording does
+
+        evals = [(eval_dir(out), "dir")]
+    return [(out, "dir" if recording else "file"), *evals, (json_out, "file")]
 
 
 def _parquet_file(out: Path) -> None:
