@@ -29,7 +29,8 @@ def convert(
     from moetrace.scale.convert import convert_trace
 
     _parquet_file(out)
-    check_outputs([(out, "file"), (json_out, "file")], inputs=[trace], force=force)
+    if json_out is not None:  # all outputs together, before any work (the library checks -o)
+        check_outputs([(out, "file"), (json_out, "file")], inputs=[trace], force=force)
     with progress_bar("converting"):
         written = convert_trace(trace, out, force=force)
     if not as_json:

@@ -109,7 +109,8 @@ def record(
         raise ParameterError(f"--from {from_format} takes exactly one SRC (the file or "
                              "directory to import)")
     inputs = [src] if src is not None else []
-    check_outputs(_outputs(source, out, count_eval, json_out), inputs=inputs, force=force)
+    if json_out is not None:  # all outputs together, before any work (the library checks -o)
+        check_outputs(_outputs(source, out, count_eval, json_out), inputs=inputs, force=force)
     say = (lambda text: None) if as_json else console.print  # stdout: the JSON, or lines
     run = None  # the recorded command's run, which has read its trace already
     if source == "simulate":
