@@ -1,4 +1,4 @@
-"""`moetrace report` through typer's CliRunner and through the installed entry point."""
+"""`moetrace report` through click's CliRunner and through the installed entry point."""
 
 from __future__ import annotations
 

@@ -296,7 +296,9 @@ def test_cli_layout_and_steps_are(tmp_path):
     assert result.stderr.strip().count("\n") == 0
     result = runner.invoke(app, ["record", "--simulate", "gpt3-125m", "--layout", "pp=2",
                                  "-o", str(tmp_path / "s.parquet")])
-    assert result.exit_code == 2 and "describe an import" in result.stderr
+    assert result.exit_code == 2
+    assert "--layout does not apply to --simulate PRESET (only to --from FORMAT SRC)" in \
+        result.stderr
 
 
 # -- corrupted files: a result or one clear error, never a crash -----------------------------

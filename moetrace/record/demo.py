@@ -22,8 +22,9 @@ import polars as pl
 import torch
 
 from moetrace.errors import ParameterError
-from moetrace.output import check_output, write_dir
+from moetrace.output import check_output
 from moetrace.record.demo_model import DemoConfig, DemoMoEGPT, TopKRouter
+from moetrace.record.recorder import recording_in_place
 from moetrace.trace.read import read_trace
 from moetrace.trace.schema import EXPERT, LAYER, STEP, TOKENS, TraceMetadata
 from moetrace.trace.write import write_trace
@@ -48,6 +49,12 @@ class DemoResult:
     aux_losses: np.ndarray  # (steps,) balance loss (1.0 = perfectly balanced)
     step_seconds: np.ndarray  # (steps,) wall time of each optimizer step
     corpus: str
+
+    @property
+    def loss_change(self) -> tuple[float, float]:
+        """Mean training loss over the first and over the last tenth of the run."""
+        window = max(1, self.steps // 10)
+        return float(self.losses[:window].mean()), float(self.losses[-window:].mean())
 
 
 def stdlib_corpus(root: str | Path | None = None, max_bytes: int = CORPUS_BYTES) -> torch.Tensor:
@@ -84,32 +91,37 @@ def train_demo(out: str | Path | None, *, steps: int = 3000, seed: int = 0,
                every: int = 1) -> DemoResult:
     """Train the demo MoE GPT for ``steps`` optimizer steps, recording its loads into ``out``.
 
-    ``out`` is a directory of ``rank=0/part-*.parquet`` files as the recorder writes them, or,
-    if it ends in ``.parquet``, one consolidated file. Either appears complete at the end
-    (the output policy, moetrace.output: an existing ``out`` is replaced only with
-    ``force``). ``out=None`` trains without recording (the benchmark's baseline). Torch runs
-    on ``threads`` threads for the call (one by default: the same numbers on every machine,
-    and no thread contention).
+    ``out`` is a directory the recorder writes as it goes, as it would for a user's run:
+    ``rank=0/part-NNNNNN.parquet``, one complete part every ``flush_every`` steps, so that
+    ``moetrace watch`` can follow the training and a killed run leaves its parts (a
+    recording's output policy, :func:`~moetrace.record.recorder.recording_in_place`). If
+    ``out`` ends in ``.parquet`` it is one consolidated file instead, which appears complete
+    at the end. An existing ``out`` is replaced only with ``force`` (moetrace.output).
+    ``out=None`` trains without recording (the benchmark's baseline). Torch runs on
+    ``threads`` threads for the call (one by default: the same numbers on every machine, and
+    no thread contention).
     """
     if steps < 1:
         raise ParameterError(f"--steps must be at least 1, got {steps}")
-    if out is not None:
+    consolidate = out is not None and Path(out).suffix == ".parquet"
+    if consolidate:
         out = Path(out)
-        check_output(out, kind="file" if out.suffix == ".parquet" else "dir", force=force)
+        check_output(out, kind="file", force=force)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with ExitStack() as stack:
             parts_dir = None
-            if out is not None and out.suffix == ".parquet":
+            if consolidate:
                 parts_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(
                     prefix=f".{out.name}.parts-", dir=out.parent if out.parent.is_dir()
                     else None)))
             elif out is not None:
-                parts_dir = stack.enter_context(write_dir(out, force=force, command="demo"))
+                parts_dir = out = Path(out)
+                stack.enter_context(recording_in_place([out], force=force))
             result = _train(parts_dir, steps, seed, config, lr, flush_every, corpus, progress,
                             every)
-            if out is not None and out.suffix == ".parquet":
+            if consolidate:
                 _consolidate(parts_dir, out, force)
         return replace(result, path=out)
     finally:

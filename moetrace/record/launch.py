@@ -14,11 +14,11 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from moetrace.errors import MoetraceError, ParameterError
-from moetrace.output import check_output, discard, move_aside, restore
 from moetrace.record import autorecord
-from moetrace.record.recorder import eval_dir
+from moetrace.record.recorder import eval_dir, recorded_ranks, recording_in_place
 from moetrace.trace import Trace, read_trace
 
 SITECUSTOMIZE_DIR = Path(__file__).with_name("_autorecord")
@@ -63,13 +63,15 @@ def _wait(proc: subprocess.Popen) -> int:
 
 
 def record_command(command: Sequence[str], out_dir: str | Path, *, flush_every: int = 100,
-                   count_eval: bool = False, every: int = 1,
-                   force: bool = False) -> RecordedRun:
+                   count_eval: bool = False, every: int = 1, force: bool = False,
+                   stdout: int | IO | None = None) -> RecordedRun:
     """Run ``command`` with recording on into ``out_dir``; read back what it recorded.
 
     A recording is written in place as it grows (so a killed job leaves its parts). With
     ``force`` a previous recording (a directory moetrace wrote) is moved aside first and
-    deleted once the new one holds parts; if the command records nothing it is put back.
+    deleted once the new one holds parts; if the command records nothing it is put back
+    (:func:`~moetrace.record.recorder.recording_in_place`). ``stdout`` is where the
+    command's standard output goes (a file descriptor or file; default: ours).
     """
     if not command:
         raise ParameterError("no command to record: put it after --")
@@ -79,21 +81,14 @@ def record_command(command: Sequence[str], out_dir: str | Path, *, flush_every: 
         raise ParameterError(f"--every must be at least 1, got {every}")
     out_dir = Path(out_dir)
     targets = [out_dir] + ([eval_dir(out_dir)] if count_eval else [])
-    for path in targets:
-        check_output(path, kind="dir", force=force)
-    asides = [(path, move_aside(path, force=force)) for path in targets]
     env = child_env(out_dir, flush_every=flush_every, count_eval=count_eval, every=every)
-    try:
-        proc = subprocess.Popen(list(command), env=env)
-    except (FileNotFoundError, PermissionError) as exc:
-        for path, aside in asides:
-            restore(aside, path)
-        raise ParameterError(f"cannot run {command[0]!r}: {exc.strerror}") from None
-    code = _wait(proc)
-    ranks = sum(1 for p in out_dir.glob("rank=*") if any(p.glob("part-*.parquet"))) \
-        if out_dir.is_dir() else 0
-    for path, aside in asides:
-        (discard(aside) if ranks else restore(aside, path))
+    with recording_in_place(targets, force=force):
+        try:
+            proc = subprocess.Popen(list(command), env=env, stdout=stdout)
+        except (FileNotFoundError, PermissionError) as exc:
+            raise ParameterError(f"cannot run {command[0]!r}: {exc.strerror}") from None
+        code = _wait(proc)
+        ranks = recorded_ranks(out_dir)  # before a previous recording may be put back
     if ranks == 0:
         return RecordedRun(code, out_dir, None, "no MoE layer was recorded (is the model one "
                            "of the known frameworks, and did it run a training step?)", 0)

@@ -14,7 +14,8 @@ import os
 import re
 import socket
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from moetrace.errors import (
     ParameterError,
     first_line,
 )
-from moetrace.output import mark
+from moetrace.output import check_output, discard, mark, move_aside, restore
 from moetrace.record.phase import Phase, forward_phase
 from moetrace.trace.schema import (
     EXPERT,
@@ -111,6 +112,37 @@ def eval_dir(out_dir: str | Path) -> Path:
     """Where ``count_eval=True`` puts eval counts: a sibling ``<out_dir>-eval`` trace."""
     out_dir = Path(out_dir)
     return out_dir.with_name(out_dir.name + "-eval")
+
+
+def recorded_ranks(out_dir: str | Path) -> int:
+    """How many ``rank=R`` directories under ``out_dir`` hold at least one part file."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return 0
+    return sum(1 for p in out_dir.glob("rank=*") if any(p.glob("part-*.parquet")))
+
+
+@contextmanager
+def recording_in_place(out_dirs: Sequence[str | Path], *, force: bool = False) -> Iterator[None]:
+    """The output policy of a recording, written in place as it grows (docs/cli.md, "Outputs").
+
+    Every one of ``out_dirs`` (the trace, and its eval sibling if any) is checked before
+    anything runs; with ``force`` a previous recording there (a directory moetrace wrote) is
+    moved aside. When the block ends, however it ends, the previous recordings are deleted if
+    the new one (the first of ``out_dirs``) holds parts, or put back if it holds none. So a
+    run killed mid-way keeps the parts it wrote, and a run that recorded nothing leaves the
+    previous recording as it was.
+    """
+    paths = [Path(p) for p in out_dirs]
+    for path in paths:
+        check_output(path, kind="dir", force=force)
+    asides = [(path, move_aside(path, force=force)) for path in paths]
+    try:
+        yield
+    finally:
+        recorded = recorded_ranks(paths[0]) > 0
+        for path, aside in asides:
+            discard(aside) if recorded else restore(aside, path)
 
 
 class _DeviceCounts:

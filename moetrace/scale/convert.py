@@ -17,11 +17,13 @@ from moetrace.output import check_output
 from moetrace.scale.chunks import layer_chunks
 from moetrace.trace.read import read_trace
 from moetrace.trace.write import TraceWriter, write_layer_groups
+from moetrace.written import WrittenTrace
 
 
 def convert_trace(src: str | Path, out: str | Path, *, force: bool = False,
-                  memory: int | None = None) -> Path:
-    """Rewrite the trace at ``src`` layer-major into the single file ``out``."""
+                  memory: int | None = None) -> WrittenTrace:
+    """Rewrite the trace at ``src`` layer-major into the single file ``out``; say what was
+    written (its path, dimensions and steps, rows and bytes)."""
     out = Path(out)
     check_output(out, kind="file", inputs=[src], force=force)
     trace = read_trace(src)
@@ -31,4 +33,4 @@ def convert_trace(src: str | Path, out: str | Path, *, force: bool = False,
                                   memory):
             loads = trace.loads(layers=chunk)
             write_layer_groups(writer, loads.steps, loads.layers, loads.counts)
-    return out
+    return WrittenTrace.of(trace, path=out, files=[out])

@@ -3,13 +3,42 @@
 ``simulate_trace`` writes a trace file; ``simulate_counts`` / ``iter_counts`` give the counts
 as arrays for tests and notebooks; ``make_config`` resolves a preset plus overrides and scenario
 knobs into a :class:`SimConfig`. See docs/simulation.md.
+
+The names below are imported on first use, so that naming the presets (``PRESETS``, as the
+CLI's help does) does not load numpy and the trace writer.
 """
 
-from moetrace.simulate.config import PRESETS, SCENARIO_KNOBS, SimConfig, make_config
-from moetrace.simulate.dynamics import STREAM_STEPS, iter_counts, simulate_counts
-from moetrace.simulate.truth import Segment, Truth, ground_truth, volatility
-from moetrace.simulate.write import simulate_trace
+from __future__ import annotations
 
-__all__ = ["PRESETS", "SCENARIO_KNOBS", "STREAM_STEPS", "Segment", "SimConfig", "Truth",
-           "ground_truth", "iter_counts", "make_config", "simulate_counts", "simulate_trace",
-           "volatility"]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "PRESETS": "moetrace.simulate.config",
+    "SCENARIO_KNOBS": "moetrace.simulate.config",
+    "SimConfig": "moetrace.simulate.config",
+    "make_config": "moetrace.simulate.config",
+    "preset_names": "moetrace.simulate.config",
+    "STREAM_STEPS": "moetrace.simulate.dynamics",
+    "iter_counts": "moetrace.simulate.dynamics",
+    "simulate_counts": "moetrace.simulate.dynamics",
+    "Segment": "moetrace.simulate.truth",
+    "Truth": "moetrace.simulate.truth",
+    "ground_truth": "moetrace.simulate.truth",
+    "volatility": "moetrace.simulate.truth",
+    "simulate_trace": "moetrace.simulate.write",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'moetrace.simulate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

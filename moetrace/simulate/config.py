@@ -1,4 +1,4 @@
-"""Simulation settings: the GPT-3 125M / 350M presets and the scenario knobs, validated once.
+"""Simulation settings: the presets (:data:`PRESETS`) and the scenario knobs, validated once.
 
 A :class:`SimConfig` is fully resolved: per-layer transient lengths are numbers of steps, so the
 dynamics never have to guess a default again. Build one with :func:`make_config`.
@@ -55,6 +55,11 @@ PRESETS: dict[str, Preset] = {
                           reference_steps=20_000, top_k=8, tokens_per_step=15_360 * 4_096,
                           expert_params=3 * 7_168 * 2_048, n_groups=8, group_spread=0.3),
 }
+
+
+def preset_names() -> str:
+    """The presets, named as help and errors list them: ``gpt3-125m, gpt3-350m, ...``."""
+    return ", ".join(PRESETS)
 
 
 @dataclass(frozen=True)
@@ -129,8 +134,7 @@ def make_config(preset: str, *, steps: int | None = None, layers: int | None = N
                 tokens_per_step: int | None = None, **scenario: Any) -> SimConfig:
     """A validated :class:`SimConfig` from a preset name, shape overrides and scenario knobs."""
     if preset not in PRESETS:
-        raise ParameterError(f"unknown simulation preset '{preset}' "
-                             f"(known: {', '.join(PRESETS)})")
+        raise ParameterError(f"unknown simulation preset '{preset}' (known: {preset_names()})")
     unknown = sorted(set(scenario) - set(SCENARIO_KNOBS))
     if unknown:
         raise ParameterError(f"unknown simulation setting '{unknown[0]}' "
