@@ -17,7 +17,7 @@ LAYERS = {
     0: {"moetrace", "errors", "defaults", "paths", "display", "progress", "jsondoc", "metrics"},
     1: {"output"},
     2: {"trace"},
-    3: {"states"},
+    3: {"states", "written"},
     4: {"simulate", "predictors"},
     5: {"record", "backtest"},
     6: {"calibrate", "placement"},

@@ -121,7 +121,7 @@ def test_existing_output_is_not_clobbered(trace, tmp_path):
 
 
 def test_report_failing_while_written_leaves_nothing_behind(trace, tmp_path, monkeypatch):
-    import moetrace.report.build as build
+    import moetrace.report.write as build
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")

@@ -284,3 +284,19 @@ def test_a_failing_task_raises_its_error_and_tasks_not_started_never_run(tmp_pat
         Local(2).map(_touch_after, [(str(tmp_path), i) for i in range(20)])
     ran = len(list(tmp_path.iterdir()))
     assert ran < 19, f"all {ran} other tasks ran after the first had failed"
+
+
+def test_workers_take_the_callers_warning_filters(capfd):
+    """A warning a command would not show is not shown by its workers either (and raises in
+    them under python -W error), on a real pool of spawned processes."""
+    import warnings
+
+    task = ("a library warning in a worker", UserWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="a library warning in a worker"):
+            Local(2).map(warnings.warn, [task, task])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert Local(2).map(warnings.warn, [task, task]) == [None, None]
+    assert "a library warning" not in capfd.readouterr().err

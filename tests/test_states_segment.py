@@ -108,7 +108,7 @@ def test_parameters_are_checked():
     loads = Loads(np.arange(50), np.full((1, 50, 4), 10), (0,))
     with pytest.raises(ParameterError, match="fewer than the state window"):
         analyze_loads(loads, window=100)
-    with pytest.raises(ParameterError, match="--window"):
+    with pytest.raises(ParameterError, match="--state-window"):
         analyze_loads(loads, window=1)
     with pytest.raises(ParameterError, match="--sensitivity"):
         analyze_loads(loads, window=10, sensitivity=0)

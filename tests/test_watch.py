@@ -247,7 +247,7 @@ def test_watch_outputs_are_checked_before_any_work(tmp_path):
     same = tmp_path / "same.json"
     proc = run_cli("watch", str(SAMPLE), "--gpus", "4", "--until-idle", "0", "--json-out",
                    str(same), "--plan-out", str(same))
-    assert proc.returncode == 2 and "name the same file" in proc.stderr
+    assert proc.returncode == 2 and "is named twice" in proc.stderr
     assert proc.stderr.count("\n") == 1 and not same.exists()
     same.write_text("mine")
     proc = run_cli("watch", str(SAMPLE), "--until-idle", "0", "--json-out", str(same))

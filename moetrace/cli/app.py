@@ -118,10 +118,8 @@ def command(name: str | None = None, **settings: Any) -> Callable[[Callable], cl
             _take_renamed(kwargs, click.get_current_context(silent=True))
             try:
                 with warnings.catch_warnings():
-                    if not _warnings_shown():
-                        warnings.simplefilter("ignore")
-                        # worker processes (spawned, or Ray's) start with this filter too
-                        os.environ.setdefault("PYTHONWARNINGS", "ignore")
+                    if not _warnings_shown():  # workers take these filters along
+                        warnings.simplefilter("ignore")  # (moetrace.scale.executor)
                     return fn(*args, **kwargs)
             except MoetraceError as exc:
                 fail(str(exc), exc.exit_code)

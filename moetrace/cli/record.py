@@ -104,7 +104,9 @@ def record(ctx: click.Context, src: str | None, out: Path, simulate: str | None,
     inputs = [src] if src is not None else []
     if json_out is not None:  # all outputs together, before any work (the library checks -o)
         check_outputs(_outputs(source, out, count_eval, json_out), inputs=inputs, force=force)
-    say = (lambda text: None) if as_json else console.print  # stdout: the JSON, or lines
+    # stdout: the JSON, or lines that name the trace (kept whole: the path stays copyable)
+    say = (lambda text: None) if as_json else \
+        (lambda text: console.print(text, soft_wrap=True))
     run = None  # the recorded command's run, which has read its trace already
     if source == "simulate":
         from moetrace.simulate import simulate_trace

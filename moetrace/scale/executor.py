@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -51,11 +52,18 @@ def _limit(cores: int) -> None:
         pass
 
 
-def _start_worker(cores: int, parent: int) -> None:
-    """A pool worker's set-up: its share of the cores, and on Linux its end when the command
-    ends however it ends (killed too: a worker blocked on its queue would otherwise outlive
-    it, holding its memory)."""
+def _warnings_as(filters: list) -> None:
+    """The calling process's warning filters, in a worker: a warning a command would not
+    show (or would raise, under ``python -W error``) is treated alike in its workers."""
+    warnings.filters[:] = filters
+
+
+def _start_worker(cores: int, parent: int, filters: list) -> None:
+    """A pool worker's set-up: its share of the cores, the caller's warning filters, and on
+    Linux its end when the command ends however it ends (killed too: a worker blocked on its
+    queue would otherwise outlive it, holding its memory)."""
     _limit(cores)
+    _warnings_as(filters)
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -67,9 +75,11 @@ def _start_worker(cores: int, parent: int) -> None:
             os._exit(1)
 
 
-def _limited(fn: Callable[..., Any], cores: int, *args: Any) -> Any:
-    """``fn(*args)`` within ``cores`` cores (the Ray task's body)."""
+def _limited(fn: Callable[..., Any], cores: int, filters: list, *args: Any) -> Any:
+    """``fn(*args)`` within ``cores`` cores, under the caller's warning filters (the Ray
+    task's body)."""
     _limit(cores)
+    _warnings_as(filters)
     return fn(*args)
 
 
@@ -102,7 +112,8 @@ class Local:
         workers = min(self.workers, len(tasks))
         cores = max(1, machine_cores() // workers)
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                   initializer=_start_worker, initargs=(cores, os.getpid()))
+                                   initializer=_start_worker,
+                                   initargs=(cores, os.getpid(), list(warnings.filters)))
         try:
             futures = [pool.submit(fn, *task) for task in tasks]
             for finished, future in enumerate(as_completed(futures), start=1):
@@ -135,7 +146,8 @@ class Ray:
             ray.init(log_to_driver=False, configure_logging=False, **options)
         try:
             remote = ray.remote(num_cpus=1)(_limited)
-            refs = [remote.remote(fn, 1, *task) for task in tasks]
+            filters = list(warnings.filters)
+            refs = [remote.remote(fn, 1, filters, *task) for task in tasks]
             pending, finished = list(refs), 0
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
