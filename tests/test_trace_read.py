@@ -156,6 +156,9 @@ def _bad(tmp_path, small_counts, case: str):
     if case == "empty-trace":
         frame.head(0).write_parquet(path)
         return path, "empty trace: no rows"
+    if case == "empty-row-group":  # pyarrow writes a row group of 0 rows (no statistics)
+        pq.write_table(frame.head(0).to_arrow(), path)
+        return path, "empty trace: no rows"
     if case == "empty-dir":
         (tmp_path / "d").mkdir()
         return tmp_path / "d", "directory holds no .parquet files"
@@ -164,7 +167,8 @@ def _bad(tmp_path, small_counts, case: str):
 
 BAD_CASES = ["missing", "not-parquet", "empty-file", "truncated", "missing-column", "fractional",
              "string-tokens", "string-step", "negative", "null", "null-expert", "duplicate",
-             "expert-counts", "zero-step", "layer-missing-at-step", "empty-trace", "empty-dir"]
+             "expert-counts", "zero-step", "layer-missing-at-step", "empty-trace", "empty-row-group",
+             "empty-dir"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)

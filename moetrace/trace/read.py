@@ -425,6 +425,8 @@ def _summarize(plans: list[_Plan], has_rank: bool, label: str) -> pl.DataFrame:
     largest = 0.0  # the largest token count seen: bounds every sum (see _check_sums)
     for plan in plans:
         for frame in _batches(plan):
+            if frame.height == 0:  # a row group of no rows has no values (nor min or max)
+                continue
             with reading(plan.file):
                 if plan.wide:  # unpivoted first; then the checks see one row per expert
                     frame = plan.long(frame.lazy(), has_rank).collect()
