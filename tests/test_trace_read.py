@@ -106,8 +106,12 @@ def _bad(tmp_path, small_counts, case: str):
     if case == "missing":
         return tmp_path / "nope.parquet", "no such file or directory"
     if case == "not-parquet":
-        path.write_text("step,layer,expert,tokens\n0,0,0,1\n")
+        path.write_bytes(bytes(range(256)) * 4)
         return path, "not a readable Parquet file"
+    if case == "csv":  # what to run instead, with this file's name in it
+        path.write_text("step,layer,expert,tokens\n0,0,0,1\n")
+        return path, f"not Parquet but CSV text; import it with: moetrace record --from csv " \
+                     f"{path} -o TRACE.parquet"
     if case == "empty-file":
         path.write_bytes(b"")
         return path, "empty file"
@@ -165,7 +169,7 @@ def _bad(tmp_path, small_counts, case: str):
     raise ValueError(case)
 
 
-BAD_CASES = ["missing", "not-parquet", "empty-file", "truncated", "missing-column", "fractional",
+BAD_CASES = ["missing", "not-parquet", "csv", "empty-file", "truncated", "missing-column", "fractional",
              "string-tokens", "string-step", "negative", "null", "null-expert", "duplicate",
              "expert-counts", "zero-step", "layer-missing-at-step", "empty-trace", "empty-row-group",
              "empty-dir"]
@@ -181,7 +185,7 @@ def test_bad_input_raises_trace_error(tmp_path, small_counts, case):
 
 
 @pytest.mark.parametrize("case", ["missing", "truncated", "duplicate", "zero-step",
-                                  "string-tokens"])
+                                  "string-tokens", "csv"])
 def test_bad_input_through_the_entry_point(tmp_path, small_counts, case):
     path, problem = _bad(tmp_path, small_counts, case)
     result = run_cli("info", str(path))

@@ -11,6 +11,7 @@ the file, and so is any error the Parquet libraries raise while reading it.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -256,6 +257,10 @@ def _check_parquet_file(file: Path) -> tuple[TraceMetadata | None, Integrity | N
     try:
         meta = pq.read_metadata(file)
     except Exception as exc:  # pyarrow raises several types for foreign or cut-off files
+        if _looks_like_csv(file):
+            raise TraceError("not Parquet but CSV text; import it with: moetrace record "
+                             f"--from csv {shlex.quote(str(file))} -o TRACE.parquet",
+                             path=file) from None
         raise TraceError(f"not a readable Parquet file (not Parquet, truncated or corrupt): "
                          f"{first_line(exc)}", path=file) from None
     stored = meta.metadata or {}
@@ -277,6 +282,25 @@ def _check_parquet_file(file: Path) -> tuple[TraceMetadata | None, Integrity | N
     except (ValueError, TypeError) as exc:
         raise TraceError(f"unreadable '{METADATA_KEY}' metadata: {first_line(exc)}",
                          path=file) from None
+
+
+_SNIFF_BYTES = 4096
+
+
+def _looks_like_csv(file: Path) -> bool:
+    """Whether a file that is not Parquet starts as a delimited text table does: UTF-8 text,
+    printable, whose first line holds a comma, tab or semicolon (only its first bytes are
+    read)."""
+    with open(file, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if len(head) == _SNIFF_BYTES:  # whole lines only: a character may be cut at the end
+        head = head[:head.rfind(b"\n") + 1] or head
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return False
+    printable = all(c.isprintable() or c in "\t\r\n" for c in text)
+    return printable and any(sep in text.split("\n", 1)[0] for sep in ",\t;")
 
 
 @dataclass(frozen=True)
