@@ -284,7 +284,7 @@ def test_validation_in_small_batches_folds_the_summary_and_still_finds_duplicate
     """A large trace is validated batch by batch with its summary folded as it goes: the
     totals are those of one pass over everything, and a row repeated in a later batch (each
     batch on its own has no duplicate) is still a duplicate."""
-    from moetrace.trace import read as reader
+    from moetrace.trace import validate as reader
 
     frame = long_frame(small_counts)  # 3 layers x 5 steps x 4 experts = 60 rows
     write_trace(frame, tmp_path / "t.parquet", TraceMetadata())
@@ -304,7 +304,7 @@ def test_keys_split_over_row_groups_are_checked_in_those_row_groups_only(tmp_pat
     is found by reading the row groups that can hold the cut keys, not the whole file; a file
     moetrace writes keeps every key in one row group and is never read twice."""
     from moetrace.simulate import simulate_trace
-    from moetrace.trace import read as reader
+    from moetrace.trace import validate as reader
 
     counts = np.random.default_rng(0).integers(1, 50, size=(2, 40, 8))
     frame = long_frame(counts).sort("step", "layer", "expert")  # 640 rows
@@ -334,7 +334,7 @@ def test_keys_split_over_row_groups_are_checked_in_those_row_groups_only(tmp_pat
 def test_an_unsorted_file_read_in_small_batches_still_finds_a_duplicate(tmp_path, monkeypatch):
     """Shuffled rows split every key over every batch: the second look reads everything (past
     the matching limit) and still finds the one repeated row, or none."""
-    from moetrace.trace import read as reader
+    from moetrace.trace import validate as reader
 
     counts = np.random.default_rng(1).integers(1, 50, size=(2, 30, 8))
     frame = long_frame(counts)
