@@ -21,7 +21,7 @@ import polars as pl
 
 from moetrace.errors import TraceError
 from moetrace.trace.files import reading, resolve_files
-from moetrace.trace.integrity import check_file
+from moetrace.trace.integrity import LEVELS, check_file
 from moetrace.trace.layout import FileLayout, scan
 from moetrace.trace.schema import EXPERT, LAYER, STEP, TOKENS, TraceMetadata
 from moetrace.trace.shares import Loads, sampling_interval
@@ -45,8 +45,12 @@ class Trace:
     step_totals: pl.DataFrame  # one row per (step, layer): tokens routed in total, sorted
     files: tuple[Path, ...] = ()
     #: whether every file carries page checksums (written by moetrace): corruption of its
-    #: data is then detected on read; a foreign file's corruption cannot be.
+    #: data pages is then detected on read; a foreign file's corruption cannot be.
     checksummed: bool = False
+    #: what every file's checksums cover (the weakest file's; moetrace.trace.integrity):
+    #: "file" (every byte: any corruption is detected), "pages" (written by a moetrace
+    #: before the whole-file checksum: data pages and metadata) or "none".
+    integrity: str = "none"
 
     @cached_property
     def steps(self) -> np.ndarray:
@@ -74,7 +78,8 @@ class Trace:
         """What another process needs to open this trace again without validating it again
         (picklable: paths, dimensions, metadata and the validated totals)."""
         return TraceHandle(self.path, self.files, self.metadata, self.n_layers,
-                           self.n_experts, self.has_rank, self.step_totals, self.checksummed)
+                           self.n_experts, self.has_rank, self.step_totals, self.checksummed,
+                           self.integrity)
 
     @cached_property
     def counts_dtype(self) -> np.dtype:
@@ -156,27 +161,28 @@ class TraceHandle:
     has_rank: bool
     step_totals: pl.DataFrame
     checksummed: bool
+    integrity: str = "none"
 
     def open(self) -> Trace:
         layouts = [FileLayout.of(file) for file in self.files]
         return Trace(self.path, scan(layouts, self.has_rank, self.path), self.metadata,
                      self.n_layers, self.n_experts, self.has_rank, self.step_totals,
-                     self.files, self.checksummed)
+                     self.files, self.checksummed, self.integrity)
 
 
 def read_trace(path: str | Path) -> Trace:
     """Open and validate a trace; raise :class:`TraceError` naming the file and the problem."""
     label = str(path)
     files = resolve_files(label)
-    metadata, checksummed = TraceMetadata(), True
+    metadata, level = TraceMetadata(), LEVELS[0]
     layouts = []
     for file in files:
-        found, integrity = check_file(file)
-        checksummed = checksummed and integrity is not None and integrity.page_checksums
+        found, file_level = check_file(file)
+        level = max(level, file_level, key=LEVELS.index)
         if found is not None and metadata == TraceMetadata():
             metadata = found
         layouts.append(FileLayout.of(file))
     has_rank = any(layout.rank is not None for layout in layouts)
     n_layers, n_experts, step_totals = validate(layouts, has_rank, metadata, label)
     return Trace(label, scan(layouts, has_rank, label), metadata, n_layers, n_experts,
-                 has_rank, step_totals, tuple(files), checksummed)
+                 has_rank, step_totals, tuple(files), level != "none", level)
