@@ -49,7 +49,6 @@ def _hidden(file: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in file.relative_to(root).parts)
 
 
-
 def hive_rank(file: Path) -> int | None:
     """The rank a ``rank=R`` directory above ``file`` gives it (the innermost), or None."""
     hive = [m for part in file.parts if (m := _HIVE_RANK.match(part))]
