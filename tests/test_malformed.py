@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from conftest import long_frame, run_cli
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from moetrace.cli import app
 from moetrace.trace import TraceMetadata, write_trace
