@@ -24,9 +24,9 @@ with timed("import smartmoe tables"):
 
 _REPORT = """
 import json
-from moetrace.report import build_report
+import moetrace
 with timed("default report"):
-    report = build_report({path!r}, {out!r}, force=True)
+    report = moetrace.build_report({path!r}, {out!r}, force=True)
 open({summary!r}, "w").write(json.dumps(report.document["bottom_line"]))
 """
 
