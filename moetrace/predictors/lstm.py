@@ -61,7 +61,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 DEFAULT_BUCKET = 20
 RETRAIN_EVERY = 10_000
-HIDDEN = 32
+HIDDEN = 16
 WINDOW = 64  # buckets per training sequence, and of context read before forecasting
 BATCH = 512  # training sequences per epoch (one optimiser step), drawn from every series
 MAX_EPOCHS = 150
@@ -165,14 +165,31 @@ def forecast_series(model: SeriesLSTM, feats: np.ndarray, level: np.ndarray,
                     noise: np.ndarray, n_layers: int, k: int) -> np.ndarray:
     """Read the last WINDOW buckets of (S, n, F) features, forecast k buckets: (L, k, E)
     shares, each layer renormalised; leads beyond ``model.validated`` hold its forecast."""
-    context = torch.as_tensor(feats[:, -WINDOW:], dtype=torch.float32)
+    return forecasts_from(model, feats, level, noise, n_layers, [feats.shape[1]], k)[0]
+
+
+def forecasts_from(model: SeriesLSTM, feats: np.ndarray, level: np.ndarray,
+                   noise: np.ndarray, n_layers: int, origins: list[int],
+                   k: int | list[int]) -> list[np.ndarray]:
+    """:func:`forecast_series` from each of ``origins`` (reading the WINDOW buckets before
+    it) over ``k`` buckets (one number, or one per origin), the LSTM run once for all."""
+    ks = [k] * len(origins) if isinstance(k, int) else k
+    contexts = [feats[:, max(0, o - WINDOW):o] for o in origins]
     with torch.no_grad():
-        correction = model(context)[:, -1].double()  # (S, BLOCKS)
-        blocks = corrected(correction, torch.as_tensor(level[:, -1:]),
-                           torch.as_tensor(noise[:, -1:])).numpy()
-    leads = np.minimum(block_of(np.minimum(np.arange(1, k + 1), model.validated)),
-                       model.blocks - 1)
-    return _per_layer(blocks[:, leads], n_layers)
+        if len({c.shape[1] for c in contexts}) == 1:  # one LSTM call for every origin
+            batch = torch.as_tensor(np.concatenate(contexts), dtype=torch.float32)
+            corrections = model(batch)[:, -1].double().split(feats.shape[0])
+        else:  # an origin within WINDOW buckets of the start reads a shorter context
+            corrections = [model(torch.as_tensor(c, dtype=torch.float32))[:, -1].double()
+                           for c in contexts]
+        out = []
+        for o, c, steps in zip(origins, corrections, ks):
+            blocks = corrected(c, torch.as_tensor(level[:, o - 1:o]),
+                               torch.as_tensor(noise[:, o - 1:o])).numpy()
+            leads = np.minimum(block_of(np.minimum(np.arange(1, steps + 1), model.validated)),
+                               model.blocks - 1)
+            out.append(_per_layer(blocks[:, leads], n_layers))
+    return out
 
 
 def _per_layer(series: np.ndarray, n_layers: int) -> np.ndarray:
@@ -198,9 +215,10 @@ def validation_error(model: SeriesLSTM, feats: np.ndarray, level: np.ndarray,
     per origin the mean over layers and buckets of the sum over experts of |f - a|, then the
     mean over origins."""
     n = x.shape[1]
-    return float(np.mean([np.abs(
-        forecast_series(model, feats[:, :o], level[:, :o], noise[:, :o], n_layers, n - o)
-        - _per_layer(x[:, o:], n_layers)).sum(axis=-1).mean() for o in origins]))
+    forecasts = forecasts_from(model, feats, level, noise, n_layers, origins,
+                               [n - o for o in origins])
+    return float(np.mean([np.abs(f - _per_layer(x[:, o:], n_layers)).sum(axis=-1).mean()
+                          for o, f in zip(origins, forecasts)]))
 
 
 def train_model(x: np.ndarray, tokens: np.ndarray, horizon: int, seed: int = 0,
