@@ -5,11 +5,13 @@ The LSTM is one small model shared by every series of a trace (moetrace/predicto
 For it to serve a hot expert of 5% and a cold one of 0.1%, a calm layer and a swinging one
 alike, each series is shown as its departure from its own recent *level* (the mean of its last
 ``BASELINE`` buckets) in units of its own recent *noise* (the RMS of its one-bucket-ahead errors
-against that level over the last ``NOISE`` buckets), with its level, its noise relative to its
-level, where its level stands against its longer mean (``LONG`` buckets), how its level moved
-over the last ``BASELINE`` buckets, and the same two departures' RMS over its layer (how
-turbulent the layer is now). Every array here is indexed (series, bucket, ...), a series being
-``layer * E + expert``; every statistic at bucket t uses buckets up to t only.
+against that level over the last ``NOISE`` buckets), with its level, where its level stands
+against its longer mean (``LONG`` buckets), how its level moved over the last ``BASELINE``
+buckets, how much its noise exceeds what multinomial sampling of the bucket's tokens gives
+(about 1 where a series is as quiet as sampling allows: the stable state), and over its layer
+the mean of that excess and the RMS of the level's departures (how turbulent the layer is
+now). Every array here is indexed (series, bucket, ...), a series being ``layer * E + expert``;
+every statistic at bucket t uses buckets up to t only.
 
 Forecasts are made for *lead blocks*: block j holds the leads 2**j .. 2**(j+1) - 1 buckets
 ahead (1, 2-3, 4-7, ..., 128-255), the last block every lead from 2**(BLOCKS - 1) on, so one
