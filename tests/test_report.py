@@ -192,6 +192,12 @@ def test_the_bottom_line_follows_its_json_contract(trace, tmp_path):
     assert doc["headline"].count(". ") == 0 and doc["headline"].endswith(".")
     md = (tmp_path / "r" / "report.md").read_text()
     assert md.split("\n\n")[1] == doc["headline"]  # the first thing after the title
+    from html import escape
+
+    html = (tmp_path / "r" / "report.html").read_text()
+    body = html.split("<body>")[1]
+    assert body.index(f'<p class="headline">{escape(doc["headline"])}</p>') < \
+        body.index("<h2>Bottom line</h2>") < body.index("<table>")
 
 
 def test_the_headline_says_what_re_planning_buys_from_the_replay_rows(trace, tmp_path):

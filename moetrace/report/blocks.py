@@ -14,6 +14,7 @@ class Heading:
 @dataclass(frozen=True)
 class Paragraph:
     text: str
+    lead: bool = False  # the report's first sentence, which a page shows first and larger
 
 
 @dataclass(frozen=True)

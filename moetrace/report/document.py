@@ -56,7 +56,7 @@ def report_blocks(doc: dict) -> list[Block]:
     name = doc["trace"]["path"].rstrip("/").split("/")[-1]
     return [
         Heading(1, f"moetrace report: {name}"),
-        Paragraph(doc["headline"]),
+        Paragraph(doc["headline"], lead=True),
         *_bottom_line_section(doc),
         *_calibration_section(doc),
         *_placement_section(doc),
