@@ -123,3 +123,21 @@ def test_each_fallback_reason_is_one_note_with_its_count(loads):
     doc = {"notes": notes(result, summarize(result)), "parameters": {}}
     lines = [line for line in note_lines(doc) if line.startswith("v ")]
     assert len(lines) == 1 and lines[0].startswith("v fell back at 6 of 10 origins: ")
+
+
+def test_among_predictors_level_everywhere_the_one_with_clear_wins_is_recommended():
+    def cell(best, verdicts):
+        return {"ranked": True, "best": best, "verdicts": verdicts, "cannot_be_best": [],
+                "fell_back": dict.fromkeys(["a", "b", "naive"], 0), "reason": None,
+                "origins": 12, "pairs": 24}
+
+    level = "no clear difference"
+    bottom = [cell("a", {"b": level, "naive": level}),  # a lowest in two cells, beats nobody
+              cell("a", {"b": level, "naive": level}),
+              cell("b", {"a": level, "naive": "worse"})]  # b clearly ahead of naive once
+    recommended = recommendation(bottom, None)
+    assert recommended["predictor"] == "b" and recommended["best_or_level"] == 3
+    assert recommended["ahead_of"] == {"a": 0, "naive": 1}
+    assert headline(recommended, bottom, None) == (
+        "Use b: it is best or level with the best in 3 of the 3 cells with enough origins to "
+        "rank, clearly ahead of naive in 1 but not of a.")

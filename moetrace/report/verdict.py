@@ -11,7 +11,7 @@ terminal, the Markdown and the HTML say the same thing.
   forecasts at no fewer than half the cell's origins (:data:`MAX_FALLBACK`), and every other
   predictor gets a paired verdict against it: "better", "no clear difference" or "worse".
 * **Recommendation**: the predictor that is the best, or not clearly behind it, in the most
-  ranked cells; the headline says it in one sentence, with what re-planning the placement from
+  ranked cells (ties: the most clear wins); the headline says it in one sentence, with what re-planning the placement from
   its forecasts would buy in modeled MoE step time (the report's placement replay).
 * **Notes**: a predictor clearly worse than naive somewhere (where, and the usual reason), and
   each reason a predictor fell back, once, with the number of origins.
@@ -123,13 +123,15 @@ def recommendation(bottom: list[dict], placement: dict | None,
     """The predictor to use for the run and the evidence for it, and what re-planning the
     placement from forecasts buys in modeled MoE step time (None: no replay). The predictor
     is the one that is the best, or has no clear difference from it, in the most ranked cells
-    (then: best in the most; then: the lower error in the first ranked cell). ``ahead_of``
+    (then: the most clear wins, a cell's best counting one per predictor clearly worse than
+    it; then: best in the most; then: the lower error in the first ranked cell). ``ahead_of``
     counts, per other predictor, the ranked cells in which the chosen one is clearly better."""
     ranked = [b for b in bottom if b["ranked"]]
-    level, best_in = Counter(), Counter()
+    level, wins, best_in = Counter(), Counter(), Counter()
     for b in ranked:
         best_in[b["best"]] += 1
         level[b["best"]] += 1
+        wins[b["best"]] += sum(v == WORSE for v in b["verdicts"].values())
         for name, verdict in b["verdicts"].items():
             if verdict != WORSE and name not in b["cannot_be_best"]:
                 level[name] += 1
@@ -137,7 +139,7 @@ def recommendation(bottom: list[dict], placement: dict | None,
     if ranked:
         first = ranked[0]
         order = [first["best"], *first["verdicts"]]
-        chosen = max(level, key=lambda n: (level[n], best_in[n],
+        chosen = max(level, key=lambda n: (level[n], wins[n], best_in[n],
                                            -order.index(n) if n in order else -len(order)))
     ahead = Counter()
     for b in ranked:
