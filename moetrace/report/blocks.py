@@ -27,6 +27,7 @@ class Table:
     headers: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     caption: str = ""
+    name: str = ""  # a class the HTML gives the table's container (its own layout rules)
 
 
 @dataclass(frozen=True)

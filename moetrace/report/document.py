@@ -127,7 +127,7 @@ def _bottom_line_section(doc: dict) -> list[Block]:
     notes = note_lines(doc)
     blocks: list[Block] = [
         Heading(2, "Bottom line"),
-        Table(headers, tuple(rows)),
+        Table(headers, tuple(rows), name="bottom-line"),
         Paragraph("Per horizon and state: the predictor with the lowest error rate (the mean "
                   "over origins of the mean over layers, with its 95% interval) among those "
                   "that made their own forecasts at half the origins or more, and every other "
