@@ -125,9 +125,9 @@ class BacktestResult:
     def summary(self):
         """A polars table: per predictor, horizon and state (all, transient, stable), the error
         rate's centre over the scored (origin, layer) pairs (the mean over origins of the mean
-        over layers, moetrace.evidence) with its 95% interval, the constant bound and the
-        look-ahead reference on the same pairs with the same centre, the origins and pairs,
-        and the share of the origins at which the predictor fell back."""
+        over layers, moetrace.evidence) with its 95% interval (cut at 0), the constant bound
+        and the look-ahead reference on the same pairs with the same centre, the origins and
+        pairs, and the share of the origins at which the predictor fell back."""
         import polars as pl
 
         rows = []
@@ -138,7 +138,7 @@ class BacktestResult:
                 mask = cell & np.isfinite(error)
                 if not mask.any():
                     continue
-                found = estimate(error, mask, steps=self.origins, horizon=h)
+                found = estimate(error, mask, steps=self.origins, horizon=h, least=0.0)
                 refs = {key: estimate(values[h], mask).centre if h in values else np.nan
                         for key, values in (("constant_bound", self.constant_bound),
                                             ("lookahead", self.lookahead))}

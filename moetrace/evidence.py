@@ -143,14 +143,18 @@ def _lag(used: np.ndarray, steps: np.ndarray | None, horizon: int | None) -> int
 
 
 def estimate(values: np.ndarray, mask: np.ndarray, *, steps: np.ndarray | None = None,
-             horizon: int | None = None, level: float = LEVEL) -> Estimate:
+             horizon: int | None = None, level: float = LEVEL,
+             least: float | None = None) -> Estimate:
     """The centre of ``values`` over the masked, finite pairs: the mean over origins of the
     per-origin mean over layers, with its confidence interval (see :func:`mean_interval`;
     ``steps``, the (N,) origin steps, and ``horizon`` let it account for overlapping
-    horizons). NaN centre where no pair counts."""
+    horizons; ``least``: the lowest value the quantity can take, 0 for an error, where the
+    interval is cut). NaN centre where no pair counts."""
     means, used = origin_means(values, mask)
     pairs = int((np.asarray(mask, dtype=bool) & np.isfinite(values)).sum())
     centre, lower, upper = mean_interval(means[used], _lag(used, steps, horizon), level)
+    if least is not None and lower < least:  # NaN stays NaN
+        lower = least
     return Estimate(centre, lower, upper, int(used.sum()), pairs)
 
 

@@ -142,7 +142,7 @@ def test_summary_centre_is_the_mean_over_origins_of_layer_means_inside_its_inter
         mask = result.state_masks()[r["state"]] & np.isfinite(error)
         per_origin = [error[i][mask[i]].mean() for i in range(len(error)) if mask[i].any()]
         assert r["error_rate"] == pytest.approx(np.mean(per_origin))
-        assert r["lower"] <= r["error_rate"] <= r["upper"]
+        assert 0 <= r["lower"] <= r["error_rate"] <= r["upper"]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -137,3 +137,13 @@ def test_the_best_is_the_lowest_centre_among_those_allowed_and_the_rest_are_judg
     assert ranking.centres["auto"] == pytest.approx(base.mean())
     nobody = rank(errors, mask, eligible=set())
     assert not nobody.ranked and nobody.best is None
+
+
+def test_an_interval_can_be_cut_at_the_least_value_and_still_hold_its_centre():
+    values = np.array([[0.001], [0.002], [0.05], [0.001], [0.0]])
+    mask = np.ones_like(values, dtype=bool)
+    raw = estimate(values, mask)
+    assert raw.lower < 0  # a t interval of a skewed, small sample reaches below zero
+    cut = estimate(values, mask, least=0.0)
+    assert cut.lower == 0.0 and (cut.centre, cut.upper) == (raw.centre, raw.upper)
+    assert cut.lower <= cut.centre <= cut.upper

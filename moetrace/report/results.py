@@ -117,10 +117,9 @@ def _row(result: BacktestResult, name: str, h: int, state: str, layer: int | Non
          extra: dict[str, np.ndarray | None]) -> Row:
     values = {}
     for k in METRICS:
-        found = estimate(metrics[k], mask, steps=result.origins, horizon=h)
+        found = estimate(metrics[k], mask, steps=result.origins, horizon=h, least=0.0)
         values[k] = _finite(found.centre)
-        # errors are never negative: an interval reaching below zero is cut there
-        values[f"{k}_lower"] = _finite(max(found.lower, 0.0))
+        values[f"{k}_lower"] = _finite(found.lower)
         values[f"{k}_upper"] = _finite(found.upper)
     for key, array in extra.items():
         values[key] = None if array is None else _finite(estimate(array, mask).centre)
