@@ -24,7 +24,7 @@ with timed("import smartmoe tables"):
 
 _REPORT = """
 import json
-from moetrace.report import build_report
+from moetrace.pipeline import build_report
 with timed("default report"):
     report = build_report({path!r}, {out!r}, force=True)
 open({summary!r}, "w").write(json.dumps(report.document["bottom_line"]))

@@ -19,7 +19,7 @@ simulate_trace({path!r}, preset="gpt3-350m", steps=20_000, seed=0)
 
 _REPORT = """
 import os
-from moetrace.report import build_report
+from moetrace.pipeline import build_report
 with timed("report: read, analyze, backtest, write"):  # a directory per run: versions differ
     report = build_report({path!r}, {out!r} + str(os.getpid()), force=True)  # on output rules
 for name, seconds in report.document["timings"]["backtest_seconds"].items():
