@@ -19,7 +19,7 @@ from moetrace.defaults import MIN_HISTORY as DEFAULT_MIN_HISTORY
 from moetrace.defaults import ORIGINS as DEFAULT_ORIGINS
 from moetrace.errors import InternalError, ParameterError
 from moetrace.evidence import estimate
-from moetrace.metrics import (constant_bound, error_rate, is_constant, lookahead_forecast,
+from moetrace.metrics import (constant_bound, error_rate, held_steps, lookahead_forecast,
                               score)
 from moetrace.predictors.base import Predictor, PredictorOptions, make_predictor
 from moetrace.progress import Progress
@@ -215,8 +215,9 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
     rate a forecast held constant over the horizon can score, metrics.constant_bound) and the
     look-ahead reference (``lookahead_radius`` training steps on either side, see
     metrics.lookahead_forecast; None: not scored). Each pair's ``constant`` metric (1 or 0)
-    says whether the predictor's forecast there was held constant, so the bound binds it. ``keep_means`` keeps each expert's mean forecast and actual share over every
-    horizon (``Scores.means``), which calibration (moetrace.calibrate) is made from.
+    says whether the predictor's forecast there was held constant, so the bound binds it.
+    ``keep_means`` keeps each expert's mean forecast and actual share over every horizon
+    (``Scores.means``), which calibration (moetrace.calibrate) is made from.
     """
     horizons = tuple(sorted({int(h) for h in horizons}))
     if not horizons or horizons[0] <= 0:
@@ -270,13 +271,14 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
                 continue
             fallbacks[name].append(model.fallback)
             _check_forecast(forecast, name, t, (n_layers, reach, loads.n_experts))
+            held = held_steps(forecast)  # (L, reach): each step equal to the first
             for h in horizons:
                 if not fits[h][i]:
                     continue
                 rows = loads.rows(t, t + h)
                 ahead = steps[rows] - t - 1
                 values = score(forecast[:, ahead], shares[:, rows])
-                values["constant"] = is_constant(forecast[:, ahead]).astype(np.float64)
+                values["constant"] = held[:, ahead].all(axis=1).astype(np.float64)
                 values.update(_calibration(model.uncertainty(h), shares[:, rows]))
                 for key, value in values.items():
                     metrics[(name, h)][key][i] = value

@@ -72,17 +72,25 @@ def constant_bound(a: np.ndarray) -> np.ndarray:
     minimises that expert's summed absolute error of a constant, so the sum over experts of
     those minima, over H, is a lower bound on the error rate of every constant forecast, on the
     simplex or not (proof: docs/metrics.md). Shape (...)."""
-    a = np.asarray(a, dtype=np.float64)
-    median = np.median(a, axis=-2, keepdims=True)
-    return np.abs(a - median).sum(axis=(-2, -1)) / a.shape[-2]
+    # sum over s of |a_s - median| is the sum of the k largest minus the k smallest values,
+    # k = H // 2 (an odd H's middle value is the median itself): one partition per expert
+    n, k = a.shape[-2], a.shape[-2] // 2
+    part = np.partition(np.ascontiguousarray(np.swapaxes(np.asarray(a, dtype=np.float64),
+                                                         -1, -2)), k, axis=-1)
+    return (part[..., n - k:].sum(axis=(-2, -1)) - part[..., :k].sum(axis=(-2, -1))) / n
+
+
+def held_steps(f: np.ndarray, tolerance: float = 1e-12) -> np.ndarray:
+    """Whether each step of the forecast ``f`` (..., H, E) equals its first (every expert
+    within ``tolerance``), shape (..., H); a forecast whose steps all do is held constant."""
+    f = np.asarray(f, dtype=np.float64)
+    return np.abs(f - f[..., :1, :]).max(axis=-1) <= tolerance
 
 
 def is_constant(f: np.ndarray, tolerance: float = 1e-12) -> np.ndarray:
-    """Whether the forecast ``f`` (..., H, E) is held constant over its H steps (every step
-    within ``tolerance`` of the first, expert by expert): the forecasts
-    :func:`constant_bound` binds. Shape (...)."""
-    f = np.asarray(f, dtype=np.float64)
-    return np.abs(f - f[..., :1, :]).max(axis=(-2, -1)) <= tolerance
+    """Whether the forecast ``f`` (..., H, E) is held constant over its H steps: the
+    forecasts :func:`constant_bound` binds. Shape (...)."""
+    return held_steps(f, tolerance).all(axis=-1)
 
 
 #: Metric names in the order reports show them.

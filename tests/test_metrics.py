@@ -118,9 +118,11 @@ def test_no_constant_forecast_scores_below_the_constant_bound(steps, experts, se
 
 
 @settings(max_examples=100, deadline=None)
-@given(arrays(np.float64, (4, 5), elements=st.floats(0, 1)))
+@given(arrays(np.float64, st.tuples(st.integers(1, 9), st.integers(1, 6)),
+              elements=st.floats(0, 1)))
 def test_the_bound_is_the_lowest_error_of_a_constant(actual):
-    """The per-expert median attains it: no constant does better, and that one does as well."""
+    """The per-expert median attains it (odd and even numbers of steps): no constant does
+    better, and that one does as well."""
     best = np.repeat(np.median(actual, axis=0)[None], len(actual), axis=0)
     assert error_rate(best, actual) == pytest.approx(constant_bound(actual))
 

@@ -131,8 +131,8 @@ def _render(result: Report) -> None:
     doc = result.document
     console.print(safe(doc["headline"]), style="bold")
     predictors = doc["parameters"]["predictors"]
-    table = Table(title="Bottom line: each predictor against the best", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                  padding=(0, 0, 0, 1))
+    table = Table(title="Bottom line: each predictor against the best", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0, 0, 1))
     for name in ("horizon", "state", "origins/\npairs", *map(safe, predictors),
                  "constant\nbound"):
         table.add_column(name, justify="left" if name == "state" else "right", no_wrap=True)

@@ -34,7 +34,8 @@ pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; white-space: pre-wr
 .bottom-line td { white-space: nowrap; }
 .bottom-line :is(td, th):is(:nth-child(2), :nth-child(5), :last-child) { text-align: left; }
 .bottom-line td:last-child { white-space: normal; min-width: 18em; }
-p.headline { font-size: 1.15em; font-weight: 600; border-left: 4px solid #2c7; padding-left: 0.6em; }
+p.headline { font-size: 1.15em; font-weight: 600; border-left: 4px solid #2c7;
+             padding-left: 0.6em; }
 @media (max-width: 600px) {
   body { margin: 1em auto; padding: 0 0.6em; font-size: 15px; }
   table { font-size: 0.8em; }

@@ -11,8 +11,9 @@ terminal, the Markdown and the HTML say the same thing.
   forecasts at no fewer than half the cell's origins (:data:`MAX_FALLBACK`), and every other
   predictor gets a paired verdict against it: "better", "no clear difference" or "worse".
 * **Recommendation**: the predictor that is the best, or not clearly behind it, in the most
-  ranked cells (ties: the most clear wins); the headline says it in one sentence, with what re-planning the placement from
-  its forecasts would buy in modeled MoE step time (the report's placement replay).
+  ranked cells (ties: the most clear wins); the headline says it in one sentence, with what
+  re-planning the placement from its forecasts would buy in modeled MoE step time (the
+  report's placement replay).
 * **Notes**: a predictor clearly worse than naive somewhere (where, and the usual reason), and
   each reason a predictor fell back, once, with the number of origins.
 """
@@ -107,9 +108,10 @@ def bottom_line(result: BacktestResult, rows: list[Row],
 def _references(result: BacktestResult, h: int, state: str, cell: np.ndarray,
                 floors: dict[str, np.ndarray] | None) -> dict:
     """The references over a cell's pairs, with the rows' centre."""
-    found = {"constant_bound": result.constant_bound.get(h), "lookahead": result.lookahead.get(h),
-             "noise_floor": None if not floors or state not in floors else
-             np.broadcast_to(floors[state], cell.shape)}
+    floor = None if not floors or state not in floors else \
+        np.broadcast_to(floors[state], cell.shape)
+    found = {"constant_bound": result.constant_bound.get(h),
+             "lookahead": result.lookahead.get(h), "noise_floor": floor}
     return {k: None if v is None else _float(estimate(v, cell).centre) for k, v in found.items()}
 
 
@@ -241,13 +243,12 @@ def notes(result: BacktestResult, rows: list[Row]) -> list[dict]:
     """Per predictor: the cells where it is clearly worse than naive (paired verdict), with
     the usual reason, and each reason it fell back with the number of origins."""
     out = []
+    states = [s for s in STATES if s in result.state_masks()]
     for name in result.predictors:
         worse = []
         if name != "naive" and "naive" in result.predictors:
             for h in result.horizons:
-                for state in STATES:
-                    if state not in result.state_masks():
-                        continue
+                for state in states:
                     mine = find(rows, predictor=name, horizon=h, state=state)
                     naive = find(rows, predictor="naive", horizon=h, state=state)
                     if not mine or not naive:
