@@ -271,7 +271,7 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
                 continue
             fallbacks[name].append(model.fallback)
             _check_forecast(forecast, name, t, (n_layers, reach, loads.n_experts))
-            held = held_steps(forecast)  # (L, reach): each step equal to the first
+            held = held_steps(forecast)  # (L, reach): each step the same as the first
             for h in horizons:
                 if not fits[h][i]:
                     continue

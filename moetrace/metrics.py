@@ -80,17 +80,19 @@ def constant_bound(a: np.ndarray) -> np.ndarray:
     return (part[..., n - k:].sum(axis=(-2, -1)) - part[..., :k].sum(axis=(-2, -1))) / n
 
 
-def held_steps(f: np.ndarray, tolerance: float = 1e-12) -> np.ndarray:
-    """Whether each step of the forecast ``f`` (..., H, E) equals its first (every expert
-    within ``tolerance``), shape (..., H); a forecast whose steps all do is held constant."""
-    f = np.asarray(f, dtype=np.float64)
-    return np.abs(f - f[..., :1, :]).max(axis=-1) <= tolerance
+def held_steps(f: np.ndarray) -> np.ndarray:
+    """Whether each step of the forecast ``f`` (..., H, E) equals its first exactly, shape
+    (..., H); a forecast whose steps all do is held constant. Exact: a held forecast repeats
+    its values, and a forecast that moves by rounding only is not claimed constant (the bound
+    then makes no claim about it)."""
+    f = np.asarray(f)
+    return (f == f[..., :1, :]).all(axis=-1)
 
 
-def is_constant(f: np.ndarray, tolerance: float = 1e-12) -> np.ndarray:
+def is_constant(f: np.ndarray) -> np.ndarray:
     """Whether the forecast ``f`` (..., H, E) is held constant over its H steps: the
     forecasts :func:`constant_bound` binds. Shape (...)."""
-    return held_steps(f, tolerance).all(axis=-1)
+    return held_steps(f).all(axis=-1)
 
 
 #: Metric names in the order reports show them.
