@@ -143,19 +143,15 @@ def recommendation(bottom: list[dict], placement: dict | None,
         order = [first["best"], *first["verdicts"]]
         chosen = max(level, key=lambda n: (level[n], wins[n], best_in[n],
                                            -order.index(n) if n in order else -len(order)))
-    ahead = Counter()
-    for b in ranked:
-        for name in b["fell_back"]:
-            if name == chosen:
-                continue
-            if (b["best"] == chosen and b["verdicts"].get(name) == WORSE) or \
-                    (b["best"] == name and b["verdicts"].get(chosen) == BETTER):
-                ahead[name] += 1
-            else:
-                ahead[name] += 0
+    others = [n for n in dict.fromkeys(n for b in ranked for n in b["fell_back"])
+              if chosen and n != chosen]
+    ahead = {o: sum(1 for b in ranked
+                    if (b["best"] == chosen and b["verdicts"].get(o) == WORSE)
+                    or (b["best"] == o and b["verdicts"].get(chosen) == BETTER))
+             for o in others}
     return {"predictor": chosen, "ranked_cells": len(ranked), "cells": len(bottom),
             "best_or_level": level.get(chosen, 0), "best": best_in.get(chosen, 0),
-            "ahead_of": dict(ahead) if chosen else {},
+            "ahead_of": ahead,
             "placement": placement_gain(placement, first_predictor)}
 
 
