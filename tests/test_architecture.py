@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent / "moetrace"
 #: every package (or top-level module) of moetrace by layer: a module may import only from
 #: its own package or from a package of a lower layer
 LAYERS = {
-    0: {"errors", "defaults", "paths", "display", "progress", "jsondoc", "metrics", "lazy"},
+    0: {"errors", "defaults", "paths", "display", "progress", "jsondoc", "metrics", "lazy",
+        "evidence"},
     1: {"moetrace", "output"},
     2: {"trace"},
     3: {"states", "written"},
