@@ -40,8 +40,9 @@ REASONS = {
               "settles; auto bounds its windows by the stable onset",
     "arima": "it extrapolates bucket-to-bucket dynamics fitted on the last 4,000 steps, which "
              "a change of state or of the drift leaves behind",
-    "lstm": "it is trained on this trace's own history, which on a short or sampled trace is "
-            "little data for a model of every expert of every layer",
+    "lstm": "it learns from this trace's own history (one model shared by every expert "
+            "series): a level under slow drift and noise leaves it little beyond the level "
+            "to learn, and a change after the origin is one it has not seen",
     "drift": "its trend, fitted on the last 500 steps, is extrapolated (damped) over the "
              "horizon: a turn of the drift after the origin costs it",
     "auto": "its inner evaluation chooses among rules on the history just before the origin, "
