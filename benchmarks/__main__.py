@@ -1,11 +1,13 @@
 """`python -m benchmarks [NAME ...] [--runs N]`: run the named benchmarks (default: all but
 ``scale``, which simulates a DeepSeek-V3-sized trace and takes the better part of an hour: run it
-by name)."""
+by name). `python -m benchmarks docs-figures [--check] [NAME ...]` makes the figures README.md
+and docs/ show from a run (benchmarks/bench_docs_figures.py)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from pathlib import Path
 
 #: Every benchmark module, in the order a trace flows through moetrace.
@@ -15,6 +17,10 @@ DEFAULT = [name for name in BENCHMARKS if name != "scale"]
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["docs-figures"]:
+        from benchmarks import bench_docs_figures
+
+        bench_docs_figures.cli(sys.argv[2:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"benchmarks to run: {', '.join(BENCHMARKS)} (default: all but scale)")

@@ -141,8 +141,11 @@ class Ray:
             raise MissingExtraError("ray", "ray", "--backend ray") from None
         started = not ray.is_initialized()
         if started:
+            # "local": a new instance even where a `ray start` cluster runs on this machine,
+            # which Ray would otherwise join without being asked
             options = {"address": self.address} if self.address else {
-                "num_cpus": self.workers or machine_cores(), "include_dashboard": False}
+                "address": "local", "num_cpus": self.workers or machine_cores(),
+                "include_dashboard": False}
             ray.init(log_to_driver=False, configure_logging=False, **options)
         try:
             remote = ray.remote(num_cpus=1)(_limited)

@@ -1,0 +1,74 @@
+"""Documented figures cannot go stale: every figures block in README.md and docs/ is made by
+`python -m benchmarks docs-figures`, and the ones made from shipped data are compared with
+what the current code gives (the quick one in every run, the others as slow tests)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import bench_docs_figures as figures
+
+
+def test_every_block_has_one_maker_and_every_maker_one_block():
+    documented = figures.documented()
+    assert set(documented) == set(figures.FIGURES)
+    for name, (file, _) in documented.items():
+        assert figures.FIGURES[name].file == file, name
+
+
+def test_a_block_is_replaced_and_nothing_else():
+    text = ("a 1%\n<!-- figures: x -->\nold 2%\n<!-- /figures -->\nb 3%\n"
+            "<!-- figures: y -->\nkeep\n<!-- /figures -->\n")
+    out = figures.replace(text, "x", "new 4%\n")
+    assert out == text.replace("old 2%", "new 4%")
+    assert figures.blocks(out) == {"x": "new 4%\n", "y": "keep\n"}
+    with pytest.raises(ValueError, match="twice"):
+        figures.blocks(text + text)
+
+
+def _shipped(fast: bool) -> list[str]:
+    return [name for name, f in figures.FIGURES.items() if f.fast == fast and not f.needs]
+
+
+@pytest.mark.parametrize("name", _shipped(fast=True))
+def test_quick_figures_are_current(name):
+    assert figures.FIGURES[name].make() == figures.documented()[name][1], (
+        f"docs differ from the run: python -m benchmarks docs-figures {name}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _shipped(fast=False))
+def test_slow_figures_are_current(name):
+    assert figures.FIGURES[name].make() == figures.documented()[name][1], (
+        f"docs differ from the run: python -m benchmarks docs-figures {name}")
+
+
+def test_check_reports_a_stale_block_and_changes_nothing(tmp_path, monkeypatch):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (tmp_path / "README.md").write_text("<!-- figures: q -->\nstale\n<!-- /figures -->\n")
+    monkeypatch.setattr(figures, "ROOT", tmp_path)
+    monkeypatch.setattr(figures, "FIGURES", {
+        "q": figures.Figure("README.md", True, lambda: "fresh\n"),
+        "r": figures.Figure("README.md", True, lambda: "x\n", needs="MOETRACE_NOT_SET_HERE")})
+    monkeypatch.delenv("MOETRACE_NOT_SET_HERE", raising=False)
+    assert figures.run([], check=True) == 1
+    assert "stale" in (tmp_path / "README.md").read_text()
+    assert figures.run([], check=False) == 0
+    assert (tmp_path / "README.md").read_text() == "<!-- figures: q -->\nfresh\n<!-- /figures -->\n"
+    assert figures.run([], check=True) == 0
+
+
+def test_the_command_runs_from_the_benchmarks_entry(tmp_path):
+    env = {**os.environ, "MOETRACE_SMARTMOE": ""}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "docs-figures", "--check",
+                           "readme-python", "importing-smartmoe"],
+                          capture_output=True, text=True, cwd=figures.ROOT, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "readme-python: README.md is current" in proc.stdout
+    assert "importing-smartmoe: skipped (MOETRACE_SMARTMOE is not set)" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "benchmarks", "docs-figures", "nope"],
+                         capture_output=True, text=True, cwd=figures.ROOT)
+    assert bad.returncode == 2 and "unknown figure nope" in bad.stderr
