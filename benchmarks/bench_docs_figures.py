@@ -10,7 +10,9 @@ what the run gives, printing the difference. A figure that needs data moetrace d
 imported from it) is skipped with a line saying so when the data is absent.
 
 ``tests/test_docs_figures.py`` checks that every block has a maker and every maker one block,
-and compares the fast figures with the docs in ``make test`` (the slower ones as slow tests).
+and compares the figures with the docs in ``make test`` by their tier (:data:`QUICK` ones in
+every run, :data:`SLOW` ones as slow tests, where their data is at hand; :data:`COMMAND` ones
+only by this command).
 
 Timings are not figures of this kind: they differ run to run, so each is a benchmark's median
 printed with its command where the docs show it.
@@ -37,13 +39,20 @@ BLOCK = re.compile(r"(<!-- figures: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-
                    re.S)
 
 
+#: How a figure is tested: in every run, as a slow test, or only by the command (figures of
+#: trained models: a CPU with other vector instructions may train a different LSTM, and the
+#: 20,000-step ARIMA and LSTM backtests would double the suite's time).
+QUICK, SLOW, COMMAND = "quick", "slow", "command"
+
+
 @dataclass(frozen=True)
 class Figure:
-    """One documented block: the file it is in, whether it is quick enough for every test run,
-    the environment variable naming data it needs (or None), and its maker."""
+    """One documented block: the file it is in, how it is tested (:data:`QUICK`, :data:`SLOW`
+    or :data:`COMMAND`), its maker, and the environment variable naming data it needs (or
+    None)."""
 
     file: str
-    fast: bool
+    tier: str
     make: Callable[[], str]
     needs: str | None = None
 
@@ -87,6 +96,75 @@ def readme_python() -> str:
             f"per-step error rate, docs/metrics.md), each beside the constant bound, "
             f"{_pct(bound)}: no forecast held\nconstant over the 1,000 steps, naive's "
             f"included, scores below it there.\n")
+
+
+# --- docs/simulation.md: stable-state realism ----------------------------------------------
+
+
+def simulation_realism() -> str:
+    """The paper's sliding-window average on stable runs (2 layers, 16,000 steps, seed 1, no
+    transient, origins every 500 steps) of both GPT-3 presets, against the multinomial floor."""
+    from moetrace.evidence import estimate
+    from moetrace.pipeline import analyze, backtest
+    from moetrace.simulate import simulate_trace
+
+    found = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in ("gpt3-350m", "gpt3-125m"):
+            path = simulate_trace(Path(tmp) / f"{preset}.parquet", preset=preset, steps=16_000,
+                                  seed=1, layers=2, transient=0)
+            result = backtest(path, predictors=["sw_avg"], stride=500, placement=None).result
+            errors = [estimate(result.scores[("sw_avg", h)].metrics["error_rate"],
+                               result.scores[("sw_avg", h)].fits[:, None]
+                               & np.ones(result.stable.shape[1:], bool)).centre
+                      for h in (1000, 2000)]
+            floor = float(np.nanmean(analyze(path).floors()["stable"]))
+            found[preset] = (*errors, floor)
+    a, b, f = found["gpt3-350m"]
+    c, d, g = found["gpt3-125m"]
+    return (f"{_pct(a)} at H = 1,000 and {_pct(b)} at H = 2,000, with the multinomial floor at "
+            f"{_pct(f)}; the paper\nreports about 1.3% and 1.7%. The same settings give 125M "
+            f"{_pct(c)} / {_pct(d)} (floor {_pct(g)}).\n")
+
+
+# --- docs/analysis.md: segmentation against the simulator's truth -------------------------
+
+#: (preset, label, steps, seeds) of the accuracy table.
+SEGMENTATION = (("gpt3-125m", "125M (6 x 16)", 10_000, 4), ("gpt3-350m", "350M (12 x 128)", 6_000, 3),
+                ("gpt3-125m", "125M (6 x 16)", 3_000, 8), ("gpt3-350m", "350M (12 x 128)", 2_000, 8))
+
+
+def analysis_accuracy() -> str:
+    """Per preset and length, over seeds from 0, with the defaults: layers whose detected
+    boundary is within 5% of the length of the true one, the worst boundary error, the median
+    offset, and the share of step labels right (worst trace and mean)."""
+    from moetrace.simulate import make_config, simulate_counts
+    from moetrace.states import analyze_loads
+    from moetrace.trace import Loads
+
+    rows = []
+    for preset, label, steps, seeds in SEGMENTATION:
+        offsets, right = [], []
+        for seed in range(seeds):
+            config = make_config(preset, steps=steps)
+            counts, truth = simulate_counts(config, seed)
+            loads = Loads(np.arange(steps), counts, tuple(range(config.n_layers)))
+            analysis = analyze_loads(loads, top_k=config.top_k)
+            offsets += [np.nan if s is None or b is None else s - b
+                        for s, b in zip((la.stable_from for la in analysis.layers),
+                                        truth.boundaries)]
+            right.append(float((analysis.stable == truth.stable_mask(steps)).mean()))
+        offsets = np.array(offsets, dtype=float)
+        near = np.mean(np.abs(offsets) <= 0.05 * steps)  # NaN (none found) counts as far
+        worst = np.nanmax(np.abs(offsets)) / steps if np.isfinite(offsets).any() else np.nan
+        median = np.nanmedian(offsets)
+        rows.append(f"| {label}, {steps:,} | {seeds} | {near:.0%} | {100 * worst:.1f}% | "
+                    f"{median:+.0f} steps | {100 * min(right):.1f}% / "
+                    f"{100 * np.mean(right):.1f}% |")
+    return ("| preset (layers x experts), steps | seeds | layers with boundary within 5% of "
+            "length | worst boundary error (of length) | median offset (detected - true) | "
+            "labels right, worst trace / mean |\n| --- | --- | --- | --- | --- | --- |\n"
+            + "\n".join(rows) + "\n")
 
 
 # --- docs/predictors.md: auto against the other predictors ----------------------------------
@@ -146,6 +224,162 @@ def predictors_accuracy_smartmoe() -> str:
     return _ACCURACY_HEAD + "\n".join(accuracy_rows("SmartMoE, real", _smartmoe())) + "\n"
 
 
+# --- docs/predictors.md: sw_avg's window ---------------------------------------------------
+
+WINDOWS = (100, 200, 500, 1000, 2000)
+
+
+def sw_avg_windows() -> str:
+    """sw_avg at each window: stable / transient centre per trace and horizon (the report's
+    defaults otherwise; every window scored on the same pairs)."""
+    from moetrace.evidence import estimate
+    from moetrace.pipeline import backtest
+    from moetrace.predictors import PredictorOptions
+    from moetrace.simulate import simulate_trace
+
+    def rows(label, trace):
+        results = {w: backtest(trace, predictors=["sw_avg"], placement=None,
+                               options=PredictorOptions(window=w)).result for w in WINDOWS}
+        first = results[WINDOWS[0]]
+        masks, out = first.state_masks(), []
+        for h in first.horizons:
+            cells = []
+            for w in WINDOWS:
+                scores = results[w].scores[("sw_avg", h)]
+                centres = [estimate(scores.metrics["error_rate"],
+                                    masks[state] & scores.fits[:, None]).centre
+                           for state in ("stable", "transient")]
+                cells.append(" / ".join("-" if not np.isfinite(c) else f"{100 * c:.2f}"
+                                        for c in centres) + "%")
+            out.append(f"| {label} | {h:,} | {' | '.join(cells)} |")
+        return out
+
+    table = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = simulate_trace(Path(tmp) / "3.parquet", preset="gpt3-350m", steps=20_000,
+                              seed=1, layers=3)
+        table += rows("gpt3-350m, 3 layers x 20,000 steps", path)
+    for label, name in (("gpt3-350m-sim sample", "gpt3-350m-sim.parquet"),
+                        ("gpt3-125m-sim sample", "gpt3-125m-sim.parquet"),
+                        ("demo-real", "demo-real.parquet")):
+        table += rows(label, SAMPLES / name)
+    head = " | ".join(f"w = {w:,}" + (" (default)" if w == 1000 else "") for w in WINDOWS)
+    return (f"| trace | horizon | {head} |\n| --- | --- |{' --- |' * len(WINDOWS)}\n"
+            + "\n".join(table) + "\n")
+
+
+# --- docs/predictors.md: the paper's predictors -------------------------------------------
+
+PAPER = ("naive", "sw_avg", "arima", "lstm")
+
+
+def paper_rows(label: str, trace) -> list[str]:
+    """Rows of one trace: the centre of the paper's predictors per horizon and state, each on
+    every pair of the cell (a fallback forecast scored as what it was, and the origins at
+    which the predictor fell back shown), with the constant bound of the same pairs."""
+    from moetrace.evidence import estimate
+    from moetrace.pipeline import backtest
+
+    result = backtest(trace, predictors=list(PAPER), placement=None).result
+    masks, rows = result.state_masks(), []
+    for h in result.horizons:
+        for state in ("stable", "transient"):
+            cell = masks[state] & result.scores[("naive", h)].fits[:, None]
+            if not cell.any():
+                continue
+            cells = []
+            for name in PAPER:
+                found = estimate(result.scores[(name, h)].metrics["error_rate"], cell)
+                fell = sum(reason is not None for reason, used
+                           in zip(result.fallbacks[name], cell.any(axis=1)) if used)
+                cells.append(_pct(found.centre) + (f" ({fell} fell back)" if fell else ""))
+            rows.append(f"| {label} | {h:,} {state} | {int(cell.any(axis=1).sum())}, "
+                        f"{int(cell.sum())} | {' | '.join(cells)} | "
+                        f"{_pct(estimate(result.constant_bound[h], cell).centre)} |")
+            label = ""
+    return rows
+
+
+def predictors_paper() -> str:
+    from moetrace.simulate import simulate_trace
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, layers, seed in (("gpt3-350m, 12 layers x 20,000 steps", None, 0),
+                                    ("gpt3-350m, 3 layers x 20,000 steps", 3, 1)):
+            path = simulate_trace(Path(tmp) / f"{seed}.parquet", preset="gpt3-350m",
+                                  steps=20_000, seed=seed, layers=layers)
+            rows += paper_rows(label, path)
+    for label, name in (("gpt3-350m-sim sample", "gpt3-350m-sim.parquet"),
+                        ("gpt3-125m-sim sample", "gpt3-125m-sim.parquet"),
+                        ("demo-real", "demo-real.parquet")):
+        rows += paper_rows(label, SAMPLES / name)
+    return ("| trace | horizon, state | origins, pairs | naive | sw_avg | arima | lstm | "
+            "constant bound |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+            + "\n".join(rows) + "\n")
+
+
+# --- docs/predictors.md: where the LSTM runs, wins and loses -------------------------------
+
+LSTM_OTHERS = ("naive", "sw_avg", "auto")
+
+
+def lstm_rows(label: str, trace) -> list[str]:
+    """Rows of one trace: the LSTM against naive, sw_avg and auto on the pairs of the origins
+    where it made its own forecast (every predictor on the same pairs, the report's centre),
+    with its paired verdict against each ("-" below the minimum evidence)."""
+    from moetrace.evidence import compare, enough, estimate
+    from moetrace.pipeline import backtest
+
+    result = backtest(trace, predictors=["lstm", *LSTM_OTHERS], placement=None).result
+    ran = np.array([reason is None for reason in result.fallbacks["lstm"]])
+    rows, first = [], f"{label} ({ran.sum()} of {len(ran)})"
+    masks = result.state_masks()
+    for h in result.horizons:
+        errors = {name: result.scores[(name, h)].metrics["error_rate"]
+                  for name in ("lstm", *LSTM_OTHERS)}
+        for state in ("stable", "transient"):
+            cell = masks[state] & result.scores[("lstm", h)].fits[:, None] & ran[:, None]
+            origins, pairs = int(cell.any(axis=1).sum()), int(cell.sum())
+            if not pairs:
+                continue
+            centres = [_pct(estimate(errors[name], cell).centre) for name in errors]
+            if enough(origins, pairs):
+                said = {}
+                for name in LSTM_OTHERS:
+                    verdict = compare(errors["lstm"], errors[name], cell, steps=result.origins,
+                                      horizon=h).verdict
+                    said.setdefault(verdict, []).append(name)
+                verdicts = "; ".join(f"{v} {'than' if v != 'no clear difference' else 'from'} "
+                                     f"{', '.join(said[v])}" for v in VERDICT_ORDER if v in said)
+            else:
+                verdicts = "too few to rank"
+            rows.append(f"| {first} | {h:,} {state} | {origins}, {pairs} | "
+                        f"{' | '.join(centres)} | {verdicts} |")
+            first = ""
+    return rows
+
+
+def predictors_lstm() -> str:
+    from moetrace.simulate import simulate_trace
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        six = simulate_trace(Path(tmp) / "350m6k.parquet", preset="gpt3-350m", steps=6000)
+        rows += lstm_rows("350M 12 x 128 x 6,000", six)
+    rows += lstm_rows("demo-real", SAMPLES / "demo-real.parquet")
+    rows += lstm_rows("gpt3-350m-sim sample", SAMPLES / "gpt3-350m-sim.parquet")
+    return ("| trace (origins run) | horizon, state | origins, pairs | lstm | naive | sw_avg | "
+            "auto | lstm against (paired) |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+            + "\n".join(rows) + "\n")
+
+
+def predictors_lstm_smartmoe() -> str:
+    return ("| trace (origins run) | horizon, state | origins, pairs | lstm | naive | sw_avg | "
+            "auto | lstm against (paired) |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+            + "\n".join(lstm_rows("SmartMoE, real", _smartmoe())) + "\n")
+
+
 # --- docs/importing.md: SmartMoE's bottom line -----------------------------------------------
 
 
@@ -187,12 +421,19 @@ def importing_smartmoe() -> str:
 
 #: Every documented block by name.
 FIGURES: dict[str, Figure] = {
-    "readme-python": Figure("README.md", True, readme_python),
-    "predictors-accuracy-samples": Figure("docs/predictors.md", False,
+    "readme-python": Figure("README.md", QUICK, readme_python),
+    "simulation-realism": Figure("docs/simulation.md", SLOW, simulation_realism),
+    "analysis-accuracy": Figure("docs/analysis.md", SLOW, analysis_accuracy),
+    "predictors-sw-avg-windows": Figure("docs/predictors.md", SLOW, sw_avg_windows),
+    "predictors-accuracy-samples": Figure("docs/predictors.md", SLOW,
                                           predictors_accuracy_samples),
-    "predictors-accuracy-smartmoe": Figure("docs/predictors.md", False,
+    "predictors-accuracy-smartmoe": Figure("docs/predictors.md", SLOW,
                                            predictors_accuracy_smartmoe, "MOETRACE_SMARTMOE"),
-    "importing-smartmoe": Figure("docs/importing.md", False, importing_smartmoe,
+    "predictors-paper": Figure("docs/predictors.md", COMMAND, predictors_paper),
+    "predictors-lstm": Figure("docs/predictors.md", COMMAND, predictors_lstm),
+    "predictors-lstm-smartmoe": Figure("docs/predictors.md", COMMAND, predictors_lstm_smartmoe,
+                                       "MOETRACE_SMARTMOE"),
+    "importing-smartmoe": Figure("docs/importing.md", COMMAND, importing_smartmoe,
                                  "MOETRACE_SMARTMOE"),
 }
 
