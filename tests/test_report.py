@@ -63,9 +63,9 @@ def test_placement_section_replays_every_policy_on_the_default_cluster(report, t
     assert placed["interval"] == 100  # re-planned every (smallest) horizon
     overall = {r["policy"]: r for r in placed["results"] if r["layer"] is None
                and r["state"] == "all"}
-    assert set(overall) == {"static", "window", "forecast", "adaptive", "oracle"}
+    assert set(overall) == {"static", "window", "forecast", "adaptive", "hindsight"}
     assert placed["predictors"]["forecast"] == "naive"  # the report's first predictor
-    assert overall["oracle"]["balancedness"] >= overall["static"]["balancedness"]
+    assert overall["hindsight"]["balancedness"] >= overall["static"]["balancedness"]
     none = build_report(trace, tmp_path / "none", predictors=["naive"], placement=None, **FAST)
     assert none.document.get("placement") is None
     md = (none.path / "report.md").read_text()
