@@ -45,6 +45,6 @@ def format_seconds(value: float | None) -> str:
         return "-"
     size = abs(value)
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if size >= scale:
+        if round(size / scale, 1) >= 1:  # 0.99996 s shows as 1.0 s, not 1,000.0 ms
             return f"{value / scale:,.1f} {unit}"
     return "0 s" if value == 0 else f"{value * 1e9:,.1f} ns"

@@ -247,6 +247,9 @@ def test_seconds_by_hand():
     doc = result.document("t")
     assert doc["time_model"]["seconds_per_token"] == pytest.approx(per_token)
     assert doc["time_model"]["rearrangement"] == "sync"
+    # the verdict a report states: the best policy by net seconds, here paying nothing
+    assert doc["verdict"]["policy"] == "window" and doc["verdict"]["pays"] is False
+    assert doc["verdict"]["net_seconds_saved"] == pytest.approx(window["net_seconds_saved"])
 
 
 def test_asynchronous_rearrangement_pays_no_stall_and_unknown_sizes_give_no_seconds():
@@ -406,3 +409,10 @@ def test_plan_from_hindsight_and_window_samples():
                           interval=500, window=500)
         assert plan.source == source
         assert (plan.expected > 0).all()
+
+
+def test_seconds_read_as_people_write_them():
+    from moetrace.display import format_seconds
+
+    assert [format_seconds(x) for x in (-0.00099998, 0.99996, 12.34, 3e-7, 0.0, None)] == \
+        ["-1.0 ms", "1.0 s", "12.3 s", "300.0 ns", "0 s", "-"]

@@ -209,12 +209,12 @@ def render_recommendation(found: Recommendation, title: str, top: int = 8) -> No
     if len(ranked) > top:
         console.print(f"{len(ranked) - top} more settings in --json", style="dim")
     runner = found.runner_up()
-    console.print(found.sentence(), soft_wrap=True)
+    console.print(found.sentence())
     if runner is not None and found.pays():
         from moetrace.placement.recommend import describe
 
         console.print(f"runner-up: {describe(runner)}, net {seconds(runner['net_seconds_saved'])}",
-                      style="dim", soft_wrap=True)
+                      style="dim")
     for note in found.notes:
         warn(note)
 

@@ -127,7 +127,7 @@ def render_replay(result: PlacementReplay, title: str) -> None:
         console.print("modeled seconds need the size of one expert: give --expert-params "
                       "(or --token-seconds and --expert-params)", style="dim")
     for line in gap_lines(result):
-        console.print(line, style="dim", soft_wrap=True)
+        console.print(line, style="dim")
     for note in result.notes:
         warn(note)
 

@@ -11,10 +11,11 @@ with a free slot that does not already hold that expert where one can. Of these 
 the plan in force itself and the fresh plan, each layer takes the one that moves the fewest
 replicas among those whose balancedness on the samples is
 
-- in the mean, at least the fresh plan's less ``tolerance``, and
-- in each of ``blocks`` consecutive blocks of the samples (the planner's), at least EPLB's
-  own plan's plus the planner's margin (so a re-plan that moves little never trades away
-  what EPLB would reach on the same samples, and beats it as a fresh plan must).
+- in the mean, at least the fresh plan's less ``tolerance`` and at least EPLB's own plan's
+  (a re-plan that moves little never trades away what EPLB would reach on the same
+  samples), and
+- in each of ``blocks`` consecutive blocks of the samples (the planner's), no more than the
+  planner's margin below EPLB's plan's (no stretch of the samples where it falls behind).
 
 The fresh plan always qualifies, so no layer scores less than that on the samples it was
 chosen on (up to :data:`~moetrace.placement.rebalance.SELECT_SAMPLES` of them), and a pick
@@ -61,11 +62,13 @@ def fewer_moves(current: np.ndarray, fresh: np.ndarray, eplb: np.ndarray, weight
     steps = np.stack([step_balancedness(judged, c) for c in candidates])  # [K, L, S]
     scores = steps.mean(axis=2, dtype=np.float64)  # [K, L]
     moves = np.stack([moved_replicas(current, c) for c in candidates])
-    reference = block_means(step_balancedness(judged, eplb), blocks)  # [L, B]
-    # within the tolerance of the fresh plan, and above EPLB's block by block (by the
-    # planner's margin: a plan that moves little must beat EPLB's as a fresh one must)
+    reference = step_balancedness(judged, eplb)  # [L, S]
+    # within the tolerance of the fresh plan, not below EPLB's in the mean, and nowhere more
+    # than the planner's margin below it block by block
     ok = (scores >= (scores[0] - tolerance)[None, :]) & \
-        (block_means(steps, blocks) >= reference[None] + BLOCK_MARGIN).all(axis=2)
+        (scores >= reference.mean(axis=1, dtype=np.float64)[None, :]) & \
+        (block_means(steps, blocks) >= block_means(reference, blocks)[None] - BLOCK_MARGIN
+         ).all(axis=2)
     # the plan in force stands only where it fills every slot (the static placement holds
     # no replicas: its redundant slots are empty)
     ok[1] &= current.sum(axis=(1, 2)) == fresh.sum(axis=(1, 2))

@@ -168,6 +168,38 @@ class PlacementReplay:
                 if p.name not in ("window", "hindsight", "static") and p.name in mean
                 and p.cadence == window.cadence}
 
+    def verdict(self) -> dict[str, Any] | None:
+        """What re-planning bought over this replay, for a report's first sentence: the
+        policy with the most net modeled seconds saved against the static placement (over
+        all layers and states), those seconds in all and per step, and against the window
+        policy at the same cadence (None: no window policy, or another cadence); None when
+        the time model cannot price the replay (docs/placement.md)."""
+        if not self.time_model.known():
+            return None
+        overall = {r["policy"]: r for r in self.rows()
+                   if r["layer"] is None and r["state"] == "all"}
+        candidates = [p for p in self.policies if p.name not in ("static", "hindsight")]
+        if not candidates:
+            return None
+        best = max(candidates, key=lambda p: overall[p.name]["net_seconds_saved"])
+        row = overall[best.name]
+        window = self.policy("window")
+        same = window is not None and window.cadence == best.cadence
+        steps = len(self.steps) * self.sampling
+        return {
+            "policy": best.name,
+            "pays": row["net_seconds_saved"] > 0,
+            "net_seconds_saved": row["net_seconds_saved"],
+            "net_seconds_saved_per_step": row["net_seconds_saved_per_step"],
+            "balancedness": row["balancedness"],
+            "static_balancedness": overall["static"]["balancedness"]
+            if "static" in overall else None,
+            "net_seconds_vs_window": (row["net_seconds_saved"]
+                                      - overall["window"]["net_seconds_saved"]
+                                      if same and best.name != "window" else None),
+            "steps": steps,
+        }
+
     def document(self, trace: str) -> dict[str, Any]:
         """The versioned JSON of ``replay`` (docs/placement.md)."""
         c = self.cluster
@@ -185,6 +217,7 @@ class PlacementReplay:
             "cadence": {p.name: p.cadence for p in self.policies},
             "seconds": {p.name: round(p.seconds, 3) for p in self.policies},
             "gap_closed": {state: self.gap_closed(state) for state in STATES},
+            "verdict": self.verdict(),
             "results": self.rows(), "notes": self.notes,
         }
 
