@@ -252,8 +252,17 @@ def test_plan_simulate_json_and_bad_shapes(repo, tmp_path):
     doc = json.loads(out.read_text())
     assert doc["schema"] == "moetrace.placement-replay" and doc["version"] == 1
     keys = {"policy", "layer", "state", "balancedness", "balancedness_p5", "time_vs_balanced",
-            "replans", "replicas_moved", "bytes_moved"}
+            "replans", "replicas_moved", "bytes_moved", "moves", "move_seconds",
+            "compute_seconds", "net_seconds_saved"}
     assert all(keys <= set(row) for row in doc["results"])
+    assert doc["time_model"]["expert_params"] == 2 * 768 * 3072
+    assert doc["time_model"]["stall_seconds"] == 1.0
+    # the former spelling, plan --simulate --json, gives the same document (with a note)
+    old = _moetrace("plan", SAMPLE, "--gpus", "8", "--simulate", "--policies",
+                    "static,window", "--json", cwd=repo)
+    assert old.returncode == 0 and "now `moetrace replay`" in old.stderr
+    old_doc = json.loads(old.stdout)
+    assert all(keys <= set(row) for row in old_doc["results"]) and "time_model" in old_doc
     overall = {r["policy"]: r for r in doc["results"] if r["layer"] is None
                and r["state"] == "all"}
     assert set(overall) == {"static", "window", "forecast:sw_avg", "hindsight"}

@@ -57,7 +57,7 @@ POLICIES = PLANNERS
 SPREAD_FACTORS = (0.25, 0.5)
 #: candidates are compared on at most this many of the samples (spread evenly over them);
 #: the plan kept is then checked against EPLB's on every sample
-SELECT_SAMPLES = 1024
+SELECT_SAMPLES = 256
 #: a candidate replaces EPLB's plan only if it scores higher, by at least BLOCK_MARGIN, in
 #: each of this many consecutive blocks of the samples (in time order): a gain that holds
 #: across the samples, not one that a part of them makes (the steps to come are not the

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -92,6 +92,7 @@ class PlacementReplay:
     stable: np.ndarray | None  # (L, S) hindsight labels of the scored steps
     notes: list[str]
     baseline: np.ndarray  # (L, S) max GPU tokens of the static placement (what is saved)
+    _rows: list | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def expert_params(self) -> int | None:
@@ -236,7 +237,13 @@ class PlacementReplay:
                 for c, t in zip(cols, steps)]
 
     def rows(self) -> list[dict[str, Any]]:
-        """One row per policy x layer (None: all layers) x state; see docs/placement.md."""
+        """One row per policy x layer (None: all layers) x state; see docs/placement.md.
+        (Computed once; each call gets its own copies.)"""
+        if self._rows is None:
+            self._rows = self._make_rows()
+        return [dict(row) for row in self._rows]
+
+    def _make_rows(self) -> list[dict[str, Any]]:
         rows = []
         per_replica = self.bytes_per_replica()
         model = self.time_model
