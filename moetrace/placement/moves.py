@@ -95,7 +95,7 @@ def _sticky(current: np.ndarray, logcnt: np.ndarray, weight: np.ndarray,
     kept = _kept(current, logcnt, per_replica, node_of, gpu_node)
     snapshots, freed = [], 0
     total = min(int(kept.sum(axis=(1, 2)).max()), MOST_FREED)
-    levels = sorted({0, *(2 ** i for i in range(max(total, 1).bit_length()))} - {None})
+    levels = sorted({0, *(2 ** i for i in range(max(total, 1).bit_length()))})
     for level in (x for x in levels if x <= total):
         while freed < level:
             kept = _free_heaviest(kept, per_replica)
