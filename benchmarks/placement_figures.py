@@ -50,7 +50,7 @@ def traces(smartmoe: str | None, tmp: Path) -> list[tuple[str, str, int, int, di
     """(label, path, GPUs, redundant slots, extra replay settings)."""
     from moetrace.simulate import simulate_trace
 
-    for preset in ("rotating-hotspot", "burst"):
+    for preset in ("hotspot", "burst"):
         simulate_trace(tmp / f"{preset}.parquet", preset=preset, steps=10_000, seed=0)
     cases = [
         ("demo-real", str(ROOT / "sample_traces/demo-real.parquet"), 4, 8, {}),
@@ -58,7 +58,7 @@ def traces(smartmoe: str | None, tmp: Path) -> list[tuple[str, str, int, int, di
         ("125M sample", str(ROOT / "sample_traces/gpt3-125m-sim.parquet"), 8, 8, {}),
         ("350M sample", str(ROOT / "sample_traces/gpt3-350m-sim.parquet"), 8, 8, {}),
         ("350M sample", str(ROOT / "sample_traces/gpt3-350m-sim.parquet"), 16, 16, {}),
-        ("W6 rotating hotspot", str(tmp / "rotating-hotspot.parquet"), 8, 8, {}),
+        ("W6 rotating hotspot", str(tmp / "hotspot.parquet"), 8, 8, {}),
         ("W7 burst", str(tmp / "burst.parquet"), 8, 8, {}),
     ]
     if smartmoe:

@@ -163,7 +163,7 @@ def test_on_the_bundled_traces_the_default_planner_is_at_least_eplbs(path, gpus,
 def test_higher_where_step_to_step_variation_is_large():
     """Megatron's rotating hotspot (W6): a hot quarter of the experts moving every 3 steps.
     EPLB plans for the mean, which hides it; the default plans for the steps."""
-    loads = _sim("rotating-hotspot", steps=1500, layers=1, experts=32, tokens=65536, top_k=2)
+    loads = _sim("hotspot", steps=1500, layers=1, experts=32, tokens=65536, top_k=2)
     out = {planner: replay(loads, Cluster(gpus=8, redundant=8, planner=planner),
                            make_policies(["window", "hindsight"], window=500), interval=500,
                            window=500)
@@ -387,7 +387,7 @@ def test_plan_writes_a_vllm_ascend_map_that_round_trips(tmp_path):
 # -- the imbalance presets (Megatron-LM's W6 and W7) ---------------------------------------------
 
 def test_rotating_hotspot_and_burst_presets():
-    w6 = make_config("rotating-hotspot", steps=24)
+    w6 = make_config("hotspot", steps=24)
     counts, truth = simulate_counts(w6, seed=1)
     shares = counts[0] / counts[0].sum(axis=1, keepdims=True)
     hot = shares[:, :8].sum(axis=1)  # the first hot set: experts 0-7 (a quarter of 32)

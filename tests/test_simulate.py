@@ -252,7 +252,7 @@ def test_cli_bad_preset_exits_2_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "moetrace: error: unknown simulation preset 'gpt3-7b' (known: gpt3-125m, gpt3-350m, "
-        "deepseek-v3, rotating-hotspot, burst)"]
+        "deepseek-v3, hotspot, burst)"]
     assert not out.exists()
 
 

@@ -64,7 +64,7 @@ PRESETS: dict[str, Preset] = {
     # helps). W7: 3 steady steps, then a burst step in which half the tokens go to a fixed
     # hot quarter of the experts (steady-state numbers hide the bursts). An expert is the
     # proposal's default: a gated FFN of hidden 512 and FFN 1,024 (3 x 512 x 1,024).
-    "rotating-hotspot": Preset("Megatron W6 rotating hotspot (simulated)", n_layers=4,
+    "hotspot": Preset("Megatron W6 rotating hotspot (simulated)", n_layers=4,
                                n_experts=32, steps=10_000, transient_first=0,
                                transient_last=0, reference_steps=10_000, top_k=2,
                                tokens_per_step=65_536, expert_params=3 * 512 * 1024,
