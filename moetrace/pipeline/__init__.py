@@ -130,6 +130,8 @@ class Backtested:
     example: Loads
     stride: int | None = None  # the origins as asked for: every ``stride`` steps,
     n_origins: int | None = None  # or this many (None: the default count)
+    recommended: object | None = None  # the setting to pick on the replay's cluster
+    recommend_note: str | None = None  # (None: left out, and why)
 
 
 def backtest(trace: str | Path | Trace, *, predictors: Sequence[str] | str | None = None,
@@ -164,35 +166,48 @@ def backtest(trace: str | Path | Trace, *, predictors: Sequence[str] | str | Non
                                       lookahead_radius, fitted.min_history, train)
     result = BacktestResult.merge(Chunked.of(trace, "backtest", run).run(
         tasks.backtest_chunk, settings, layer_rows(labels), task="backtest: layer chunks"))
-    placed, note = _report_placement(trace, analysis, labels, placement, fitted,
-                                     result.predictors[0], run)
+    placed, note, recommended, why = _report_placement(trace, analysis, labels, placement,
+                                                       fitted, result.predictors[0], run)
     example = (trace.loads(layers=[result.layers[result.example.layer]])
                if result.example is not None else axis(trace))
     return Backtested(trace, analysis, result, analysis.floors(), placed, note, fitted,
                       states, lookahead_radius, options, selection.skipped, example, stride,
-                      n_origins)
+                      n_origins, recommended=recommended, recommend_note=why)
 
 
 def _report_placement(trace: Trace, analysis, labels: np.ndarray, placement,
                       fitted: span.Span, predictor: str, run: Execution):
-    """Every placement policy replayed for the report, re-planning every (first) horizon; a
-    cluster or trace it cannot replay is skipped with the reason (the default cluster only:
-    a cluster the user gave that does not fit is an error)."""
+    """Every placement policy replayed for the report, re-planning every (first) horizon,
+    and the setting to pick on the same cluster (``plan --recommend``'s default grid, the
+    report's first predictor): (replay, why not, recommendation, why not). A cluster or trace
+    it cannot replay is skipped with the reason (the default cluster only: a cluster the user
+    gave that does not fit is an error); a trace too short for the grid, or whose expert size
+    is unknown, gets no recommendation, with the reason."""
     from moetrace.placement import DEFAULT_POLICIES, default_cluster, make_policies
+    from moetrace.placement.recommend import check_time_model, grid_from
 
     if placement is None:
-        return None, None
+        return None, None, None, None
     cluster = default_cluster(trace.n_experts) if placement == "default" else placement
     interval = min(fitted.horizons)
+    model = time_model_for(trace)
     try:
         policies = make_policies(DEFAULT_POLICIES, window=interval, predictor=predictor)
-        return _replay(trace, cluster, policies, analysis, labels, replan_interval=interval,
-                       load_window=interval, start=None,
-                       time_model=time_model_for(trace), run=run), None
+        placed = _replay(trace, cluster, policies, analysis, labels, replan_interval=interval,
+                         load_window=interval, start=None, time_model=model, run=run)
     except ParameterError as exc:
         if placement != "default":
             raise
-        return None, f"not replayed: {exc}"
+        return None, f"not replayed: {exc}", None, None
+    try:
+        check_time_model(model)
+        searched = None if placement == "default" else _searched(cluster, trace.n_experts,
+                                                                   None)
+        grid = grid_from(None, None, searched)
+        grid.fitted(axis(trace), cluster, trace.n_experts)  # too short: said, not an error
+    except ParameterError as exc:
+        return placed, None, None, f"no setting searched: {exc}"
+    return placed, None, _recommend(trace, cluster, analysis, grid, predictor, model, run), None
 
 
 def time_model_for(trace: Trace, time_model=None, *, expert_params: int | None = None,
@@ -266,20 +281,32 @@ def recommend(trace: str | Path | Trace, cluster, *, intervals: Sequence[int] | 
     (moetrace.placement.recommend): the default grid, with ``intervals``, ``windows`` and
     ``redundant`` slots fixed where given. The states are analyzed first (the adaptive
     policy's online labels)."""
-    from moetrace.placement.recommend import Recommendation, check_time_model, grid_from
+    from moetrace.placement.recommend import check_time_model, grid_from
 
     trace = open_trace(trace)
     require_experts(trace, "place")
-    slots = cluster.slots(trace.n_experts)
-    if redundant is None and (cluster.replicas is not None or cluster.redundant is not None):
-        redundant = [slots - trace.n_experts]  # the slots given are not searched
-    grid = grid_from(intervals, windows, redundant)
+    cluster.slots(trace.n_experts)  # a cluster that does not fit fails before any work
+    grid = grid_from(intervals, windows, _searched(cluster, trace.n_experts, redundant))
     model = time_model_for(trace, time_model, expert_params=expert_params,
                            bytes_per_param=bytes_per_param)
     check_time_model(model)
     grid.fitted(axis(trace), cluster, trace.n_experts)  # a misfit: before any work
     analysis = analyze(trace, window=state_window, run=run,
                        command="a placement recommendation")
+    return _recommend(trace, cluster, analysis, grid, predictor, model, run)
+
+
+def _searched(cluster, n_experts: int, redundant: Sequence[int] | None):
+    """The redundant slots to search: ``redundant`` where given, else the cluster's own
+    where it sets them (the slots given are not searched), else None (the default grid)."""
+    if redundant is None and (cluster.replicas is not None or cluster.redundant is not None):
+        return [cluster.slots(n_experts) - n_experts]
+    return redundant
+
+
+def _recommend(trace: Trace, cluster, analysis, grid, predictor: str, model, run: Execution):
+    from moetrace.placement.recommend import Recommendation
+
     settings = tasks.RecommendSettings(cluster, grid, predictor, model, None)
     return Recommendation.merge(Chunked.of(trace, "replay", run).run(
         tasks.recommend_chunk, settings, layer_rows(analysis.stable, analysis.online_stable),

@@ -178,9 +178,12 @@ class Recommendation:
     def sentence(self) -> str:
         """The recommendation in one sentence (plain text)."""
         steps = len(self.static.steps) * self.static.sampling
-        best = self.ranked()[0]
-        if not self.pays():
-            return (f"Re-planning does not pay on this trace: the best setting "
+        ranked = self.ranked()
+        best = ranked[0]
+        if not self.pays():  # the best setting that moves anything, where one does
+            best = next((r for r in ranked if r["moves"]), best)
+            return (f"Re-planning does not pay on this trace: the best setting"
+                    f"{' that moves anything' if best['moves'] else ''} "
                     f"({describe(best)}) saves {format_seconds(best['compute_seconds_saved'])} "
                     f"of modeled MoE compute over {steps:,} steps against the static "
                     f"placement, but its moves cost {format_seconds(best['move_seconds'])}; "
@@ -205,6 +208,7 @@ class Recommendation:
             "searched": self.grid.document(),
             "pays": self.pays(),
             "recommendation": {k: choice[k] for k in RECOMMENDATION_KEYS},
+            "setting": describe(choice),
             "runner_up": None if runner is None else {k: runner[k] for k in RECOMMENDATION_KEYS},
             "static": self.static_row(),
             "sentence": self.sentence(),
