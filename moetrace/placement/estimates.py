@@ -18,7 +18,7 @@ planner compares loads within a layer only):
 - :meth:`Estimates.hindsight`: the actual mean share over (t, t + R]: evaluation only, the
   *hindsight plan*'s loads. It is a reference, not a bound: a plan held for the interval is
   judged step by step, and a plan made for the mean of those steps can be beaten by another
-  plan (``oracle`` was its name until 0.2, still accepted).
+  plan (``oracle``, its name in 0.2, is accepted until 0.4).
 
 Each estimate also has its **samples** (:meth:`Estimates.samples`), the per-step loads the
 plan is expected to meet over the interval: the planner plans for the interval as it will
@@ -100,7 +100,7 @@ class Estimates:
             self._cache[key] = load_shares(self._after(t).counts).mean(axis=1)
         return self._cache[key]
 
-    #: the former name of :meth:`hindsight` (until 0.2)
+    #: the former name of :meth:`hindsight` (0.2; accepted until 0.4)
     oracle = hindsight
 
     def _after(self, t: int) -> Loads:

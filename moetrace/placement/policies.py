@@ -15,7 +15,7 @@ list of them goes to a worker process as it is.
 - ``hindsight``: every re-plan interval, planned knowing the interval's actual steps
   (evaluation only). A reference, not a bound: other policies can beat it, and a policy
   that re-plans more often than the interval is not held to its cadence. ``oracle``, its
-  name until 0.2, is still accepted (with a note).
+  name in 0.2, is accepted until 0.4 (with a note).
 - ``adaptive``: state-aware. A layer the online detector calls transient at the re-plan step
   is re-planned every quarter interval from its last quarter interval of counts (its load is
   moving; old history misleads); a stable layer is re-planned, at the interval grid only,
@@ -158,7 +158,7 @@ class Hindsight:
         return _from(ctx, "hindsight", t)
 
 
-#: the former name of :class:`Hindsight` (until 0.2)
+#: the former name of :class:`Hindsight` (0.2; accepted until 0.4)
 Oracle = Hindsight
 
 
@@ -279,7 +279,8 @@ DEFAULT_POLICIES = ("static", "window", "forecast", "adaptive", "hindsight")
 def make_policies(names, *, window: int = LOAD_WINDOW, predictor: str = "auto",
                   notes: list[str] | None = None) -> list[PlacementPolicy]:
     """Policies by name; ``forecast:NAME`` picks the predictor of one forecast policy.
-    ``oracle`` (until 0.2) makes the ``hindsight`` policy, with a line in ``notes``."""
+    ``oracle`` (its name in 0.2; accepted until 0.4) makes the ``hindsight`` policy, with a
+    line in ``notes``."""
     made: list[PlacementPolicy] = []
     for spec in names:
         if spec.partition(":")[0] in RENAMED:
