@@ -6,8 +6,9 @@ whatever it moves. :func:`fewer_moves` looks for a plan with the fresh plan's re
 that keeps more replicas where they are: it keeps every replica of the plan in force that the
 new counts still want (on the node the fresh plan puts its expert on), frees the heaviest
 kept replicas of the heaviest GPUs one at a time (0, 1, 2, 4, ... up to :data:`MOST_FREED`
-of them: one candidate each), and places the replicas left over greedily, heaviest first, each on the lightest GPU
-with a free slot that does not already hold that expert where one can. Of these candidates,
+of them: one candidate each), and places the replicas left over greedily, heaviest first,
+each on the lightest GPU with a free slot that does not already hold that expert where one
+can. Of these candidates,
 the plan in force itself and the fresh plan, each layer takes the one that moves the fewest
 replicas among those whose balancedness on the samples is
 
