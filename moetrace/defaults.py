@@ -50,8 +50,40 @@ TRANSIENT_SPLITS = 4
 #: bytes moved per expert parameter: 16 for a training expert with its Adam state in mixed
 #: precision, 2 for a read-only bf16 replica
 BYTES_PER_PARAM = 16
+# the time model (moetrace/placement/timing.py; docs/placement.md, "The time model")
+#: achieved FLOP/s of one GPU on the experts' matrix products: about 40% of an H100 SXM's
+#: dense bf16 peak (989 TFLOP/s), an assumed utilisation; measure yours (--token-seconds)
+GPU_FLOPS = 400e12
+#: FLOPs per token-slot and expert parameter in training: 2 forward + 4 backward (the usual
+#: 6N rule); 2 for inference
+FLOPS_PER_PARAM = 6.0
+#: bytes/s into a GPU from a GPU of its node: NVLink 4 (H100) gives 450 GB/s each way; a
+#: 42 MB expert in about 0.1 ms (the EPIC paper's figure) is 420 GB/s
+INTRA_NODE_BANDWIDTH = 400e9
+#: bytes/s into a GPU from another node: a 400 Gb/s (50 GB/s) InfiniBand NDR or RoCE NIC per
+#: GPU; a 42 MB expert in about 1 ms over RDMA (EPIC) is 42 GB/s
+INTER_NODE_BANDWIDTH = 50e9
+#: how a re-plan is applied: sync (training stops for it) or async (copies beside training)
+REARRANGEMENT = "sync"
+#: the stop of a synchronous re-plan, beyond its transfers: vLLM's and SGLang's users report
+#: 0.65-1.70 s per synchronous EPLB rearrangement; 1 s is inside that range
+STALL_SECONDS = 1.0
 #: the planner every plan is made with
 PLANNER = "balanced"
+#: a re-plan of the balanced planner may give up this much mean balancedness (on the steps
+#: it is judged on) against a fresh plan to move fewer replicas; never below EPLB's plan
+MOVE_TOLERANCE = 0.005
+# the setting to pick (moetrace plan --recommend; docs/placement.md, "The setting to pick"):
+# the grid searched. Intervals around SGLang's default (1,000 steps), windows around vLLM's
+# (1,000 steps), and no, one or two redundant slots per GPU
+#: re-plan intervals searched, training steps
+RECOMMEND_INTERVALS = (500, 1000, 2000)
+#: load windows searched (the window policy), training steps
+RECOMMEND_WINDOWS = (500, 1000, 2000)
+#: redundant slots searched, per GPU
+RECOMMEND_REDUNDANT = (0, 1, 2)
+#: the policies searched (each against the static placement)
+RECOMMEND_POLICIES = ("window", "forecast", "adaptive")
 #: the report's cluster when none is given: the most GPUs up to this that divide the experts
 REPORT_GPUS = 8
 

@@ -37,3 +37,14 @@ def format_bytes(value: int | None) -> str:
         if value >= size:
             return f"{value / size:,.1f} {unit}"
     return f"{value} B"
+
+
+def format_seconds(value: float | None) -> str:
+    """``12.3 s``, ``4.5 ms``, ``6.7 µs`` (one decimal, the sign kept); ``-`` for unknown."""
+    if value is None:
+        return "-"
+    size = abs(value)
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if round(size / scale, 1) >= 1:  # 0.99996 s shows as 1.0 s, not 1,000.0 ms
+            return f"{value / scale:,.1f} {unit}"
+    return "0 s" if value == 0 else f"{value * 1e9:,.1f} ns"

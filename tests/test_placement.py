@@ -1,5 +1,5 @@
 """Placement: EPLB's planner reproduced, plan invariants, the default never worse than EPLB,
-the replay's numbers by hand, no look-ahead for non-oracle policies, the CLI."""
+the replay's numbers by hand, no look-ahead for policies other than hindsight, the CLI."""
 
 from __future__ import annotations
 
@@ -130,13 +130,14 @@ def test_balancedness_and_time_by_hand_under_the_static_placement():
     assert balancedness(np.zeros((1, 2))).tolist() == [1.0]  # no tokens: nothing to wait for
 
 
-def test_oracle_and_window_on_a_constant_trace_are_perfect():
+def test_hindsight_and_window_on_a_constant_trace_are_perfect():
     counts = np.tile(np.array([[40, 30, 20, 10]]), (2, 50, 1))  # {40, 10} and {30, 20}
     result = replay(_loads(counts), Cluster(gpus=2),
-                    make_policies(["static", "window", "oracle"], window=10, predictor="naive"),
+                    make_policies(["static", "window", "hindsight"], window=10,
+                                  predictor="naive"),
                     interval=10, window=10)
     by_name = {p.name: p for p in result.policies}
-    assert np.allclose(by_name["oracle"].balancedness, 1.0)
+    assert np.allclose(by_name["hindsight"].balancedness, 1.0)
     assert np.allclose(by_name["window"].balancedness, 1.0)
     assert np.allclose(by_name["static"].balancedness, 50 / 70)
     # the first plan moves experts off the static placement; the same plan later moves nothing
@@ -144,14 +145,14 @@ def test_oracle_and_window_on_a_constant_trace_are_perfect():
                                                         by_name["window"].moved[1:]) == 0
 
 
-def test_no_policy_but_the_oracle_sees_past_its_replan_step(sim_loads):
+def test_no_policy_but_hindsight_sees_past_its_replan_step(sim_loads):
     loads = sim_loads
     cut = int(loads.steps[0]) + 2999  # the 2nd re-plan of a 1000-step grid from step 999
     other = loads.counts.copy()
     after = loads.steps > cut
     other[:, after] = np.random.default_rng(0).permutation(other[:, after], axis=2)
     changed = Loads(steps=loads.steps, layers=loads.layers, counts=other)
-    names = ["window", "forecast:sw_avg", "adaptive:sw_avg", "oracle"]
+    names = ["window", "forecast:sw_avg", "adaptive:sw_avg", "hindsight"]
     online = np.zeros(loads.counts.shape[:2], dtype=bool)
     online[:, 1500:] = True
 
@@ -164,8 +165,8 @@ def test_no_policy_but_the_oracle_sees_past_its_replan_step(sim_loads):
         early = [i for i, (t, _) in enumerate(pa.replans) if t <= cut]
         same = all(np.array_equal(pa.moved[i], pb.moved[i]) and
                    pa.replans[i][0] == pb.replans[i][0] for i in early)
-        if pa.name == "oracle":
-            assert not same  # the oracle looks ahead: the test can tell
+        if pa.name == "hindsight":
+            assert not same  # the hindsight plan looks ahead: the test can tell
         else:
             assert same, pa.name
     for source in ("window", "forecast"):
@@ -245,16 +246,26 @@ def test_plan_sglang_rows_follow_the_model_layers(tmp_path):
 def test_plan_simulate_json_and_bad_shapes(repo, tmp_path):
     out = tmp_path / "sim.json"
     proc = _moetrace("replay", SAMPLE, "--gpus", "8", "--policies",
-                     "static,window,forecast:sw_avg,oracle", "--json-out", str(out), cwd=repo)
+                     "static,window,forecast:sw_avg,hindsight", "--json-out", str(out),
+                     cwd=repo)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
     assert doc["schema"] == "moetrace.placement-replay" and doc["version"] == 1
     keys = {"policy", "layer", "state", "balancedness", "balancedness_p5", "time_vs_balanced",
-            "replans", "replicas_moved", "bytes_moved"}
+            "replans", "replicas_moved", "bytes_moved", "moves", "move_seconds",
+            "compute_seconds", "net_seconds_saved"}
     assert all(keys <= set(row) for row in doc["results"])
+    assert doc["time_model"]["expert_params"] == 2 * 768 * 3072
+    assert doc["time_model"]["stall_seconds"] == 1.0
+    # the former spelling, plan --simulate --json, gives the same document (with a note)
+    old = _moetrace("plan", SAMPLE, "--gpus", "8", "--simulate", "--policies",
+                    "static,window", "--json", cwd=repo)
+    assert old.returncode == 0 and "now `moetrace replay`" in old.stderr
+    old_doc = json.loads(old.stdout)
+    assert all(keys <= set(row) for row in old_doc["results"]) and "time_model" in old_doc
     overall = {r["policy"]: r for r in doc["results"] if r["layer"] is None
                and r["state"] == "all"}
-    assert set(overall) == {"static", "window", "forecast:sw_avg", "oracle"}
+    assert set(overall) == {"static", "window", "forecast:sw_avg", "hindsight"}
     assert all(0 < r["balancedness"] <= 1 for r in overall.values())
     assert overall["static"]["replans"] == 0 and overall["static"]["bytes_moved"] == 0
     assert overall["window"]["bytes_moved"] == overall["window"]["replicas_moved"] * 16 * \
@@ -264,7 +275,7 @@ def test_plan_simulate_json_and_bad_shapes(repo, tmp_path):
                                                                         "split evenly"),
                           (["replay", "--gpus", "8", "--policies", "magic"],
                            "unknown placement policy 'magic'"),
-                          (["plan", "--gpus", "8", "--estimate", "oracle"],
+                          (["plan", "--gpus", "8", "--estimate", "hindsight"],
                            "needs the steps after")]:
         proc = _moetrace(args[0], SAMPLE, *args[1:], cwd=repo)
         assert proc.returncode == 2, (args, proc.stderr)

@@ -34,9 +34,11 @@ def test_the_window_estimate_is_the_same_shares_in_plan_and_replay():
     by_hand = summed / summed.sum(axis=1, keepdims=True)
     plan = plan_trace(loads, Cluster(gpus=2), source="window", at=14, window=5, interval=5)
     ctx = ReplayContext(Estimates(loads, 5), Cluster(gpus=2), np.array([14]), None)
-    shares, which = Window(window=5).decide(ctx, 14, None)
-    assert np.allclose(plan.shares, by_hand) and np.allclose(shares, by_hand)
-    assert which.all()
+    replan = Window(window=5).decide(ctx, 14, None)
+    assert np.allclose(plan.shares, by_hand) and np.allclose(replan.shares, by_hand)
+    assert replan.layers.all()
+    # and the plan is made for those very steps, one by one
+    assert np.array_equal(replan.samples, loads.counts[:, 10:15])
 
 
 def test_a_window_without_tokens_is_equal_shares():
@@ -66,11 +68,12 @@ def test_a_forecast_that_cannot_be_made_falls_back_to_the_window_in_plan_and_rep
                                 for n in result.notes)
 
 
-def test_the_oracle_needs_steps_after():
+def test_the_hindsight_estimate_needs_steps_after():
     estimates = Estimates(_random(steps=10), 5)
-    assert np.allclose(estimates.oracle(4).sum(axis=1), 1)
+    assert np.allclose(estimates.hindsight(4).sum(axis=1), 1)
+    assert np.array_equal(estimates.oracle(4), estimates.hindsight(4))  # the former name
     with pytest.raises(ParameterError, match="needs the steps after 9"):
-        estimates.oracle(9)
+        estimates.hindsight(9)
 
 
 def test_expected_balancedness_by_hand():
@@ -90,8 +93,9 @@ def test_adaptive_looks_at_stable_layers_at_every_grid_point_though_a_quarter_is
     counts[0, np.arange(n), 5 + np.arange(n) % 5] = 90  # a hot expert moving every sample
     loads = _loads(counts, steps=np.arange(n) * 300)
     online = np.ones((1, n), dtype=bool)
+    # a gain threshold below any gain: every look re-plans, so the re-plans are the looks
     result = replay(loads, Cluster(gpus=2, redundant=2),
-                    [Adaptive(predictor="naive")], interval=1000, start=900,
+                    [Adaptive(predictor="naive", tolerance=-1.0)], interval=1000, start=900,
                     online_stable=online)
     replanned = [t - 900 for t, _ in result.policies[0].replans]
     assert replanned == [0, 1200, 2100, 3000, 4200, 5100, 6000, 7200, 8100, 9000, 10200]

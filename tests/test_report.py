@@ -70,9 +70,9 @@ def test_placement_section_replays_every_policy_on_the_default_cluster(report, t
     assert placed["interval"] == 100  # re-planned every (smallest) horizon
     overall = {r["policy"]: r for r in placed["results"] if r["layer"] is None
                and r["state"] == "all"}
-    assert set(overall) == {"static", "window", "forecast", "adaptive", "oracle"}
+    assert set(overall) == {"static", "window", "forecast", "adaptive", "hindsight"}
     assert placed["predictors"]["forecast"] == "naive"  # the report's first predictor
-    assert overall["oracle"]["balancedness"] >= overall["static"]["balancedness"]
+    assert overall["hindsight"]["balancedness"] >= overall["static"]["balancedness"]
     none = build_report(trace, tmp_path / "none", predictors=["naive"], placement=None, **FAST)
     assert none.document.get("placement") is None
     md = (none.path / "report.md").read_text()
@@ -200,21 +200,65 @@ def test_the_bottom_line_follows_its_json_contract(trace, tmp_path):
         body.index("<h2>Bottom line</h2>") < body.index("<table>")
 
 
-def test_the_headline_says_what_re_planning_buys_from_the_replay_rows(trace, tmp_path):
+def test_the_headline_says_what_re_planning_buys_in_modeled_seconds_and_the_setting(
+        trace, tmp_path):
+    from moetrace.display import format_seconds
+    from moetrace.pipeline import recommend
+    from moetrace.placement import Cluster, default_cluster
+
     doc = build_report(trace, tmp_path / "r", predictors=["naive", "sw_avg"], **FAST).document
-    times = {r["policy"]: r["time_vs_balanced"] for r in doc["placement"]["results"]
+    placed = doc["placement"]
+    times = {r["policy"]: r["time_vs_balanced"] for r in placed["results"]
              if r["layer"] is None and r["state"] == "all"}
     gain = doc["recommendation"]["placement"]
     assert gain["time_vs_balanced"] == {k: times[k] for k in ("forecast", "static", "window")}
     assert gain["saving_vs_static"] == pytest.approx(1 - times["forecast"] / times["static"])
-    assert gain["saving_vs_window"] == pytest.approx(1 - times["forecast"] / times["window"])
-    assert f"every {doc['placement']['interval']:,} steps from naive's forecast" in \
-        doc["headline"]
-    assert f"{times['static']:.2f}x" in doc["headline"]
-    assert "static placement" in doc["headline"] and "window re-planning" in doc["headline"]
+    # the seconds are the replay's own verdict: its time model, in one place
+    verdict = placed["verdict"]
+    assert gain["seconds"] == verdict and verdict["steps"] == 1500
+    best = next(r for r in placed["results"] if r["policy"] == verdict["policy"]
+                and r["layer"] is None and r["state"] == "all")
+    assert verdict["net_seconds_saved"] == best["net_seconds_saved"] == pytest.approx(
+        best["compute_seconds_saved"] - best["move_seconds"])
+    net = verdict["net_seconds_saved"]
+    assert (f"every {placed['interval']:,} steps ({verdict['policy']}, the best policy "
+            f"replayed) {'saves' if net > 0 else 'loses'} {format_seconds(abs(net))} of "
+            "modeled MoE time over 1,500 steps against the static placement") in doc["headline"]
+    # the placement section's recommendation is plan --recommend's on the same GPUs, the
+    # default cluster's redundant slots searched
+    found = placed["recommendation"]
+    assert default_cluster(8) == Cluster(gpus=8, redundant=8)
+    alone = recommend(trace, Cluster(gpus=8), predictor="naive").document(str(trace))
+    assert found["skipped"] is None
+    for key in ("recommendation", "runner_up", "static", "pays", "sentence", "searched"):
+        assert found[key] == alone[key], key
+    assert gain["setting"] == {"pays": alone["pays"], "setting": alone["setting"],
+                               **alone["recommendation"]}
+    if alone["pays"]:
+        assert f"the setting to run: {alone['setting']}" in doc["headline"]
+    else:
+        assert doc["headline"].endswith("no re-plan setting searched pays for its moves: "
+                                        "keep the static placement.")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "The setting to pick (as moetrace plan --recommend gives it): " \
+        + alone["sentence"] in md
     none = build_report(trace, tmp_path / "n", predictors=["naive"], placement=None, **FAST)
     assert none.document["recommendation"]["placement"] is None
     assert "placement" not in none.document["headline"]
+
+
+def test_a_trace_too_short_for_the_grid_says_why_no_setting_was_searched(tmp_path):
+    from moetrace.simulate import simulate_trace
+
+    path = simulate_trace(tmp_path / "t.parquet", preset="gpt3-125m", steps=900, layers=2,
+                          experts=8, tokens_per_step=20_000, seed=3)
+    doc = build_report(path, tmp_path / "r", predictors=["naive"], **FAST).document
+    found = doc["placement"]["recommendation"]
+    assert found["skipped"].startswith("no setting searched: the trace spans")
+    assert doc["recommendation"]["placement"]["setting"] is None
+    assert "setting to run" not in doc["headline"]
+    assert f"The setting to pick: {found['skipped']}." in \
+        (tmp_path / "r" / "report.md").read_text()
 
 
 def test_a_50_step_trace_gets_a_report_with_notes_on_what_is_unreliable(tmp_path):

@@ -141,3 +141,37 @@ def test_among_predictors_level_everywhere_the_one_with_clear_wins_is_recommende
     assert headline(recommended, bottom, None) == (
         "Use b: it is best or level with the best in 3 of the 3 cells with enough origins to "
         "rank, clearly ahead of naive in 1 but not of a.")
+
+
+def test_the_headline_prices_re_planning_in_seconds_and_names_the_setting_to_run():
+    from moetrace.report.verdict import placement_gain
+
+    rows = [{"policy": p, "layer": None, "state": "all", "time_vs_balanced": t}
+            for p, t in (("static", 2.0), ("window", 1.2), ("forecast", 1.1))]
+    verdict = {"policy": "forecast", "pays": True, "net_seconds_saved": 12.5,
+               "net_seconds_saved_per_step": 0.0125, "balancedness": 0.9,
+               "static_balancedness": 0.5, "net_seconds_vs_window": -0.25, "steps": 1000}
+    found = {"skipped": None, "pays": True, "setting": "forecast, re-planned every 500 steps, "
+             "8 redundant slots",
+             "recommendation": {"policy": "forecast", "interval": 500, "window": None,
+                                "redundant": 8, "net_seconds_saved": 30.0,
+                                "balancedness": 0.95}}
+    placement = {"results": rows, "interval": 100, "predictors": {"forecast": "naive"},
+                 "verdict": verdict, "recommendation": found, "skipped": None}
+    recommended = {"predictor": "naive", "ranked_cells": 1, "best_or_level": 1, "best": 1,
+                   "ahead_of": {}, "placement": placement_gain(placement, "naive")}
+    assert recommended["placement"]["seconds"] is verdict
+    assert headline(recommended, [], placement) == (
+        "Use naive: it is best or level with the best in 1 of the 1 cell with enough origins "
+        "to rank; re-planning the placement every 100 steps (forecast, the best policy "
+        "replayed) saves 12.5 s of modeled MoE time over 1,000 steps against the static "
+        "placement after paying for its moves, 250.0 ms less than window re-planning; the "
+        "setting to run: forecast, re-planned every 500 steps, 8 redundant slots (30.0 s "
+        "saved).")
+    # no time model: the step time against a balanced step, as before; no setting searched
+    placement.update(verdict=None, recommendation={"skipped": "no setting searched: ..."})
+    recommended["placement"] = placement_gain(placement, "naive")
+    text = headline(recommended, [], placement)
+    assert "models the MoE step 45% shorter than the static placement" in text
+    assert "(1.10x a balanced step, against 2.00x and 1.20x)." in text
+    assert "setting" not in text

@@ -251,7 +251,8 @@ def test_cli_bad_preset_exits_2_in_one_line(tmp_path):
     result = run_cli("record", "--simulate", "gpt3-7b", "-o", str(out))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "moetrace: error: unknown simulation preset 'gpt3-7b' (known: gpt3-125m, gpt3-350m, deepseek-v3)"]
+        "moetrace: error: unknown simulation preset 'gpt3-7b' (known: gpt3-125m, gpt3-350m, "
+        "deepseek-v3, hotspot, burst)"]
     assert not out.exists()
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import run_cli
 from moetrace.errors import ParameterError
-from moetrace.placement import Cluster, read_plan, replay
+from moetrace.placement import Cluster, read_plan, replay, replica_counts
 from moetrace.placement.document import PLAN_KEYS
 from moetrace.placement.plan import plan_trace
 from moetrace.states import analyze_loads
@@ -179,8 +179,8 @@ def test_watch_applies_the_adaptive_policys_own_rule():
 
 
 def test_watch_and_plan_write_one_plan_document(tmp_path):
-    """Both writers give the keys docs/placement.md lists; watch's plan keeps the planner's
-    slot order and log2phy; both read back."""
+    """Both writers give the keys docs/placement.md lists; watch's arrays are the plan in
+    force, log2phy the inverse of phy2log; both read back."""
     loads, top_k = _sim_loads(steps=3000)
     cluster = Cluster(gpus=4, redundant=4)
     planned = plan_trace(loads, cluster, source="window").document("trace.parquet")
@@ -197,11 +197,13 @@ def test_watch_and_plan_write_one_plan_document(tmp_path):
         back = read_plan(doc)
         assert back.plan.phy2log.tolist() == doc["phy2log"]
     assert watched["plan_version"] == 1 and planned["plan_version"] is None
-    # the planner's own arrays, GPUs relabelled from the static placement as a block
-    made = cluster.layout(np.array(watched["estimated_shares"]),
-                          cluster.static(loads.n_layers, loads.n_experts))
-    assert watched["phy2log"] == made.phy2log.tolist()
-    assert watched["log2phy"] == made.log2phy.tolist()
+    # the arrays are the plan in force, and log2phy lists exactly the slots of each expert
+    phy2log, log2phy = np.array(watched["phy2log"]), np.array(watched["log2phy"])
+    assert np.array_equal(replica_counts(phy2log, loads.n_experts, 4), state.current)
+    for layer in range(loads.n_layers):
+        for expert in range(loads.n_experts):
+            listed = log2phy[layer, expert][log2phy[layer, expert] >= 0]
+            assert sorted(listed) == np.flatnonzero(phy2log[layer] == expert).tolist()
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(watched))
     assert read_plan(path).plan_version == 1

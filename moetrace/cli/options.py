@@ -20,9 +20,16 @@ import click
 
 from moetrace.cli.app import renamed
 from moetrace.defaults import (
+    BYTES_PER_PARAM,
+    GPU_FLOPS,
+    INTER_NODE_BANDWIDTH,
+    INTRA_NODE_BANDWIDTH,
     LOAD_WINDOW,
+    MOVE_TOLERANCE,
     PLANNER,
+    REARRANGEMENT,
     REPLAN_INTERVAL,
+    STALL_SECONDS,
     STATE_WINDOW,
     SW_AVG_WINDOW,
 )
@@ -87,6 +94,47 @@ cluster_options = group(
     renamed("--rebalance", "--planner", type=click.Choice(["balanced", "eplb"])),
 )
 
+#: how a re-plan treats the placement in force (plan and replay)
+move_options = group(
+    click.option("--move-tolerance", type=click.FloatRange(0, 1), default=MOVE_TOLERANCE,
+                 show_default=True, metavar="B",
+                 help="Balancedness a re-plan may give up against a fresh plan to move fewer "
+                      "replicas (never below EPLB's plan; balanced planner)."),
+    click.option("--from-scratch", is_flag=True,
+                 help="Re-plan from scratch: keep replicas in place only by naming GPUs."),
+)
+
+_positive = click.FloatRange(0, min_open=True)
+
+#: the time model's parameters (moetrace/placement/timing.py; docs/placement.md)
+time_model_options = group(
+    click.option("--expert-params", type=click.IntRange(1), metavar="N",
+                 help="Parameters of one expert (default: from the trace's model where "
+                      "known)."),
+    click.option("--bytes-per-param", type=click.IntRange(1), default=BYTES_PER_PARAM,
+                 show_default=True, metavar="N",
+                 help="Bytes moved per expert parameter: 16 for a training expert with Adam "
+                      "state, 2 for a bf16 replica."),
+    click.option("--token-seconds", type=_positive, metavar="S",
+                 help="Measured seconds one GPU spends on one routed token in one expert "
+                      "(default: 6 x expert parameters / --gpu-tflops)."),
+    click.option("--gpu-tflops", type=_positive, default=GPU_FLOPS / 1e12, show_default=True,
+                 metavar="T", help="Achieved TFLOP/s of one GPU on the experts."),
+    click.option("--intra-node-gbps", type=_positive, default=INTRA_NODE_BANDWIDTH / 1e9,
+                 show_default=True, metavar="GB",
+                 help="GB/s into a GPU from its own node (NVLink)."),
+    click.option("--inter-node-gbps", type=_positive, default=INTER_NODE_BANDWIDTH / 1e9,
+                 show_default=True, metavar="GB",
+                 help="GB/s into a GPU from another node (network)."),
+    click.option("--rearrangement", type=click.Choice(["sync", "async"]),
+                 default=REARRANGEMENT, show_default=True,
+                 help="sync: training stops for each re-plan (a stall plus the copies); "
+                      "async: only the copies are charged."),
+    click.option("--stall-seconds", type=click.FloatRange(0), default=STALL_SECONDS,
+                 show_default=True, metavar="S",
+                 help="The stop of one synchronous re-plan beyond its copies."),
+)
+
 #: the predictors' hyperparameters
 predictor_options = group(
     click.option("--sw-window", type=int, metavar="STEPS",
@@ -144,8 +192,10 @@ def execution(backend: str | None, workers: int | None, ray_address: str | None,
 
 
 def cluster(gpus: int | None, nodes: int, groups: int, replicas: int | None,
-            redundant: int | None, planner: str, *, required: bool = True):
-    """The Cluster of the cluster options (None when --gpus is absent and not required)."""
+            redundant: int | None, planner: str, *, required: bool = True,
+            move_tolerance: float = MOVE_TOLERANCE, from_scratch: bool = False):
+    """The Cluster of the cluster options (None when --gpus is absent and not required);
+    ``move_tolerance`` and ``from_scratch`` are the move options'."""
     from moetrace.placement import Cluster
 
     if gpus is None:
@@ -154,7 +204,21 @@ def cluster(gpus: int | None, nodes: int, groups: int, replicas: int | None,
                                    click.get_current_context(silent=True))
         return None
     return Cluster(gpus=gpus, nodes=nodes, groups=groups, replicas=replicas,
-                   redundant=redundant, planner=planner)
+                   redundant=redundant, planner=planner,
+                   move_tolerance=None if from_scratch else move_tolerance)
+
+
+def time_model(expert_params: int | None, bytes_per_param: int, token_seconds: float | None,
+               gpu_tflops: float, intra_node_gbps: float, inter_node_gbps: float,
+               rearrangement: str, stall_seconds: float):
+    """The TimeModel of the time model options (the expert size None: the trace's)."""
+    from moetrace.placement import TimeModel
+
+    return TimeModel(expert_params=expert_params, bytes_per_param=bytes_per_param,
+                     token_seconds=token_seconds, gpu_flops=gpu_tflops * 1e12,
+                     intra_node_bandwidth=intra_node_gbps * 1e9,
+                     inter_node_bandwidth=inter_node_gbps * 1e9, rearrangement=rearrangement,
+                     stall_seconds=stall_seconds)
 
 
 def parse_int_list(text: str, option: str) -> list[int]:

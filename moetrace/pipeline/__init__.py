@@ -11,7 +11,9 @@ time on the executor of its :class:`Execution`, and joins the chunks' results:
 - :func:`backtest` -> :class:`Backtested`: the analysis, the backtest, the placement replay
   and the settings a report is written from (``report``; :func:`build_report` writes one);
 - :func:`replay` -> :class:`~moetrace.placement.PlacementReplay` (``simulate``);
-- :func:`plan` -> :class:`~moetrace.placement.plan.PlacementPlan` (``plan``).
+- :func:`plan` -> :class:`~moetrace.placement.plan.PlacementPlan` (``plan``);
+- :func:`recommend` -> :class:`~moetrace.placement.recommend.Recommendation`
+  (``plan --recommend``).
 
 Nothing here prints; writing an output is the caller's (the CLI's, through moetrace.output),
 except :func:`build_report`, the library's one-call report.
@@ -35,7 +37,7 @@ from moetrace.trace.read import Trace, read_trace
 from moetrace.trace.shares import Loads
 
 __all__ = ["Backtested", "Execution", "analyze", "backtest", "build_report", "forecast",
-           "open_trace", "plan", "replay", "span"]
+           "open_trace", "plan", "recommend", "replay", "span"]
 
 #: Predictors a report backtests when none are named (those whose extra is missing are left
 #: out with a note): the state-aware default first, then the paper's three and naive.
@@ -128,6 +130,8 @@ class Backtested:
     example: Loads
     stride: int | None = None  # the origins as asked for: every ``stride`` steps,
     n_origins: int | None = None  # or this many (None: the default count)
+    recommended: object | None = None  # the setting to pick on the replay's cluster
+    recommend_note: str | None = None  # (None: left out, and why)
 
 
 def backtest(trace: str | Path | Trace, *, predictors: Sequence[str] | str | None = None,
@@ -162,49 +166,76 @@ def backtest(trace: str | Path | Trace, *, predictors: Sequence[str] | str | Non
                                       lookahead_radius, fitted.min_history, train)
     result = BacktestResult.merge(Chunked.of(trace, "backtest", run).run(
         tasks.backtest_chunk, settings, layer_rows(labels), task="backtest: layer chunks"))
-    placed, note = _report_placement(trace, analysis, labels, placement, fitted,
-                                     result.predictors[0], run)
+    placed, note, recommended, why = _report_placement(trace, analysis, labels, placement,
+                                                       fitted, result.predictors[0], run)
     example = (trace.loads(layers=[result.layers[result.example.layer]])
                if result.example is not None else axis(trace))
     return Backtested(trace, analysis, result, analysis.floors(), placed, note, fitted,
                       states, lookahead_radius, options, selection.skipped, example, stride,
-                      n_origins)
+                      n_origins, recommended=recommended, recommend_note=why)
 
 
 def _report_placement(trace: Trace, analysis, labels: np.ndarray, placement,
                       fitted: span.Span, predictor: str, run: Execution):
-    """Every placement policy replayed for the report, re-planning every (first) horizon; a
-    cluster or trace it cannot replay is skipped with the reason (the default cluster only:
-    a cluster the user gave that does not fit is an error)."""
-    from moetrace.placement import DEFAULT_POLICIES, default_cluster, expert_parameters
-    from moetrace.placement import make_policies
+    """Every placement policy replayed for the report, re-planning every (first) horizon,
+    and the setting to pick on the same cluster (``plan --recommend``'s default grid, the
+    report's first predictor): (replay, why not, recommendation, why not). A cluster or trace
+    it cannot replay is skipped with the reason (the default cluster only: a cluster the user
+    gave that does not fit is an error); a trace too short for the grid, or whose expert size
+    is unknown, gets no recommendation, with the reason."""
+    from moetrace.placement import DEFAULT_POLICIES, default_cluster, make_policies
+    from moetrace.placement.recommend import check_time_model, grid_from
 
     if placement is None:
-        return None, None
+        return None, None, None, None
     cluster = default_cluster(trace.n_experts) if placement == "default" else placement
     interval = min(fitted.horizons)
+    model = time_model_for(trace)
     try:
         policies = make_policies(DEFAULT_POLICIES, window=interval, predictor=predictor)
-        return _replay(trace, cluster, policies, analysis, labels, replan_interval=interval,
-                       load_window=interval, start=None,
-                       expert_params=expert_parameters(trace.metadata),
-                       bytes_per_param=None, run=run), None
+        placed = _replay(trace, cluster, policies, analysis, labels, replan_interval=interval,
+                         load_window=interval, start=None, time_model=model, run=run)
     except ParameterError as exc:
         if placement != "default":
             raise
-        return None, f"not replayed: {exc}"
+        return None, f"not replayed: {exc}", None, None
+    try:
+        check_time_model(model)
+        searched = None if placement == "default" else _searched(cluster, trace.n_experts,
+                                                                   None)
+        grid = grid_from(None, None, searched)
+        grid.fitted(axis(trace), cluster, trace.n_experts)  # too short: said, not an error
+    except ParameterError as exc:
+        return placed, None, None, f"no setting searched: {exc}"
+    return placed, None, _recommend(trace, cluster, analysis, grid, predictor, model, run), None
+
+
+def time_model_for(trace: Trace, time_model=None, *, expert_params: int | None = None,
+                   bytes_per_param: int | None = None):
+    """The time model of a replay of ``trace``: ``time_model`` (default: the documented
+    defaults) with the expert's size given, else the model's where the trace says it
+    (moetrace.placement.expert_parameters), and the bytes per parameter given."""
+    from dataclasses import replace as changed
+
+    from moetrace.placement import expert_parameters
+    from moetrace.placement.timing import TimeModel
+
+    model = TimeModel() if time_model is None else time_model
+    if expert_params is not None and expert_params < 1:
+        raise ParameterError(f"--expert-params must be positive, got {expert_params}")
+    if bytes_per_param is not None and bytes_per_param < 1:
+        raise ParameterError(f"--bytes-per-param must be positive, got {bytes_per_param}")
+    size = expert_params or model.expert_params or expert_parameters(trace.metadata)
+    return changed(model, expert_params=size,
+                   bytes_per_param=bytes_per_param or model.bytes_per_param)
 
 
 def _replay(trace: Trace, cluster, policies, analysis, labels, *, replan_interval: int,
-            load_window: int, start: int | None, expert_params: int | None,
-            bytes_per_param: int | None, run: Execution):
-    from moetrace.defaults import BYTES_PER_PARAM
+            load_window: int, start: int | None, time_model, run: Execution):
     from moetrace.placement.replay import PlacementReplay
 
     settings = tasks.ReplaySettings(cluster, tuple(policies), replan_interval, load_window,
-                                    start, expert_params,
-                                    BYTES_PER_PARAM if bytes_per_param is None
-                                    else bytes_per_param)
+                                    start, time_model)
     return PlacementReplay.merge(Chunked.of(trace, "replay", run).run(
         tasks.replay_chunk, settings, layer_rows(labels, analysis.online_stable),
         task="placement: layer chunks"))
@@ -214,29 +245,72 @@ def replay(trace: str | Path | Trace, cluster, policies: Sequence[str] | None = 
            replan_interval: int | None = None, load_window: int | None = None,
            predictor: str = "auto", start: int | None = None, state_window: int | None = None,
            expert_params: int | None = None, bytes_per_param: int | None = None,
-           run: Execution = Execution()):
+           time_model=None, run: Execution = Execution()):
     """Replay placement ``policies`` (names; default: all) over the trace on ``cluster``:
     the states are analyzed first (results by state, and the adaptive policy's online
     labels). The re-plan interval and the load window take their defaults, shrunk to a
-    short trace (the replay's ``notes`` say so)."""
-    from moetrace.placement import DEFAULT_POLICIES, expert_parameters, make_policies
+    short trace (the replay's ``notes`` say so). ``time_model``
+    (moetrace.placement.timing.TimeModel) prices compute and moves; ``expert_params`` and
+    ``bytes_per_param`` set its expert size (default: the trace's model where known)."""
+    from moetrace.placement import DEFAULT_POLICIES, make_policies
 
     trace = open_trace(trace)
     require_experts(trace, "place")
     cluster.slots(trace.n_experts)  # a cluster that does not fit fails before any work
     fitted = span.replay(axis(trace), replan_interval, load_window, state_window)
     names = list(DEFAULT_POLICIES) if policies is None else list(policies)
-    made = make_policies(names, window=fitted.load_window, predictor=predictor)
-    if bytes_per_param is not None and bytes_per_param < 1:
-        raise ParameterError(f"--bytes-per-param must be positive, got {bytes_per_param}")
+    renamed: list[str] = []
+    made = make_policies(names, window=fitted.load_window, predictor=predictor, notes=renamed)
+    model = time_model_for(trace, time_model, expert_params=expert_params,
+                           bytes_per_param=bytes_per_param)
     analysis = analyze(trace, window=fitted.state_window, run=run,
                        command="a placement replay")
     result = _replay(trace, cluster, made, analysis, analysis.stable,
                      replan_interval=fitted.replan_interval, load_window=fitted.load_window,
-                     start=start, expert_params=expert_params or expert_parameters(
-                         trace.metadata), bytes_per_param=bytes_per_param, run=run)
-    result.notes[:0] = list(fitted.notes)
+                     start=start, time_model=model, run=run)
+    result.notes[:0] = list(fitted.notes) + renamed
     return result
+
+
+def recommend(trace: str | Path | Trace, cluster, *, intervals: Sequence[int] | None = None,
+              windows: Sequence[int] | None = None, redundant: Sequence[int] | None = None,
+              predictor: str = "auto", state_window: int | None = None,
+              expert_params: int | None = None, bytes_per_param: int | None = None,
+              time_model=None, run: Execution = Execution()):
+    """The re-plan setting that saves the most modeled time on ``cluster``
+    (moetrace.placement.recommend): the default grid, with ``intervals``, ``windows`` and
+    ``redundant`` slots fixed where given. The states are analyzed first (the adaptive
+    policy's online labels)."""
+    from moetrace.placement.recommend import check_time_model, grid_from
+
+    trace = open_trace(trace)
+    require_experts(trace, "place")
+    cluster.slots(trace.n_experts)  # a cluster that does not fit fails before any work
+    grid = grid_from(intervals, windows, _searched(cluster, trace.n_experts, redundant))
+    model = time_model_for(trace, time_model, expert_params=expert_params,
+                           bytes_per_param=bytes_per_param)
+    check_time_model(model)
+    grid.fitted(axis(trace), cluster, trace.n_experts)  # a misfit: before any work
+    analysis = analyze(trace, window=state_window, run=run,
+                       command="a placement recommendation")
+    return _recommend(trace, cluster, analysis, grid, predictor, model, run)
+
+
+def _searched(cluster, n_experts: int, redundant: Sequence[int] | None):
+    """The redundant slots to search: ``redundant`` where given, else the cluster's own
+    where it sets them (the slots given are not searched), else None (the default grid)."""
+    if redundant is None and (cluster.replicas is not None or cluster.redundant is not None):
+        return [cluster.slots(n_experts) - n_experts]
+    return redundant
+
+
+def _recommend(trace: Trace, cluster, analysis, grid, predictor: str, model, run: Execution):
+    from moetrace.placement.recommend import Recommendation
+
+    settings = tasks.RecommendSettings(cluster, grid, predictor, model, None)
+    return Recommendation.merge(Chunked.of(trace, "replay", run).run(
+        tasks.recommend_chunk, settings, layer_rows(analysis.stable, analysis.online_stable),
+        task="recommend: layer chunks"))
 
 
 def plan(trace: str | Path | Trace, cluster, *, estimate: str = "forecast",

@@ -9,13 +9,19 @@ tokens that GPU g processes is ``replicas[l, e, g] / replicas[l, e].sum()``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from moetrace.defaults import PLANNER, REPORT_GPUS
+from moetrace.defaults import MOVE_TOLERANCE, PLANNER, REPORT_GPUS
 from moetrace.errors import ParameterError
-from moetrace.placement.rebalance import PLANNERS, rebalance_experts
+from moetrace.placement.rebalance import BLOCKS, PLANNERS, plan_experts, rebalance_experts
+from moetrace.placement.scoring import (balancedness, expected_balancedness, moved_replicas,
+                                        replica_counts, token_split)
+
+__all__ = ["Cluster", "Layout", "align", "balancedness", "default_cluster",
+           "expected_balancedness", "gpu_order", "moved_replicas", "replica_counts",
+           "token_split"]
 
 
 @dataclass(frozen=True, init=False)
@@ -27,6 +33,12 @@ class Cluster:
     given instead (R = E + redundant). ``planner`` is the rebalance algorithm of
     :func:`rebalance_experts` every plan is made with (``balanced`` or ``eplb``).
 
+    ``move_tolerance``: how much mean balancedness (on the samples a re-plan is judged on) a
+    re-plan of the ``balanced`` planner may give up against a fresh plan to move fewer
+    replicas (moetrace.placement.moves; never below EPLB's own plan); None re-plans from
+    scratch (the plan in force only decides which GPU is called which). The ``eplb``
+    planner always re-plans from scratch, as EPLB does.
+
     ``rebalance`` is the planner's former name: still accepted as a keyword and readable as a
     property for one release (0.2); use ``planner``.
     """
@@ -37,14 +49,23 @@ class Cluster:
     replicas: int | None = None
     redundant: int | None = None
     planner: str = PLANNER
+    move_tolerance: float | None = MOVE_TOLERANCE
 
     def __init__(self, gpus: int, nodes: int = 1, groups: int = 1, replicas: int | None = None,
-                 redundant: int | None = None, planner: str = PLANNER, *,
+                 redundant: int | None = None, planner: str = PLANNER,
+                 move_tolerance: float | None = MOVE_TOLERANCE, *,
                  rebalance: str | None = None):
         for name, value in (("gpus", gpus), ("nodes", nodes), ("groups", groups),
                             ("replicas", replicas), ("redundant", redundant),
-                            ("planner", planner if rebalance is None else rebalance)):
+                            ("planner", planner if rebalance is None else rebalance),
+                            ("move_tolerance", move_tolerance)):
             object.__setattr__(self, name, value)
+
+    def with_(self, **changes) -> "Cluster":
+        """This cluster with some settings changed (``redundant`` replaces ``replicas``)."""
+        if "redundant" in changes:
+            changes.setdefault("replicas", None)
+        return replace(self, **changes)
 
     @property
     def rebalance(self) -> str:
@@ -60,6 +81,9 @@ class Cluster:
             raise ParameterError("GPUs, nodes and groups must be positive")
         if self.redundant is not None and self.redundant < 0:
             raise ParameterError(f"--redundant must be 0 or more, got {self.redundant}")
+        if self.move_tolerance is not None and not 0 <= self.move_tolerance <= 1:
+            raise ParameterError(f"--move-tolerance must be between 0 and 1, got "
+                                 f"{self.move_tolerance}")
         slots = (self.replicas if self.replicas is not None
                  else n_experts + (self.redundant or 0))
         if self.planner not in PLANNERS:
@@ -79,26 +103,61 @@ class Cluster:
                           planner="eplb")
         return slots
 
-    def plan(self, weight: np.ndarray, current: np.ndarray | None = None) -> np.ndarray:
+    def plan(self, weight: np.ndarray, current: np.ndarray | None = None,
+             samples: np.ndarray | None = None, blocks: int = BLOCKS) -> np.ndarray:
         """``replicas [L, E, G]`` of the plan for loads ``weight [L, E]`` (see :meth:`layout`)."""
-        return self.layout(weight, current).replicas
+        return self.layout(weight, current, samples, blocks).replicas
 
-    def layout(self, weight: np.ndarray, current: np.ndarray | None = None) -> "Layout":
+    def layout(self, weight: np.ndarray, current: np.ndarray | None = None,
+               samples: np.ndarray | None = None, blocks: int = BLOCKS) -> "Layout":
         """The plan for loads ``weight [L, E]``: the planner's three arrays and the replica
         counts they make.
+
+        ``samples [L, S, E]``: per-step loads of the interval the plan will be held for, as
+        they are expected to be (moetrace.placement.estimates: ``Estimates.samples``); the
+        ``balanced`` planner plans for them (:func:`~moetrace.placement.rebalance.plan_experts`;
+        ``blocks``: in how many consecutive blocks of them a plan must beat EPLB's, 1 for
+        samples that are the very steps to come).
 
         With the ``current`` plan (``replicas [L, E, G]``) given, the new plan's GPUs are
         relabelled (nodes matched to nodes, then GPUs within them) to keep as many replicas
         where they already are as possible: which GPU is called which does not change any
         load, but it decides what has to move. Each GPU takes its slots along, in the
-        planner's order, so ``phy2log`` and ``log2phy`` stay the planner's.
+        planner's order, so ``phy2log`` and ``log2phy`` stay the planner's. Then, unless the
+        re-plan is from scratch (``move_tolerance`` None, or the ``eplb`` planner), a plan
+        that moves fewer replicas for nearly the same balance may stand in
+        (moetrace.placement.moves); :attr:`Layout.scratch_moves` says what the fresh plan
+        would have moved.
         """
         n_experts = weight.shape[1]
-        phy2log, log2phy, logcnt = rebalance_experts(weight, self.slots(n_experts), self.groups,
-                                                     self.nodes, self.gpus, planner=self.planner)
-        fresh = Layout(phy2log, log2phy, logcnt, replica_counts(phy2log, n_experts, self.gpus))
-        return fresh if current is None else \
-            fresh.relabel(gpu_order(fresh.replicas, current, self.nodes))
+        hierarchical = self.groups % self.nodes == 0
+        planned = plan_experts(weight, self.slots(n_experts), self.groups, self.nodes,
+                               self.gpus, planner=self.planner, samples=samples,
+                               blocks=blocks)
+        fresh = Layout(planned.phy2log, planned.log2phy, planned.logcnt,
+                       replica_counts(planned.phy2log, n_experts, self.gpus))
+        if current is None:
+            return fresh
+        fresh = fresh.relabel(gpu_order(fresh.replicas, current, self.nodes))
+        scratch = moved_replicas(current, fresh.replicas)
+        if self.planner == "eplb" or self.move_tolerance is None:
+            return replace(fresh, scratch_moves=scratch)
+        from moetrace.placement.moves import fewer_moves, layout_arrays
+
+        eplb = replica_counts(planned.eplb_phy2log, n_experts, self.gpus)
+        chosen, kept_fresh = fewer_moves(
+            current, fresh.replicas, eplb, weight, samples if samples is None
+            else np.asarray(samples, dtype=np.float32), self.move_tolerance,
+            self.nodes if hierarchical else 1, hierarchical, blocks)
+        if kept_fresh.all():
+            return replace(fresh, scratch_moves=scratch)
+        phy2log, log2phy, logcnt = layout_arrays(chosen)
+        both = _pad_log2phy(fresh.log2phy, log2phy)
+        pick = kept_fresh[:, None]
+        return Layout(np.where(pick, fresh.phy2log, phy2log),
+                      np.where(pick[:, :, None], both[0], both[1]),
+                      np.where(pick, fresh.logcnt, logcnt),
+                      np.where(pick[:, :, None], fresh.replicas, chosen), scratch)
 
     def static(self, n_layers: int, n_experts: int) -> np.ndarray:
         """``replicas [L, E, G]`` of the static placement: expert e on GPU e // (E / G)."""
@@ -115,6 +174,8 @@ class Layout:
     log2phy: np.ndarray  # (L, E, X) the slots of each expert, padded with -1
     logcnt: np.ndarray  # (L, E) replicas per expert
     replicas: np.ndarray  # (L, E, G)
+    #: (L,) replicas a fresh plan would have moved off the plan in force (a re-plan), or None
+    scratch_moves: np.ndarray | None = None
 
     def relabel(self, order: np.ndarray) -> "Layout":
         """The same plan with GPU ``order[l, b]`` called GPU b in layer l: each GPU's slots
@@ -131,7 +192,16 @@ class Layout:
                                                            axis=1), -1)
         return Layout(np.take_along_axis(self.phy2log, source, axis=1),
                       log2phy.reshape(self.log2phy.shape), self.logcnt,
-                      np.take_along_axis(self.replicas, order[:, None, :], axis=2))
+                      np.take_along_axis(self.replicas, order[:, None, :], axis=2),
+                      self.scratch_moves)
+
+
+def _pad_log2phy(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two ``log2phy`` arrays padded with -1 to the wider's width."""
+    width = max(a.shape[2], b.shape[2])
+    pad = lambda x: np.pad(x, ((0, 0), (0, 0), (0, width - x.shape[2])),  # noqa: E731
+                           constant_values=-1)
+    return pad(a), pad(b)
 
 
 def default_cluster(n_experts: int) -> Cluster:
@@ -139,15 +209,6 @@ def default_cluster(n_experts: int) -> Cluster:
     one redundant slot per GPU (EPLB-style replication of the hottest experts)."""
     gpus = max(g for g in range(1, REPORT_GPUS + 1) if n_experts % g == 0)
     return Cluster(gpus=gpus, redundant=gpus)
-
-
-def replica_counts(phy2log: np.ndarray, n_experts: int, gpus: int) -> np.ndarray:
-    """``[L, E, G]`` replicas of each expert on each GPU, from ``phy2log [L, R]``."""
-    layers, slots = phy2log.shape
-    gpu = np.arange(slots) // (slots // gpus)
-    counts = np.zeros((layers, n_experts, gpus), dtype=np.int64)
-    np.add.at(counts, (np.arange(layers)[:, None], phy2log, gpu[None, :]), 1)
-    return counts
 
 
 def align(fresh: np.ndarray, current: np.ndarray, nodes: int = 1) -> np.ndarray:
@@ -184,27 +245,3 @@ def gpu_order(fresh: np.ndarray, current: np.ndarray, nodes: int = 1) -> np.ndar
     return orders
 
 
-def token_split(replicas: np.ndarray) -> np.ndarray:
-    """``[L, E, G]`` float32: the share of each expert's tokens that each GPU processes."""
-    total = replicas.sum(axis=2, keepdims=True)
-    return (replicas / np.maximum(total, 1)).astype(np.float32)
-
-
-def moved_replicas(old: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """``[L]``: replicas the new plan puts on a GPU that held fewer copies of that expert."""
-    return np.maximum(new - old, 0).sum(axis=(1, 2))
-
-
-def expected_balancedness(shares: np.ndarray, replicas: np.ndarray) -> np.ndarray:
-    """``[L]``: the balancedness plan ``replicas [L, E, G]`` would reach if the loads were
-    ``shares [L, E]`` (the cost model above; float32, as the replay computes it)."""
-    gpu = np.einsum("le,leg->lg", np.asarray(shares, dtype=np.float32), token_split(replicas))
-    return balancedness(gpu)
-
-
-def balancedness(gpu_tokens: np.ndarray) -> np.ndarray:
-    """Mean over max of the per-GPU token counts (vLLM's balancedness), over the last axis;
-    1 where no GPU has tokens."""
-    peak = gpu_tokens.max(axis=-1)
-    mean = gpu_tokens.mean(axis=-1)
-    return np.where(peak > 0, mean / np.where(peak > 0, peak, 1), 1.0)

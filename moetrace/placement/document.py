@@ -84,18 +84,18 @@ class PlacementPlan:
         return plan_document(self, trace, plan_version=plan_version)
 
     def sglang(self) -> dict[str, Any]:
-        """``{"physical_to_logical_map": [...]}`` for SGLang's ``--init-expert-location``.
+        """``{"physical_to_logical_map": [...]}`` for SGLang's ``--init-expert-location``
+        (moetrace.placement.formats.sglang_map)."""
+        from moetrace.placement.formats import sglang_map
 
-        SGLang wants one row per model layer (``init_by_mapping`` in
-        python/sglang/srt/eplb/expert_location.py). Rows follow the model's layer numbers
-        (``source_layers`` of an imported trace, else the trace's own); a layer the trace does
-        not hold (a dense one) gets SGLang's trivial map, slot p -> expert p % E.
-        """
-        numbers = self.source_layers or self.layers
-        n_experts = self.logcnt.shape[1]
-        rows = np.tile(np.arange(self.slots) % n_experts, (max(numbers) + 1, 1))
-        rows[np.asarray(numbers)] = self.phy2log
-        return {"physical_to_logical_map": rows.tolist()}
+        return sglang_map(self.phy2log, self.layers, self.source_layers, self.logcnt.shape[1])
+
+    def vllm_ascend(self) -> dict[str, Any]:
+        """The expert map vllm-ascend's static EPLB reads (``expert_map_path``;
+        moetrace.placement.formats.vllm_ascend_map)."""
+        from moetrace.placement.formats import vllm_ascend_map
+
+        return vllm_ascend_map(self.phy2log, self.cluster.gpus)
 
 
 def stack_log2phy(parts: list[np.ndarray]) -> np.ndarray:

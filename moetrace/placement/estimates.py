@@ -15,8 +15,17 @@ planner compares loads within a layer only):
   and :attr:`Estimates.notes` holds one line per such step. A predictor that forecasts with a
   simpler rule of its own (``Predictor.fallback``) is used as it forecasts, and
   :meth:`Estimates.fallback` says that too.
-- :meth:`Estimates.oracle`: the actual mean share over (t, t + R]: evaluation only, the bound
-  of any plan held for the interval.
+- :meth:`Estimates.hindsight`: the actual mean share over (t, t + R]: evaluation only, the
+  *hindsight plan*'s loads. It is a reference, not a bound: a plan held for the interval is
+  judged step by step, and a plan made for the mean of those steps can be beaten by another
+  plan (``oracle``, its name in 0.2, is accepted until 0.4).
+
+Each estimate also has its **samples** (:meth:`Estimates.samples`), the per-step loads the
+plan is expected to meet over the interval: the planner plans for the interval as it will
+be, step by step, not for its mean (moetrace.placement.rebalance). The window's samples are
+the window's own steps; the hindsight's the interval's actual steps; the forecast's the
+forecast plus each step's deviation from the mean over the last re-plan interval (the
+step-to-step variation the recent history shows, carried onto the forecast).
 
 Steps become rows through :class:`~moetrace.trace.shares.Loads` alone.
 """
@@ -36,8 +45,17 @@ from moetrace.trace.shares import Loads, load_shares
 if TYPE_CHECKING:
     from moetrace.predictors.base import Uncertainty
 
-#: the estimates by name (``plan --from``)
-SOURCES = ("forecast", "window", "oracle")
+#: the estimates by name (``plan --estimate``)
+SOURCES = ("forecast", "window", "hindsight")
+#: former names of estimates and policies, accepted for one release (0.2) with a note
+RENAMED = {"oracle": "hindsight"}
+
+
+def canonical(name: str) -> str:
+    """An estimate's or a policy's name under its current spelling (``oracle``:
+    ``hindsight``)."""
+    head, sep, tail = name.partition(":")
+    return RENAMED.get(head, head) + sep + tail
 
 
 @dataclass(frozen=True)
@@ -75,19 +93,44 @@ class Estimates:
             self._cache[key] = _shares(counts)
         return self._cache[key]
 
-    def oracle(self, t: int) -> np.ndarray:
+    def hindsight(self, t: int) -> np.ndarray:
         """``[L, E]`` the actual mean share over the steps in (t, t + re-plan interval]."""
-        key = ("oracle", int(t))
+        key = ("hindsight", int(t))
         if key not in self._cache:
-            after = self.loads.between(t, t + self.replan_interval)
-            if after.n_steps == 0:
-                end = int(self.loads.steps[-1]) if self.loads.n_steps else None
-                raise ParameterError(f"the oracle estimate needs the steps after {t:,}; "
-                                     f"the trace has none up to step "
-                                     f"{t + self.replan_interval:,}"
-                                     + ("" if end is None else f" (it ends at {end:,})"))
-            self._cache[key] = load_shares(after.counts).mean(axis=1)
+            self._cache[key] = load_shares(self._after(t).counts).mean(axis=1)
         return self._cache[key]
+
+    #: the former name of :meth:`hindsight` (0.2; accepted until 0.4)
+    oracle = hindsight
+
+    def _after(self, t: int) -> Loads:
+        after = self.loads.between(t, t + self.replan_interval)
+        if after.n_steps == 0:
+            end = int(self.loads.steps[-1]) if self.loads.n_steps else None
+            raise ParameterError(f"the hindsight estimate needs the steps after {t:,}; "
+                                 f"the trace has none up to step "
+                                 f"{t + self.replan_interval:,}"
+                                 + ("" if end is None else f" (it ends at {end:,})"))
+        return after
+
+    def samples(self, source: str, t: int, *, window: int = LOAD_WINDOW,
+                predictor: str = "auto") -> np.ndarray:
+        """``[L, S, E]``: the per-step loads the plan from estimate ``source`` at ``t`` is
+        expected to meet (see the module docstring; counts or shares: the planner compares
+        GPUs within a step only)."""
+        source = canonical(source)
+        if source == "window":
+            return self.loads.between(t - window, t).counts
+        if source == "hindsight":
+            return self._after(t).counts
+        if source == "forecast":
+            recent = self.loads.between(t - self.replan_interval, t).shares
+            if recent.shape[1] == 0:
+                return self.forecast(t, predictor)[:, None, :]
+            deviation = recent - recent.mean(axis=1, keepdims=True)
+            return np.maximum(self.forecast(t, predictor)[:, None, :] + deviation,
+                              0).astype(np.float32)
+        raise ParameterError(f"unknown load estimate '{source}' (known: {', '.join(SOURCES)})")
 
     def forecast(self, t: int, predictor: str = "auto") -> np.ndarray:
         """``[L, E]`` a predictor's mean forecast share over the next re-plan interval, fitted
@@ -108,12 +151,13 @@ class Estimates:
     def estimate(self, source: str, t: int, *, window: int = LOAD_WINDOW,
                  predictor: str = "auto") -> np.ndarray:
         """The estimate named ``source`` (one of :data:`SOURCES`) at ``t``."""
+        source = canonical(source)
         if source == "window":
             return self.window(t, window)
         if source == "forecast":
             return self.forecast(t, predictor)
-        if source == "oracle":
-            return self.oracle(t)
+        if source == "hindsight":
+            return self.hindsight(t)
         raise ParameterError(f"unknown load estimate '{source}' (known: {', '.join(SOURCES)})")
 
     def _forecast(self, t: int, predictor: str) -> ForecastEstimate:

@@ -14,7 +14,8 @@ from moetrace.defaults import LOAD_WINDOW, REPLAN_INTERVAL
 from moetrace.errors import ParameterError
 from moetrace.placement.cluster import Cluster, expected_balancedness
 from moetrace.placement.document import SCHEMA, SCHEMA_VERSION, PlacementPlan
-from moetrace.placement.estimates import SOURCES, Estimates
+from moetrace.placement.estimates import SOURCES, Estimates, canonical
+from moetrace.placement.rebalance import BLOCKS
 from moetrace.trace.shares import Loads
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "SOURCES", "PlacementPlan", "plan_trace"]
@@ -36,15 +37,18 @@ def plan_trace(loads: Loads, cluster: Cluster, *, source: str = "forecast",
     at = last if at is None else int(at)
     if at < first:
         raise ParameterError(f"--at {at:,} is before the trace's first step ({first:,})")
+    source = canonical(source)
     if source not in SOURCES:
-        raise ParameterError(f"--from takes {', '.join(SOURCES)}, got '{source}'")
+        raise ParameterError(f"--estimate takes {', '.join(SOURCES)}, got '{source}'")
     after = loads.rows(at, at + interval)
-    if source == "oracle" and after.stop <= after.start:
-        raise ParameterError(f"--from oracle needs the steps after {at:,}; the trace ends "
-                             f"at {last:,} (give --at earlier)")
+    if source == "hindsight" and after.stop <= after.start:
+        raise ParameterError(f"--estimate hindsight needs the steps after {at:,}; the trace "
+                             f"ends at {last:,} (give --at earlier)")
     estimates = Estimates(loads, interval)
     shares = estimates.estimate(source, at, window=window, predictor=predictor)
-    layout = cluster.layout(shares)
+    samples = estimates.samples(source, at, window=window, predictor=predictor)
+    layout = cluster.layout(shares, samples=samples,
+                            blocks=1 if source == "hindsight" else BLOCKS)
     static = cluster.static(loads.n_layers, loads.n_experts)
     return PlacementPlan.of(
         layout, at=at, interval=interval, source=source,

@@ -2,17 +2,20 @@
 
 A policy answers two questions for the replay (moetrace.placement.replay): at which training
 steps it may re-plan (``origins``), and at each of them which layers get a new plan from
-which estimated loads (``decide``: shares ``[L, E]`` and a mask of layers, or None to keep
-every plan). The estimates are moetrace.placement.estimates'; every one but the oracle's uses
-only steps up to the re-plan step. Policies are picklable dataclasses of plain settings, so a
+which estimated loads (``decide``: a :class:`Replan` of shares ``[L, E]``, a mask of layers
+and the per-step samples the plan is for, or None to keep every plan). The estimates are
+moetrace.placement.estimates'; every one but the hindsight's uses only steps up to the
+re-plan step. Policies are picklable dataclasses of plain settings, so a
 list of them goes to a worker process as it is.
 
 - ``static``: never re-plans; expert e stays on GPU e // (E / G), no replicas.
 - ``window``: every re-plan interval, the token counts of the last ``window`` steps (vLLM's
   EPLB: window 1000).
 - ``forecast``: every re-plan interval, a predictor's mean forecast share over the interval.
-- ``oracle``: every re-plan interval, the actual mean share over the interval (evaluation
-  only: the bound for any plan held for an interval).
+- ``hindsight``: every re-plan interval, planned knowing the interval's actual steps
+  (evaluation only). A reference, not a bound: other policies can beat it, and a policy
+  that re-plans more often than the interval is not held to its cadence. ``oracle``, its
+  name in 0.2, is accepted until 0.4 (with a note).
 - ``adaptive``: state-aware. A layer the online detector calls transient at the re-plan step
   is re-planned every quarter interval from its last quarter interval of counts (its load is
   moving; old history misleads); a stable layer is re-planned, at the interval grid only,
@@ -30,8 +33,10 @@ import numpy as np
 
 from moetrace.defaults import LOAD_WINDOW, REPLAN_GAIN, TRANSIENT_SPLITS
 from moetrace.errors import ParameterError
-from moetrace.placement.cluster import Cluster, expected_balancedness
-from moetrace.placement.estimates import Estimates
+from moetrace.placement.cluster import Cluster
+from moetrace.placement.estimates import RENAMED, Estimates, canonical
+from moetrace.placement.rebalance import BLOCKS, SELECT_SAMPLES
+from moetrace.placement.scoring import mean_balancedness, spread_rows
 from moetrace.trace.shares import Loads
 
 
@@ -71,6 +76,19 @@ class ReplayContext:
         return self.online_stable[:, i]
 
 
+@dataclass(frozen=True)
+class Replan:
+    """What a policy decided at a re-plan step: the layers to re-plan, the estimated loads
+    they are planned from and the per-step samples the plan is for (Estimates.samples)."""
+
+    shares: np.ndarray  # (L, E)
+    layers: np.ndarray  # (L,) bool
+    samples: np.ndarray | None  # (L, S, E), or None: plan for the shares alone
+    #: in how many consecutive blocks of the samples a plan must beat EPLB's (1: the samples
+    #: are the steps to come, as in hindsight; see moetrace.placement.rebalance.BLOCKS)
+    blocks: int = BLOCKS
+
+
 class PlacementPolicy(Protocol):
     name: str
 
@@ -78,14 +96,20 @@ class PlacementPolicy(Protocol):
         """Training steps at which this policy may re-plan (the first is the replay's start)."""
         ...
 
-    def decide(self, ctx: ReplayContext, t: int, current: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray] | None:
-        """(shares [L, E], layers to re-plan [L] bool) at step ``t``, or None: keep all."""
+    def decide(self, ctx: ReplayContext, t: int, current: np.ndarray) -> Replan | None:
+        """The :class:`Replan` at step ``t``, or None: keep every plan."""
         ...
 
 
 def _all(ctx: ReplayContext) -> np.ndarray:
     return np.ones(ctx.loads.n_layers, dtype=bool)
+
+
+def _from(ctx: ReplayContext, source: str, t: int, **options) -> Replan:
+    """Every layer re-planned from estimate ``source`` at ``t`` (with its samples)."""
+    return Replan(ctx.estimates.estimate(source, t, **options), _all(ctx),
+                  ctx.estimates.samples(source, t, **options),
+                  1 if source == "hindsight" else BLOCKS)
 
 
 @dataclass
@@ -108,7 +132,7 @@ class Window:
         return ctx.grid
 
     def decide(self, ctx, t, current):
-        return ctx.estimates.window(t, self.window), _all(ctx)
+        return _from(ctx, "window", t, window=self.window)
 
 
 @dataclass
@@ -120,18 +144,22 @@ class Forecast:
         return ctx.grid
 
     def decide(self, ctx, t, current):
-        return ctx.estimates.forecast(t, self.predictor), _all(ctx)
+        return _from(ctx, "forecast", t, predictor=self.predictor)
 
 
 @dataclass
-class Oracle:
-    name: str = "oracle"
+class Hindsight:
+    name: str = "hindsight"
 
     def origins(self, ctx):
         return ctx.grid
 
     def decide(self, ctx, t, current):
-        return ctx.estimates.oracle(t), _all(ctx)
+        return _from(ctx, "hindsight", t)
+
+
+#: the former name of :class:`Hindsight` (0.2; accepted until 0.4)
+Oracle = Hindsight
 
 
 @dataclass
@@ -141,14 +169,15 @@ class Decision:
     shares: np.ndarray  # (L, E) the estimate each re-planned layer is planned from
     replan: np.ndarray  # (L,) bool: the layers re-planned
     transient: np.ndarray  # (L,) bool: the layers the online detector called transient
+    samples: np.ndarray | None  # (L, S, E): the per-step loads each layer is planned for
     #: (L,) forecast balancedness of the plan in force and of a fresh plan, where the rule
     #: compared them (stable layers on the grid after the first plan), else None
     in_force: np.ndarray | None = None
     fresh: np.ndarray | None = None
 
-    def as_policy(self) -> tuple[np.ndarray, np.ndarray] | None:
+    def as_policy(self) -> Replan | None:
         """What :meth:`PlacementPolicy.decide` returns."""
-        return (self.shares, self.replan) if self.replan.any() else None
+        return Replan(self.shares, self.replan, self.samples) if self.replan.any() else None
 
 
 @dataclass
@@ -185,22 +214,42 @@ class Adaptive:
         transient = ~np.asarray(stable, dtype=bool)
         shares = np.zeros((loads.n_layers, loads.n_experts))
         replan = transient.copy()
+        short_samples = forecast_samples = None
         if transient.any():
             short = self.quarter(estimates.replan_interval, loads.interval)
             shares[transient] = estimates.window(t, short)[transient]
-        decision = Decision(shares, replan, transient)
+            short_samples = estimates.samples("window", t, window=short)
+        decision = Decision(shares, replan, transient, short_samples)
         if (first or on_grid) and not transient.all():
             forecast = estimates.forecast(t, self.predictor)
+            forecast_samples = estimates.samples("forecast", t, predictor=self.predictor)
             if first:
                 gain = np.full(loads.n_layers, np.inf)
             else:
-                decision.in_force, decision.fresh = forecast_balancedness(forecast, current,
-                                                                          cluster)
+                decision.in_force, decision.fresh = forecast_balancedness(
+                    forecast, current, cluster, forecast_samples)
                 gain = decision.fresh - decision.in_force
             chosen = ~transient & (gain > self.tolerance)
             shares[chosen] = forecast[chosen]
             replan |= chosen
+            decision.samples = _mixed(short_samples, forecast_samples, transient)
         return decision
+
+
+def _mixed(short: np.ndarray | None, forecast: np.ndarray, transient: np.ndarray
+           ) -> np.ndarray:
+    """Per layer, the transient layers' samples from ``short`` and the others' from
+    ``forecast``, both brought to one number of steps (rows spread evenly, repeated where
+    there are fewer)."""
+    if short is None or not transient.any():
+        return forecast
+    steps = max(short.shape[1], forecast.shape[1])
+
+    def stretch(rows: np.ndarray) -> np.ndarray:
+        at = np.linspace(0, rows.shape[1] - 1, steps).round().astype(np.int64)
+        return np.asarray(rows[:, at], dtype=np.float32)
+
+    return np.where(transient[:, None, None], stretch(short), stretch(forecast))
 
 
 def on_grid(t: int, previous: int, start: int, replan_interval: int) -> bool:
@@ -210,25 +259,36 @@ def on_grid(t: int, previous: int, start: int, replan_interval: int) -> bool:
     return (t - start) // replan_interval > (previous - start) // replan_interval
 
 
-def forecast_balancedness(forecast: np.ndarray, current: np.ndarray, cluster: Cluster
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """([L], [L]): the balancedness of the plan in force and of a fresh plan, both under the
-    ``forecast`` shares (the fresh plan's GPUs relabelled to move the least)."""
-    fresh = cluster.plan(forecast, current)
-    return expected_balancedness(forecast, current), expected_balancedness(forecast, fresh)
+def forecast_balancedness(forecast: np.ndarray, current: np.ndarray, cluster: Cluster,
+                          samples: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """([L], [L]): the balancedness of the plan in force and of a new plan (the re-plan the
+    cluster would make from it), both as the forecast expects them: the mean over its
+    ``samples`` [L, S, E] (Estimates.samples), or under the ``forecast`` shares alone."""
+    fresh = cluster.plan(forecast, current, samples)
+    judged = (np.asarray(forecast, dtype=np.float32)[:, None, :] if samples is None
+              else np.asarray(samples)[:, spread_rows(samples.shape[1], SELECT_SAMPLES)])
+    return mean_balancedness(judged, current), mean_balancedness(judged, fresh)
 
 
 #: policy name -> class; ``make_policies`` builds them with the replay's settings
-POLICIES = {"static": Static, "window": Window, "forecast": Forecast, "oracle": Oracle,
+POLICIES = {"static": Static, "window": Window, "forecast": Forecast, "hindsight": Hindsight,
             "adaptive": Adaptive}
-DEFAULT_POLICIES = ("static", "window", "forecast", "adaptive", "oracle")
+DEFAULT_POLICIES = ("static", "window", "forecast", "adaptive", "hindsight")
 
 
-def make_policies(names, *, window: int = LOAD_WINDOW, predictor: str = "auto"
-                  ) -> list[PlacementPolicy]:
-    """Policies by name; ``forecast:NAME`` picks the predictor of one forecast policy."""
+def make_policies(names, *, window: int = LOAD_WINDOW, predictor: str = "auto",
+                  notes: list[str] | None = None) -> list[PlacementPolicy]:
+    """Policies by name; ``forecast:NAME`` picks the predictor of one forecast policy.
+    ``oracle`` (its name in 0.2; accepted until 0.4) makes the ``hindsight`` policy, with a
+    line in ``notes``."""
     made: list[PlacementPolicy] = []
     for spec in names:
+        if spec.partition(":")[0] in RENAMED:
+            if notes is not None:
+                notes.append(f"policy '{spec.partition(':')[0]}' is now called "
+                             f"'{canonical(spec)}' (a hindsight plan: a reference other "
+                             "policies may beat, not a bound); the old name goes after 0.2")
+            spec = canonical(spec)
         name, _, detail = spec.partition(":")
         if name not in POLICIES:
             raise ParameterError(f"unknown placement policy '{spec}' (known: "

@@ -20,10 +20,14 @@ Planners (``planner=``): ``"eplb"`` is EPLB's own algorithm (greedy packing of g
 nodes, redundant slots one at a time to the expert with the highest load per replica, greedy
 packing of the replicas onto GPUs) in float32 as EPLB computes it, equal loads taken in the
 order of PyTorch's CPU sort (moetrace.placement.packing.sort_descending): it gives EPLB's
-arrays, its published example among them. ``"balanced"`` (the default) refines both packings
-with pairwise swaps (moetrace.placement.packing.refine_packing) and keeps, per layer, whichever
-of the candidate plans has the smallest maximum GPU load, EPLB's own plan among them: it is
-never worse than ``"eplb"`` on the same input.
+arrays, its published example among them. ``"balanced"`` (the default) makes several
+candidate plans, EPLB's own among them (both packings refined with pairwise swaps,
+moetrace.placement.packing.refine_packing; replicas capped at one per GPU of the node; and,
+given per-step samples of the loads, plans for the mean plus a multiple of each expert's
+step-to-step spread), and keeps per layer the best: without samples the smallest maximum GPU
+load under ``weight``, with samples (``samples [layers, S, E]``: the steps the plan is for, as
+they are expected to be) the highest mean balancedness over them, EPLB's plan winning ties.
+Either way it is never worse than ``"eplb"`` on what it is judged by (see :func:`plan_experts`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -38,20 +43,56 @@ import numpy as np
 from moetrace.defaults import PLANNER
 from moetrace.errors import ParameterError
 from moetrace.placement.packing import greedy_packing, ranks_in_packs, refine_packing
+from moetrace.placement.scoring import (block_means, mean_balancedness, replica_counts,
+                                        spread_rows, step_balancedness)
 
 Planner = Literal["balanced", "eplb"]
 PLANNERS: tuple[str, ...] = ("balanced", "eplb")
 #: the former name of PLANNERS ("policy" now means a replay strategy)
 POLICIES = PLANNERS
+#: with samples, candidate plans are also made for each expert's mean share plus these many
+#: standard deviations of its per-step share: a plan held over steps that vary hedges
+#: against the experts that swing (more replicas for them, spread over more GPUs). Larger
+#: factors won more on the samples and lost more on the steps after them (docs/placement.md)
+SPREAD_FACTORS = (0.25, 0.5)
+#: candidates are compared on at most this many of the samples (spread evenly over them);
+#: the plan kept is then checked against EPLB's on every sample. Fewer made the blocks noisy:
+#: with 256, demo-real's adaptive policy fell below EPLB's planner (-0.32 points)
+SELECT_SAMPLES = 1024
+#: a candidate replaces EPLB's plan only if it scores higher, by at least BLOCK_MARGIN, in
+#: each of this many consecutive blocks of the samples (in time order): a gain that holds
+#: across the samples, not one that a part of them makes (the steps to come are not the
+#: samples). Fewer blocks and no margin won more on the samples and lost more often on the
+#: steps after them (docs/placement.md, "What is guaranteed")
+BLOCKS = 16
+#: ... the margin, in mean balancedness per block
+BLOCK_MARGIN = 0.001
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A plan (EPLB's three arrays) and EPLB's own plan of the same loads beside it."""
+
+    phy2log: np.ndarray  # (L, R)
+    log2phy: np.ndarray  # (L, E, X)
+    logcnt: np.ndarray  # (L, E)
+    eplb_phy2log: np.ndarray  # (L, R): EPLB's plan, the reference a re-plan may not fall below
+    eplb_logcnt: np.ndarray  # (L, E)
 
 
 def rebalance_experts(weight: np.ndarray | Sequence[Sequence[float]], num_replicas: int,
                       num_groups: int, num_nodes: int, num_gpus: int, *,
-                      planner: Planner | None = None, policy: Planner | None = None
+                      planner: Planner | None = None, policy: Planner | None = None,
+                      samples: np.ndarray | None = None, blocks: int = BLOCKS
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Plan ``num_replicas`` slots for every layer; see the module docstring for the contract.
 
     ``planner`` defaults to ``"balanced"``; ``policy`` is its former name, deprecated.
+    ``samples [layers, S, E]`` (optional, ``balanced`` only): per-step loads of the steps the
+    plan will be held for, as they are expected to be (for example the counts of the last S
+    steps); the plan kept is then the one with the highest mean balancedness over them
+    among those that beat EPLB's in each of ``blocks`` consecutive blocks of them (1 where
+    the samples are the very steps the plan is for: a plan in hindsight).
     """
     if policy is not None:
         warnings.warn("rebalance_experts(policy=...) is deprecated: pass planner=... (the "
@@ -60,16 +101,53 @@ def rebalance_experts(weight: np.ndarray | Sequence[Sequence[float]], num_replic
             raise ParameterError(f"planner '{planner}' and policy '{policy}' disagree: give "
                                  "the planner only")
         planner = policy
-    planner = PLANNER if planner is None else planner
+    planned = plan_experts(weight, num_replicas, num_groups, num_nodes, num_gpus,
+                           planner=PLANNER if planner is None else planner, samples=samples,
+                           blocks=blocks)
+    return planned.phy2log, planned.log2phy, planned.logcnt
+
+
+def plan_experts(weight, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int, *,
+                 planner: Planner = PLANNER, samples: np.ndarray | None = None,
+                 blocks: int = BLOCKS) -> Planned:
+    """:func:`rebalance_experts` with EPLB's own plan of the same loads kept beside the plan.
+
+    What ``"balanced"`` guarantees, per layer: without ``samples``, a maximum GPU load under
+    ``weight`` no higher than EPLB's plan's; with ``samples``, a mean balancedness over all
+    the samples no lower than EPLB's plan's (float32, computed as the replay computes it:
+    moetrace.placement.scoring). Steps that are not among the samples are not guaranteed.
+    """
     weight = check_inputs(weight, num_replicas, num_groups, num_nodes, num_gpus, planner)
+    samples = check_samples(samples, weight)
     if num_groups % num_nodes:
         num_groups = num_nodes = 1  # EPLB's global policy
+    eplb = _hierarchical(weight.astype(np.float32), num_replicas, num_groups, num_nodes,
+                         num_gpus, refine=False)
     if planner == "eplb":
-        phy2log, rank, logcnt = _hierarchical(weight.astype(np.float32), num_replicas,
-                                              num_groups, num_nodes, num_gpus, refine=False)
+        phy2log, rank, logcnt = eplb
     else:
-        phy2log, rank, logcnt = _best_of(weight, num_replicas, num_groups, num_nodes, num_gpus)
-    return phy2log, _log2phy(phy2log, rank, logcnt), logcnt
+        if int(blocks) != blocks or blocks < 1:
+            raise ParameterError(f"blocks must be a positive integer, got {blocks}")
+        phy2log, rank, logcnt = _best_of(weight, num_replicas, num_groups, num_nodes, num_gpus,
+                                         eplb, samples, int(blocks))
+    return Planned(phy2log, _log2phy(phy2log, rank, logcnt), logcnt, eplb[0], eplb[2])
+
+
+def check_samples(samples, weight: np.ndarray) -> np.ndarray | None:
+    """The samples as a float32 ``[layers, S, E]`` array fitting ``weight`` (None: none; an
+    array without steps is none), or a ParameterError."""
+    if samples is None:
+        return None
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 3 or samples.shape[0] != weight.shape[0] \
+            or samples.shape[2] != weight.shape[1]:
+        raise ParameterError(f"samples must be a [layers, steps, experts] array fitting the "
+                             f"loads {weight.shape}, got shape {samples.shape}")
+    if samples.shape[1] == 0:
+        return None
+    if not np.all(np.isfinite(samples)) or (samples < 0).any():
+        raise ParameterError("samples must be finite and non-negative")
+    return samples
 
 
 def check_inputs(weight, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int,
@@ -120,30 +198,72 @@ def gpu_loads(weight: np.ndarray, phy2log: np.ndarray, logcnt: np.ndarray,
     return per_slot.reshape(weight.shape[0], num_gpus, -1).sum(axis=2)
 
 
-def _best_of(weight, num_replicas, num_groups, num_nodes, num_gpus):
-    """Per layer, the candidate plan with the smallest maximum GPU load (EPLB's among them).
+def _best_of(weight, num_replicas, num_groups, num_nodes, num_gpus, eplb, samples, blocks):
+    """Per layer, the best candidate plan (EPLB's, ``eplb``, first: it wins ties).
 
-    Candidates: EPLB's plan; the same replicas with refined packings; and replicas capped at
-    one per GPU of the node (a replica beyond that shares a GPU with its twin, where it
-    halves nothing), refined.
+    Candidates: EPLB's plan; the same replicas with refined packings; replicas capped at one
+    per GPU of the node (a replica beyond that shares a GPU with its twin, where it halves
+    nothing), refined; and with samples, the last two for the mean load plus each of
+    :data:`SPREAD_FACTORS` standard deviations of every expert's per-step share. Without
+    samples the best has the smallest maximum GPU load under ``weight``; with samples the
+    highest mean balancedness over (at most :data:`SELECT_SAMPLES` of) them among the plans
+    that score higher than EPLB's, by :data:`BLOCK_MARGIN`, in each of ``blocks``
+    consecutive blocks of them; a layer whose pick scores below EPLB's plan over all the
+    samples keeps EPLB's.
     """
-    candidates = [_hierarchical(weight.astype(np.float32), num_replicas, num_groups,
-                                num_nodes, num_gpus, refine=False),
-                  _hierarchical(weight, num_replicas, num_groups, num_nodes, num_gpus,
-                                refine=True),
-                  _hierarchical(weight, num_replicas, num_groups, num_nodes, num_gpus,
-                                refine=True, cap=num_gpus // num_nodes)]
-    peaks = np.stack([gpu_loads(weight, c[0], c[2], num_gpus).max(axis=1)
-                      for c in candidates])  # [candidates, layers]
-    best = np.argmin(peaks, axis=0)  # ties keep the earlier candidate (EPLB's)
-    return tuple(np.stack([c[k] for c in candidates])[best, np.arange(weight.shape[0])]
-                 for k in range(3))
+    variants = [weight]
+    judged = None
+    if samples is not None:
+        judged = samples[:, spread_rows(samples.shape[1], SELECT_SAMPLES)]
+        shares = _row_shares(weight)
+        step_shares = judged / np.maximum(judged.sum(axis=2, keepdims=True), 1e-30)
+        spread = step_shares.std(axis=1, dtype=np.float64)
+        variants += [shares + k * spread for k in SPREAD_FACTORS]
+    # every variant's rows planned at once, uncapped and capped at one replica per GPU of
+    # the node (the packings loop over items, not rows)
+    rows = weight.shape[0]
+    count = len(variants)
+    stacked = np.concatenate(variants + variants)
+    caps = np.repeat([np.inf, num_gpus // num_nodes], count * rows)
+    made = _hierarchical(stacked, num_replicas, num_groups, num_nodes, num_gpus, refine=True,
+                         cap=caps)
+    candidates = [eplb] + [tuple(a[v * rows:(v + 1) * rows] for a in made)
+                           for v in range(2 * count)]
+    layers = np.arange(weight.shape[0])
+
+    def pick(best):
+        return tuple(np.stack([c[k] for c in candidates])[best, layers] for k in range(3))
+
+    if samples is None:
+        peaks = np.stack([gpu_loads(weight, c[0], c[2], num_gpus).max(axis=1)
+                          for c in candidates])  # [candidates, layers]
+        return pick(np.argmin(peaks, axis=0))  # ties keep the earlier candidate (EPLB's)
+    n_experts = weight.shape[1]
+    steps = np.stack([step_balancedness(judged, replica_counts(c[0], n_experts, num_gpus))
+                      for c in candidates])  # [candidates, layers, steps]
+    per_block = block_means(steps, blocks)
+    qualified = (per_block > per_block[:1] + BLOCK_MARGIN).all(axis=2)
+    qualified[0] = True  # EPLB's plan, the one to beat
+    best = np.argmax(np.where(qualified, steps.mean(axis=2, dtype=np.float64), -np.inf),
+                     axis=0)  # ties keep the earlier candidate (EPLB's)
+    if judged.shape[1] < samples.shape[1] and best.any():
+        plan = pick(best)
+        mine = mean_balancedness(samples, replica_counts(plan[0], n_experts, num_gpus))
+        theirs = mean_balancedness(samples, replica_counts(eplb[0], n_experts, num_gpus))
+        best = np.where(mine >= theirs, best, 0)
+    return pick(best)
 
 
-def _replicate(weight: np.ndarray, num_phy: int, cap: int | None = None
+def _row_shares(weight: np.ndarray) -> np.ndarray:
+    """Rows of ``weight`` as shares (a row without load: equal shares)."""
+    total = weight.sum(axis=1, keepdims=True)
+    return np.where(total > 0, weight / np.where(total > 0, total, 1.0), 1.0 / weight.shape[1])
+
+
+def _replicate(weight: np.ndarray, num_phy: int, cap: np.ndarray | float | None = None
                ) -> tuple[np.ndarray, ...]:
     """Give each slot beyond the experts to the expert with the highest load per replica
-    (among those below ``cap`` replicas, while any is)."""
+    (among those below ``cap`` replicas, while any is; one cap, or one per row)."""
     rows, num_log = weight.shape
     phy2log = np.broadcast_to(np.arange(num_phy, dtype=np.int64), (rows, num_phy)).copy()
     rank = np.zeros((rows, num_phy), dtype=np.int64)
@@ -152,7 +272,7 @@ def _replicate(weight: np.ndarray, num_phy: int, cap: int | None = None
     for slot in range(num_log, num_phy):
         per_replica = weight / logcnt.astype(weight.dtype)
         if cap is not None:
-            full = logcnt >= cap
+            full = logcnt >= (cap[:, None] if np.ndim(cap) else cap)
             full &= ~full.all(axis=1, keepdims=True)  # every expert capped: lift the cap
             per_replica = np.where(full, -np.inf, per_replica)
         hottest = np.argmax(per_replica, axis=1)
@@ -178,9 +298,10 @@ def _inverse(perm: np.ndarray) -> np.ndarray:
 
 
 def _hierarchical(weight: np.ndarray, num_phy: int, num_groups: int, num_nodes: int,
-                  num_gpus: int, *, refine: bool, cap: int | None = None
+                  num_gpus: int, *, refine: bool, cap: np.ndarray | float | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Groups onto nodes, replicas within nodes, replicas onto the node's GPUs."""
+    """Groups onto nodes, replicas within nodes, replicas onto the node's GPUs; ``cap``:
+    the most replicas per expert (one number, or one per layer; None: no cap)."""
     layers, num_log = weight.shape
     group_size = num_log // num_groups
     groups_per_node = num_groups // num_nodes
@@ -196,6 +317,8 @@ def _hierarchical(weight: np.ndarray, num_phy: int, num_groups: int, num_nodes: 
 
     # 2. redundant slots inside each node
     node_weight = np.take_along_axis(weight, mlog2log, axis=1).reshape(-1, log_per_node)
+    if np.ndim(cap):  # one cap per layer: one per (layer, node) row
+        cap = np.repeat(np.asarray(cap, dtype=np.float64), num_nodes)
     phy2mlog, phyrank, mlogcnt = _replicate(node_weight, num_phy // num_nodes, cap)
 
     # 3. the node's replicas onto its GPUs, each carrying its expert's load / replicas

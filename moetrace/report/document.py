@@ -6,7 +6,7 @@ them is one of report.json's.
 
 from __future__ import annotations
 
-from moetrace.display import format_bytes
+from moetrace.display import format_bytes, format_seconds
 from moetrace.report.blocks import Block, Bullets, Code, Heading, Image, Paragraph, Table
 from moetrace.report.paper import closest_model
 
@@ -186,7 +186,8 @@ def _placement_section(doc: dict) -> list[Block]:
     c = placed["cluster"]
     table = [(r["policy"], r["state"], pct(r["balancedness"], 1),
               pct(r["balancedness_p5"], 1), f"{r['time_vs_balanced']:.2f}x",
-              f"{r['replans']}", f"{r['replicas_moved']:,}", format_bytes(r["bytes_moved"]))
+              f"{r['replans']}", f"{r['replicas_moved']:,}", format_bytes(r["bytes_moved"]),
+              format_seconds(r["move_seconds"]), format_seconds(r["net_seconds_saved"]))
              for r in placed["results"] if r["layer"] is None]
     gaps = [f"{name} closes {pct(share, 0)}" for name, share in
             placed["gap_closed"]["all"].items() if share is not None]
@@ -200,21 +201,41 @@ def _placement_section(doc: dict) -> list[Block]:
             f"{placed['predictors'].get('forecast', 'chosen')} predictor's mean forecast over "
             "the interval), adaptive (state-aware: transient "
             "layers re-planned every quarter interval from recent counts, stable layers only "
-            "when the forecast says a new plan gains) and oracle (planned in hindsight from "
-            "the actual mean over the interval: a reference, which another policy may beat, "
+            "when the forecast says a new plan gains) and hindsight (planned knowing the "
+            "interval's actual steps: a reference, which another policy may beat, "
             "not a ceiling). Balanced: mean / max GPU tokens "
             "per layer and step (1 = perfect), its mean and 5th percentile; time: modeled MoE "
             "compute over a perfectly balanced step; moves: replicas placed on a GPU that did "
             "not hold them, and their bytes at "
-            f"{placed['bytes_per_param']} bytes per parameter.")
+            f"{placed['bytes_per_param']} bytes per parameter; move and net seconds: the time "
+            "model's (docs/placement.md) seconds of moves, and the modeled MoE compute seconds "
+            "saved against the static placement less them, over the replay.")
     blocks: list[Block] = [
         Heading(2, "What would these forecasts have bought?"),
         Paragraph(text),
         Table(("policy", "state", "balanced", "p5", "time", "re-plans", "moves",
-               "bytes moved"), tuple(table)),
+               "bytes moved", "move s", "net s saved"), tuple(table)),
     ]
+    found = placed.get("recommendation") or {}
+    if found.get("skipped"):
+        blocks.append(Paragraph(f"The setting to pick: {found['skipped']}."))
+    elif found:
+        runner = found["runner_up"]
+        searched = found["searched"]
+        blocks.append(Paragraph(
+            f"The setting to pick (as moetrace plan --recommend gives it): "
+            f"{found['sentence']} Searched: re-plan intervals "
+            f"{', '.join(f'{v:,}' for v in searched['intervals'])}, load windows "
+            f"{', '.join(f'{v:,}' for v in searched['windows'])}, redundant slots "
+            f"{', '.join(str(v) for v in searched['redundant'])}, policies "
+            f"{', '.join(searched['policies'])}"
+            + ("" if runner is None else
+               f"; runner-up: {runner['policy']} every {runner['interval']:,} steps with "
+               f"{runner['redundant']} redundant slots, "
+               f"{format_seconds(runner['net_seconds_saved'])} net")
+            + f"; the static placement balances {pct(found['static']['balancedness'], 1)}."))
     if gaps:
-        blocks.append(Paragraph("Of the balancedness gap between window and oracle: "
+        blocks.append(Paragraph("Of the balancedness gap between window and hindsight: "
                                 + "; ".join(gaps) + (f" (stable state: "
                                                      f"{', '.join(stable_gaps)})"
                                                      if stable_gaps else "") + "."))

@@ -12,8 +12,9 @@ terminal, the Markdown and the HTML say the same thing.
   predictor gets a paired verdict against it: "better", "no clear difference" or "worse".
 * **Recommendation**: the predictor that is the best, or not clearly behind it, in the most
   ranked cells (ties: the most clear wins); the headline says it in one sentence, with what
-  re-planning the placement from its forecasts would buy in modeled MoE step time (the
-  report's placement replay).
+  re-planning the placement buys in modeled seconds after paying for its moves (the
+  report's placement replay and its time model) and the re-plan setting to run (the
+  placement section's recommendation).
 * **Notes**: a predictor clearly worse than naive somewhere (where, and the usual reason), and
   each reason a predictor fell back, once, with the number of origins.
 """
@@ -26,6 +27,7 @@ from collections import Counter
 import numpy as np
 
 from moetrace.backtest import BacktestResult
+from moetrace.display import format_seconds
 from moetrace.evidence import (BETTER, MIN_ORIGINS, MIN_PAIRS, NO_CLEAR_DIFFERENCE, TOO_FEW, WORSE,
                                compare, estimate, rank)
 from moetrace.report.results import STATES, Row, find
@@ -157,9 +159,13 @@ def recommendation(bottom: list[dict], placement: dict | None,
 
 
 def placement_gain(placement: dict | None, predictor: str | None = None) -> dict | None:
-    """Modeled MoE step time of the forecast policy against the static placement and against
-    window re-planning at the same cadence (the replay's rows over all layers and steps);
-    None where the report has no replay. A later model of seconds belongs here too."""
+    """What re-planning buys over the report's placement replay; None where the report has
+    no replay. ``time_vs_balanced`` and the savings are the forecast policy's modeled MoE
+    step time against the static placement and window re-planning at the same cadence;
+    ``seconds`` is the replay's own verdict (moetrace.placement.replay: the policy with the
+    most net modeled seconds saved against the static placement, after its moves; None when
+    the time model cannot price them); ``setting`` is the placement section's recommendation
+    (``plan --recommend``'s pick; None: none searched)."""
     if not placement or placement.get("skipped") or not placement.get("results"):
         return None
     times = {r["policy"]: r["time_vs_balanced"] for r in placement["results"]
@@ -167,17 +173,21 @@ def placement_gain(placement: dict | None, predictor: str | None = None) -> dict
     if not {"forecast", "static", "window"} <= times.keys():
         return None
     forecast = times["forecast"]
+    found = placement.get("recommendation") or {}
     return {"policy": "forecast", "interval": placement["interval"],
             "predictor": placement.get("predictors", {}).get("forecast", predictor),
             "time_vs_balanced": {k: times[k] for k in ("forecast", "static", "window")},
             "saving_vs_static": 1.0 - forecast / times["static"],
-            "saving_vs_window": 1.0 - forecast / times["window"]}
+            "saving_vs_window": 1.0 - forecast / times["window"],
+            "seconds": placement.get("verdict"),
+            "setting": None if found.get("skipped", True) else
+            {"pays": found["pays"], "setting": found["setting"], **found["recommendation"]}}
 
 
 def headline(recommended: dict, bottom: list[dict], placement: dict | None) -> str:
     """The report's first sentence, plain text: which predictor to use and how sure that is,
-    and what placement re-planning buys against the static placement and against window
-    re-planning at the same cadence."""
+    what placement re-planning buys in modeled seconds against the static placement (and
+    window re-planning), and the re-plan setting to run (see :func:`placement_gain`)."""
     name = recommended["predictor"]
     if name is None:
         if not bottom:
@@ -221,13 +231,33 @@ def _placement_clause(gain: dict | None, placement: dict | None) -> str:
         if placement and placement.get("skipped"):
             return f"; placement was {placement['skipped']}"
         return ""
-    t = gain["time_vs_balanced"]
-    return (f"; re-planning the placement every {gain['interval']:,} steps from "
-            f"{gain['predictor']}'s forecast models the MoE step "
-            f"{_shorter(gain['saving_vs_static'])} the static placement and "
-            f"{_shorter(gain['saving_vs_window'])} window re-planning at the same cadence "
-            f"({t['forecast']:.2f}x a balanced step, against {t['static']:.2f}x and "
-            f"{t['window']:.2f}x)")
+    seconds, setting = gain["seconds"], gain["setting"]
+    if seconds is None:  # no time model: the step time against a balanced step
+        t = gain["time_vs_balanced"]
+        clause = (f"; re-planning the placement every {gain['interval']:,} steps from "
+                  f"{gain['predictor']}'s forecast models the MoE step "
+                  f"{_shorter(gain['saving_vs_static'])} the static placement and "
+                  f"{_shorter(gain['saving_vs_window'])} window re-planning at the same "
+                  f"cadence ({t['forecast']:.2f}x a balanced step, against {t['static']:.2f}x "
+                  f"and {t['window']:.2f}x)")
+    else:
+        net = seconds["net_seconds_saved"]
+        against = seconds["net_seconds_vs_window"]
+        window = ("" if against is None else
+                  f", {format_seconds(abs(against))} {'more' if against >= 0 else 'less'} "
+                  "than window re-planning")
+        clause = (f"; re-planning the placement every {gain['interval']:,} steps "
+                  f"({seconds['policy']}, the best policy replayed) "
+                  + (f"saves {format_seconds(net)}" if net > 0 else
+                     f"loses {format_seconds(-net)}")
+                  + f" of modeled MoE time over {seconds['steps']:,} steps against the static "
+                  f"placement after paying for its moves{window}")
+    if setting is not None:
+        clause += (f"; the setting to run: {setting['setting']} "
+                   f"({format_seconds(setting['net_seconds_saved'])} saved)" if setting["pays"]
+                   else "; no re-plan setting searched pays for its moves: keep the static "
+                        "placement")
+    return clause
 
 
 def _shorter(saving: float) -> str:

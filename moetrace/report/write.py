@@ -68,7 +68,8 @@ def write_report(data, out: str | Path, *, inputs=(), force: bool = False,
                                 stable_from=analysis.model_stable_from, floors=data.floors,
                                 placement=placed)
         placement = (None if placed is None else
-                     {**placed.document(str(trace.path)), "skipped": None})
+                     {**placed.document(str(trace.path)), "skipped": None,
+                      "recommendation": recommendation_document(data, str(trace.path))})
         if placed is None and data.placement_note:
             placement = {"skipped": data.placement_note}
         doc = report_document(trace, analysis, result, rows, parameters,
@@ -80,6 +81,17 @@ def write_report(data, out: str | Path, *, inputs=(), force: bool = False,
         (tmp / "report.html").write_text(
             render_html(blocks, tmp, title=f"moetrace report: {Path(str(trace.path)).name}"))
     return Report(out, doc, rows)
+
+
+def recommendation_document(data, trace: str) -> dict:
+    """The placement section's recommendation: ``plan --recommend``'s document less its
+    header (docs/placement.md), with ``skipped`` null; or ``{"skipped": why}``."""
+    found = data.recommended
+    if found is None:
+        return {"skipped": data.recommend_note or "no setting searched"}
+    doc = found.document(trace)
+    return {k: v for k, v in doc.items() if k not in ("schema", "version", "trace")} | {
+        "skipped": None}
 
 
 def constant_forecasts(result: BacktestResult) -> dict[str, bool]:

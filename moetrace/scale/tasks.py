@@ -53,8 +53,18 @@ class ReplaySettings:
     replan_interval: int
     load_window: int
     start: int | None
-    expert_params: int | None
-    bytes_per_param: int
+    time_model: Any  # moetrace.placement.timing.TimeModel
+
+
+@dataclass(frozen=True)
+class RecommendSettings:
+    """``placement.recommend``'s settings."""
+
+    cluster: Any
+    grid: Any  # moetrace.placement.recommend.Grid
+    predictor: str
+    time_model: Any
+    start: int | None
 
 
 @dataclass(frozen=True)
@@ -116,10 +126,21 @@ def replay_chunk(handle: TraceHandle, layers: list[int], settings: ReplaySetting
     return replay(handle.open().loads(layers=layers), settings.cluster,
                   list(settings.policies), interval=settings.replan_interval,
                   start=settings.start, window=settings.load_window, stable=stable,
-                  online_stable=online_stable, expert_params=settings.expert_params,
-                  bytes_per_param=settings.bytes_per_param,
+                  online_stable=online_stable, time_model=settings.time_model,
                   progress=None if progress is None else
                   (lambda done, total, task: progress(done, total, f"placement: {task}")))
+
+
+def recommend_chunk(handle: TraceHandle, layers: list[int], settings: RecommendSettings,
+                    stable: np.ndarray | None, online_stable: np.ndarray | None,
+                    progress: Progress | None = None):
+    from moetrace.placement.recommend import recommend
+
+    return recommend(handle.open().loads(layers=layers), settings.cluster, grid=settings.grid,
+                     predictor=settings.predictor, time_model=settings.time_model,
+                     stable=stable, online_stable=online_stable, start=settings.start,
+                     progress=None if progress is None else
+                     (lambda done, total, task: progress(done, total, f"recommend: {task}")))
 
 
 def plan_chunk(handle: TraceHandle, layers: list[int], settings: PlanSettings,

@@ -32,6 +32,7 @@ class Preset:
     expert_params: int | None = None  # one expert FFN's parameters, for move costs
     n_groups: int = 1  # expert groups (group-limited routing); see ``group_spread``
     group_spread: float = 0.0  # sd of a group's shared log preference
+    scenario: tuple[tuple[str, Any], ...] = ()  # scenario knobs this preset sets
 
 
 PRESETS: dict[str, Preset] = {
@@ -54,6 +55,26 @@ PRESETS: dict[str, Preset] = {
                           steps=100_000, transient_first=6_000, transient_last=3_000,
                           reference_steps=20_000, top_k=8, tokens_per_step=15_360 * 4_096,
                           expert_params=3 * 7_168 * 2_048, n_groups=8, group_spread=0.3),
+    # The imbalance patterns of Megatron-LM's token-imbalance benchmark proposal (NVIDIA/
+    # Megatron-LM pull request 7488, workloads W6 and W7), on a trace-sized shape of our
+    # choosing (4 MoE layers x 32 experts, top-2, 65,536 tokens per step) without the
+    # transient, so that the pattern is the imbalance. W6: a hot set of a quarter of the
+    # experts takes 3 of every 4 tokens and moves on by its width every 3 steps (a plan
+    # held for many steps goes stale at once; only spreading each hot set over the GPUs
+    # helps). W7: 3 steady steps, then a burst step in which half the tokens go to a fixed
+    # hot quarter of the experts (steady-state numbers hide the bursts). An expert is the
+    # proposal's default: a gated FFN of hidden 512 and FFN 1,024 (3 x 512 x 1,024).
+    "hotspot": Preset("Megatron W6 rotating hotspot (simulated)", n_layers=4,
+                               n_experts=32, steps=10_000, transient_first=0,
+                               transient_last=0, reference_steps=10_000, top_k=2,
+                               tokens_per_step=65_536, expert_params=3 * 512 * 1024,
+                               scenario=(("hotspot_share", 0.75), ("hotspot_width", 0.25),
+                                         ("hotspot_period", 3))),
+    "burst": Preset("Megatron W7 burst (simulated)", n_layers=4, n_experts=32, steps=10_000,
+                    transient_first=0, transient_last=0, reference_steps=10_000, top_k=2,
+                    tokens_per_step=65_536, expert_params=3 * 512 * 1024,
+                    scenario=(("burst_every", 4), ("burst_length", 1), ("burst_share", 0.5),
+                              ("hotspot_width", 0.25))),
 }
 
 
@@ -95,6 +116,18 @@ class SimConfig:
     jitter_weight: float = 0.25  # ... and in step-to-step jitter
     collapse_rate: float = 0.03  # probability that a fast-swing knot is an expert collapse
     collapse_depth: float = 4.0  # depth of a collapse, in units of the fast swings
+    # imbalance patterns on top of the dynamics (Megatron-LM's W6 and W7; 0: off). A share
+    # of a step's tokens goes evenly to a hot set of ``hotspot_width`` x experts:
+    hotspot_width: float = 0.25  # the hot set's size, a fraction of the experts (>= 1)
+    hotspot_share: float = 0.0  # rotating hotspot: the hot set's share of every step
+    hotspot_period: int = 3  # ... which moves on by its width every this many steps
+    burst_every: int = 0  # bursts: one starts every this many steps (0: none) ...
+    burst_length: int = 1  # ... lasts this many steps (the last of each period) ...
+    burst_share: float = 0.5  # ... and sends this share of its tokens to the first hot set
+
+    def hot_count(self) -> int:
+        """Experts in a hot set: ``hotspot_width`` of them, at least one."""
+        return max(1, round(self.hotspot_width * self.n_experts))
 
     @property
     def slots_per_step(self) -> int:
@@ -155,6 +188,8 @@ def make_config(preset: str, *, steps: int | None = None, layers: int | None = N
     knobs["transient"] = _transient(knobs.get("transient"), base, n_layers, n_steps)
     knobs["reentries"] = _reentries(knobs.get("reentries", ()), n_steps)
     knobs.setdefault("group_spread", base.group_spread)
+    for name, value in base.scenario:
+        knobs.setdefault(name, value)
     groups = base.n_groups if shape["experts"] % base.n_groups == 0 else 1
     config = SimConfig(preset=preset, model=base.model, n_layers=n_layers, n_groups=groups,
                        n_experts=shape["experts"], top_k=shape["top-k"],
@@ -203,9 +238,15 @@ def _check_knobs(config: SimConfig) -> None:
         value = getattr(config, name)
         if not isinstance(value, (int, float)) or not value >= 0:
             raise ParameterError(f"{name} must be a number >= 0, got {value!r}")
-    for name in ("depth_ratio", "collapse_rate"):
+    for name in ("depth_ratio", "collapse_rate", "hotspot_width", "hotspot_share",
+                 "burst_share"):
         value = getattr(config, name)
         if not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise ParameterError(f"{name} must be between 0 and 1, got {value!r}")
-    for name in ("drift_knot", "drift_memory", "swing_knot", "jolt_knot"):
+    for name in ("drift_knot", "drift_memory", "swing_knot", "jolt_knot", "hotspot_period",
+                 "burst_length"):
         _check_int(name, getattr(config, name), minimum=1)
+    _check_int("burst_every", config.burst_every, minimum=0)
+    if config.burst_every and config.burst_length > config.burst_every:
+        raise ParameterError(f"burst_length {config.burst_length} exceeds burst_every "
+                             f"{config.burst_every}")

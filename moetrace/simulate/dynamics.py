@@ -118,8 +118,34 @@ def _stream_block(config: SimConfig, seed: int, paths: list[_LayerPaths], start:
             jitter = rng.normal(0.0, config.jitter_weight, z.shape)
             z += envelope[layer][:, None] * (path.transient_shape(config, t) + jitter)
         shares[layer] = _softmax(z)
+    shares = with_hot_sets(config, shares, t)
     counts = rng.multinomial(config.slots_per_step, shares.reshape(-1, config.n_experts))
     return counts.reshape(shares.shape)
+
+
+def hot_share(config: SimConfig, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(``[T]`` the share of each step's tokens sent to a hot set, ``[T, E]`` bool that hot
+    set) of the rotating hotspot and the bursts (docs/simulation.md)."""
+    e, width = config.n_experts, config.hot_count()
+    share = np.zeros(len(t))
+    first = (t // config.hotspot_period) * width if config.hotspot_share > 0 else 0 * t
+    if config.hotspot_share > 0:
+        share[:] = config.hotspot_share
+    if config.burst_every:
+        bursting = t % config.burst_every >= config.burst_every - config.burst_length
+        share = np.where(bursting, np.maximum(share, config.burst_share), share)
+        first = np.where(bursting & (config.hotspot_share == 0), 0, first)
+    hot = (np.arange(e)[None, :] - first[:, None]) % e < width
+    return share, hot
+
+
+def with_hot_sets(config: SimConfig, shares: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``shares [L, T, E]`` with each step's hot-set share moved evenly onto its hot set."""
+    if config.hotspot_share == 0 and config.burst_every == 0:
+        return shares
+    share, hot = hot_share(config, t)
+    return ((1 - share)[None, :, None] * shares
+            + (share[:, None] * hot / config.hot_count())[None])
 
 
 def simulate_counts(config: SimConfig, seed: int = 0) -> tuple[np.ndarray, Truth]:

@@ -164,13 +164,15 @@ class WatchState:
         if decision.in_force is not None:
             in_force, self.fresh_balance = decision.in_force, decision.fresh
         else:  # the view shows both every quarter interval
-            in_force, self.fresh_balance = forecast_balancedness(fit.shares, self.current,
-                                                                 cluster)
+            in_force, self.fresh_balance = forecast_balancedness(
+                fit.shares, self.current, cluster,
+                estimates.samples("forecast", t, predictor=self.plan.predictor))
         which = decision.replan
         self.plan_balance = in_force
         if not which.any():
             return []
-        made = cluster.layout(decision.shares[which], self.current[which])
+        made = cluster.layout(decision.shares[which], self.current[which],
+                              None if decision.samples is None else decision.samples[which])
         moved = int(moved_replicas(self.current[which], made.replicas).sum())
         self._apply(which, made, decision.shares)
         self.plan_balance = expected_balancedness(fit.shares, self.current)
