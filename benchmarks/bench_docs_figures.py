@@ -380,6 +380,28 @@ def predictors_lstm_smartmoe() -> str:
             + "\n".join(lstm_rows("SmartMoE, real", _smartmoe())) + "\n")
 
 
+# --- docs/placement.md: benchmarks/placement_figures.py's tables --------------------------
+
+
+def _placement(name: str) -> Callable[[], str]:
+    """A table of benchmarks/placement_figures.py over its cases (SmartMoE's included)."""
+
+    def make() -> str:
+        from benchmarks import placement_figures
+
+        with tempfile.TemporaryDirectory() as tmp:
+            cases = placement_figures.traces(str(_smartmoe()), Path(tmp))
+            return placement_figures.TABLES[name][1](cases)
+
+    return make
+
+
+def placement_random() -> str:
+    from benchmarks import placement_figures
+
+    return placement_figures.random_traces(200)
+
+
 # --- docs/importing.md: SmartMoE's bottom line -----------------------------------------------
 
 
@@ -433,6 +455,10 @@ FIGURES: dict[str, Figure] = {
     "predictors-lstm": Figure("docs/predictors.md", COMMAND, predictors_lstm),
     "predictors-lstm-smartmoe": Figure("docs/predictors.md", COMMAND, predictors_lstm_smartmoe,
                                        "MOETRACE_SMARTMOE"),
+    **{f"placement-{name}": Figure("docs/placement.md", COMMAND, _placement(name),
+                                   "MOETRACE_SMARTMOE")
+       for name in ("planner", "moves", "seconds", "recommend")},
+    "placement-random": Figure("docs/placement.md", COMMAND, placement_random),
     "importing-smartmoe": Figure("docs/importing.md", COMMAND, importing_smartmoe,
                                  "MOETRACE_SMARTMOE"),
 }

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +66,10 @@ def traces(smartmoe: str | None, tmp: Path) -> list[tuple[str, str, int, int, di
     return cases
 
 
-def planner_table(cases) -> None:
-    print("\n### The default planner against EPLB's, in replay\n")
-    print("| trace | GPUs, slots | planner | " + " | ".join(POLICIES[1:]) + " |")
-    print("|---|---|---|" + "---|" * (len(POLICIES) - 1))
+def planner_table(cases) -> str:
+    out = []
+    out.append("| trace | GPUs, slots | planner | " + " | ".join(POLICIES[1:]) + " |")
+    out.append("|---|---|---|" + "---|" * (len(POLICIES) - 1))
     for label, path, gpus, redundant, extra in cases:
         rows = {}
         for planner in ("eplb", "balanced"):
@@ -87,14 +86,15 @@ def planner_table(cases) -> None:
                     diff = value - rows["eplb"][name]["balancedness"]
                     mark = f" ({100 * diff:+.2f})"
                 cells.append(_pct(value) + mark)
-            print(f"| {label} | {gpus}, {slots} | {planner} | " + " | ".join(cells) + " |")
+            out.append(f"| {label} | {gpus}, {slots} | {planner} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
 
 
-def moves_table(cases) -> None:
-    print("\n### Moves: from the placement in force against from scratch\n")
-    print("| trace | GPUs, slots | policy | moves | from scratch (same re-plans) | "
+def moves_table(cases) -> str:
+    out = []
+    out.append("| trace | GPUs, slots | policy | moves | from scratch (same re-plans) | "
           "from-scratch replay: moves | balancedness | from scratch |")
-    print("|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|---|")
     for label, path, gpus, redundant, extra in cases:
         little = pipeline.replay(path, Cluster(gpus=gpus, redundant=redundant),
                                  ["window", "forecast", "hindsight"], **extra)
@@ -103,15 +103,16 @@ def moves_table(cases) -> None:
                                 ["window", "forecast", "hindsight"], **extra)
         a, b = _overall(little), _overall(fresh)
         for name in ("window", "forecast", "hindsight"):
-            print(f"| {label} | {gpus}, {little.slots} | {name} | {a[name]['moves']:,} | "
+            out.append(f"| {label} | {gpus}, {little.slots} | {name} | {a[name]['moves']:,} | "
                   f"{a[name]['moves_from_scratch']:,} | {b[name]['moves']:,} | "
                   f"{_pct(a[name]['balancedness'])} | {_pct(b[name]['balancedness'])} |")
+    return "\n".join(out) + "\n"
 
 
-def seconds_table(cases) -> None:
-    print("\n### Modeled seconds against the static placement (default time model)\n")
-    print("| trace | GPUs, slots | policy | compute saved | moves | move | net | per step |")
-    print("|---|---|---|---|---|---|---|---|")
+def seconds_table(cases) -> str:
+    out = []
+    out.append("| trace | GPUs, slots | policy | compute saved | moves | move | net | per step |")
+    out.append("|---|---|---|---|---|---|---|---|")
     for label, path, gpus, redundant, extra in cases:
         result = pipeline.replay(path, Cluster(gpus=gpus, redundant=redundant), POLICIES,
                                  **extra)
@@ -120,34 +121,34 @@ def seconds_table(cases) -> None:
             r = rows[name]
             if r["net_seconds_saved"] is None:
                 continue
-            print(f"| {label} | {gpus}, {result.slots} | {name} | "
+            out.append(f"| {label} | {gpus}, {result.slots} | {name} | "
                   f"{_sec(r['compute_seconds_saved'])} | {r['moves']:,} | "
                   f"{_sec(r['move_seconds'])} | {_sec(r['net_seconds_saved'])} | "
                   f"{_sec(r['net_seconds_saved_per_step'])} |")
+    return "\n".join(out) + "\n"
 
 
-def recommend_table(cases) -> None:
-    print("\n### The setting to pick (plan --recommend)\n")
-    print("| trace | GPUs | recommendation | net saved | runner-up | static bal. | seconds |")
-    print("|---|---|---|---|---|---|---|")
+def recommend_table(cases) -> str:
+    out = []
+    out.append("| trace | GPUs | recommendation | net saved | runner-up | static bal. |")
+    out.append("|---|---|---|---|---|---|")
     seen = set()
     for label, path, gpus, redundant, extra in cases:
         if (label, gpus) in seen:
             continue
         seen.add((label, gpus))
-        began = time.perf_counter()
         found = pipeline.recommend(path, Cluster(gpus=gpus), **extra)
-        took = time.perf_counter() - began
         from moetrace.placement.recommend import describe
 
         choice, runner = found.choice(), found.runner_up()
-        print(f"| {label} | {gpus} | {describe(choice)} | {_sec(choice['net_seconds_saved'])} "
+        out.append(f"| {label} | {gpus} | {describe(choice)} | {_sec(choice['net_seconds_saved'])} "
               f"| {'-' if runner is None else describe(runner)} "
               f"({_sec(None if runner is None else runner['net_seconds_saved'])}) | "
-              f"{_pct(found.static_row()['balancedness'])} | {took:.0f} |")
+              f"{_pct(found.static_row()['balancedness'])} |")
+    return "\n".join(out) + "\n"
 
 
-def random_traces(draws: int, seed: int = 7) -> None:
+def random_traces(draws: int, seed: int = 7) -> str:
     """The property test's domain, more draws: how often, and how far, the window and
     forecast policies fell below EPLB's planner; the hindsight plan never may."""
     from moetrace.simulate import make_config, simulate_counts
@@ -173,14 +174,26 @@ def random_traces(draws: int, seed: int = 7) -> None:
             out[planner] = {p.name: float(p.balancedness.mean()) for p in result.policies}
         for name in below:
             below[name].append(out["balanced"][name] - out["eplb"][name])
-    print(f"\n### Random simulated traces ({draws} draws: 2 layers x 8-32 experts, 2,000 steps, "
-          "2-8 GPUs, 0-2 redundant slots per GPU, global or 2 nodes x 4 groups)\n")
-    print("| policy | below EPLB's planner | worst | mean difference |")
-    print("|---|---|---|---|")
+    out = []
+    out.append("| policy | below EPLB's planner | worst | mean difference |")
+    out.append("|---|---|---|---|")
     for name, diffs in below.items():
         diffs = np.array(diffs)
-        print(f"| {name} | {(diffs < -1e-6).sum()} of {len(diffs)} | {100 * diffs.min():+.2f} "
+        out.append(f"| {name} | {(diffs < -1e-6).sum()} of {len(diffs)} | {100 * diffs.min():+.2f} "
               f"points | {100 * diffs.mean():+.2f} points |")
+    return "\n".join(out) + "\n"
+
+
+#: The tables by name: (title, function of the cases returning the Markdown table).
+TABLES = {
+    "planner": ("The default planner against EPLB's, in replay", planner_table),
+    "moves": ("Moves: from the placement in force against from scratch", moves_table),
+    "seconds": ("Modeled seconds against the static placement (default time model)",
+                seconds_table),
+    "recommend": ("The setting to pick (plan --recommend)", recommend_table),
+}
+RANDOM_TITLE = ("Random simulated traces ({draws} draws: 2 layers x 8-32 experts, 2,000 steps, "
+                "2-8 GPUs, 0-2 redundant slots per GPU, global or 2 nodes x 4 groups)")
 
 
 def main() -> None:
@@ -194,16 +207,13 @@ def main() -> None:
     only = set((args.only or "planner,moves,seconds,recommend,random").split(","))
     with tempfile.TemporaryDirectory() as tmp:
         cases = traces(args.smartmoe, Path(tmp))
-        if "planner" in only:
-            planner_table(cases)
-        if "moves" in only:
-            moves_table(cases)
-        if "seconds" in only:
-            seconds_table(cases)
-        if "recommend" in only:
-            recommend_table(cases)
+        for name, (title, table) in TABLES.items():
+            if name in only:
+                print(f"\n### {title}\n")
+                print(table(cases), end="")
     if "random" in only:
-        random_traces(args.draws)
+        print(f"\n### {RANDOM_TITLE.format(draws=args.draws)}\n")
+        print(random_traces(args.draws), end="")
 
 
 if __name__ == "__main__":
