@@ -51,8 +51,10 @@ def trace(tmp_path_factory):
 
 
 def test_chunks_fit_the_budget_and_cover_every_layer():
-    assert layer_chunks(5, 1000, 16, "analyze", memory=2 * 1000 * 16 * 40) == [[0, 1], [2, 3],
-                                                                              [4]]
+    from moetrace.scale.chunks import BYTES_PER_CELL
+
+    two = 2 * 1000 * 16 * BYTES_PER_CELL["analyze"]
+    assert layer_chunks(5, 1000, 16, "analyze", memory=two) == [[0, 1], [2, 3], [4]]
     assert layer_chunks(5, 1000, 16, "analyze", memory=1) == [[0], [1], [2], [3], [4]]
     assert layer_chunks(5, 10, 16, "backtest") == [[0, 1, 2, 3, 4]]
 
@@ -300,3 +302,109 @@ def test_workers_take_the_callers_warning_filters(capfd):
         warnings.simplefilter("ignore")
         assert Local(2).map(warnings.warn, [task, task]) == [None, None]
     assert "a library warning" not in capfd.readouterr().err
+
+
+def test_reading_a_few_layers_takes_passes_sized_for_those_layers(tmp_path, monkeypatch):
+    """Each pass decodes the row groups its steps touch whole: passes sized for every layer
+    while one is read would decode each of its row groups once per pass (8 times here)."""
+    import moetrace.trace.read as reader
+
+    counts = np.random.default_rng(0).integers(1, 50, size=(8, 400, 16))
+    rows = pl.DataFrame({"step": np.tile(np.repeat(np.arange(400), 16), 8),
+                         "layer": np.repeat(np.arange(8, dtype=np.int32), 400 * 16),
+                         "expert": np.tile(np.arange(16, dtype=np.int32), 8 * 400),
+                         "tokens": counts.reshape(-1)})
+    write_trace(rows, tmp_path / "t.parquet", TraceMetadata(n_experts=16))
+    trace = read_trace(tmp_path / "t.parquet")
+    assert trace.n_rows == 8 * 400 * 16
+    monkeypatch.setattr(reader, "_STEP_CHUNK_ROWS", 400 * 16)  # one layer's rows a pass
+    passes = []
+    collect = pl.LazyFrame.collect
+    monkeypatch.setattr(pl.LazyFrame, "collect",
+                        lambda self, *a, **k: (passes.append(1), collect(self, *a, **k))[1])
+    np.testing.assert_array_equal(trace.loads(layers=[5]).counts[0], counts[5])
+    assert len(passes) == 1
+    passes.clear()
+    np.testing.assert_array_equal(trace.loads(layers=[1, 6]).counts, counts[[1, 6]])
+    assert len(passes) == 2
+
+
+def test_a_layer_is_analyzed_a_step_range_at_a_time(monkeypatch):
+    """Beyond its counts, the analysis of a layer never makes an array of the layer's whole
+    steps x experts (a float64 one would be twice the int32 counts): its statistics are
+    computed a step range at a time, with the overlap the windows need, and agree with one
+    range over the whole layer (to rounding; the states exactly)."""
+    import tracemalloc
+
+    from moetrace.states import analyze_loads, stats
+    from moetrace.trace.shares import Loads
+
+    rng = np.random.default_rng(4)
+    steps, experts = 20_000, 256
+    start, end = rng.dirichlet(np.ones(experts)), rng.dirichlet(np.ones(experts))
+    settle = np.minimum(np.arange(steps) / 8_000, 1.0)[:, None]  # transient, then stable
+    counts = rng.poisson(20_000 * ((1 - settle) * start + settle * end)).astype(np.int32)[None]
+    loads = Loads(np.arange(steps), counts, (0,))
+    _ = loads.totals
+    whole_layer = steps * experts * 8
+    monkeypatch.setattr(stats, "RANGE_CELLS", steps * experts)  # one range: the whole layer
+    one = analyze_loads(loads, window=40, top_k=2)
+    monkeypatch.setattr(stats, "RANGE_CELLS", 1 << 15)  # ranges of 160 steps (4 windows)
+    tracemalloc.start()
+    try:
+        ranged = analyze_loads(loads, window=40, top_k=2, statistics=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < whole_layer / 4, f"{peak / 2**20:.1f} MiB traced"
+    again = analyze_loads(loads, window=40, top_k=2)
+    assert np.array_equal(again.stable, one.stable)
+    assert np.array_equal(ranged.stable, one.stable)
+    assert np.array_equal(ranged.online_stable, one.online_stable)
+    assert ranged.step_stats == {} and ranged.window_stats == {}
+    assert_same(to_json_dict(ranged), to_json_dict(one), rel=1e-9)
+    for name, array in one.step_stats.items():
+        np.testing.assert_allclose(again.step_stats[name], array, rtol=1e-9, err_msg=name)
+    for name, array in one.window_stats.items():
+        np.testing.assert_allclose(again.window_stats[name], array, rtol=1e-6, err_msg=name)
+
+
+def test_analysis_chunks_are_merged_as_they_come_into_arrays_made_once(trace):
+    """The merge takes the chunks one at a time from the executor: a chunk's analysis is let
+    go of before the next is asked for, so the command holds one besides the merged arrays."""
+    import gc
+    import weakref
+
+    from moetrace.scale import tasks
+    from moetrace.states.analysis import Analysis
+
+    settings = tasks.AnalyzeSettings(100, 1.0, 2.0, 1)
+    handle, alive = trace.handle(), []
+
+    def parts():
+        for layer in range(trace.n_layers):
+            gc.collect()
+            assert not any(ref() is not None for ref in alive), "an earlier chunk is held"
+            part = tasks.analyze_chunk(handle, [layer], settings)
+            alive.append(weakref.ref(part))
+            yield part
+            del part
+
+    merged = Analysis.merge(parts(), n_layers=trace.n_layers)
+    whole = tasks.analyze_chunk(handle, list(range(trace.n_layers)), settings)
+    assert to_json_dict(merged) == to_json_dict(whole)
+    for name, array in whole.window_stats.items():
+        assert np.array_equal(merged.window_stats[name], array), name
+    assert np.array_equal(merged.online_stable, whole.online_stable)
+
+
+def test_a_report_keeps_no_per_step_statistics(trace):
+    """What only ``analyze --out`` writes (12 floats per step and layer) is not kept for a
+    report or a replay: at 100,000 steps x 58 layers it was 560 MB in the command."""
+    data = pipeline.backtest(trace, predictors=["naive"], horizons=[100], n_origins=2,
+                             min_history=300, placement=None,
+                             run=Execution(Local(2), ONE_LAYER))
+    assert data.analysis.step_stats == {} and data.analysis.window_stats == {}
+    full = pipeline.analyze(trace, window=data.span.state_window, run=Execution(Local(1)))
+    assert np.array_equal(data.analysis.stable, full.stable)
+    assert to_json_dict(data.analysis) == to_json_dict(full)

@@ -44,9 +44,16 @@ REPORT_PREDICTORS = ("auto", "sw_avg", "arima", "lstm", "naive")
 PREDICT_PREDICTORS = ("auto",)
 
 
-def open_trace(trace: str | Path | Trace) -> Trace:
-    """The validated trace at ``trace`` (read once; a Trace is taken as it is)."""
-    return trace if isinstance(trace, Trace) else read_trace(trace)
+def open_trace(trace: str | Path | Trace, run: Execution = Execution()) -> Trace:
+    """The validated trace at ``trace`` (read once; a Trace is taken as it is). The
+    validation pass runs in ranges of row groups sized to the memory budget, on ``run``'s
+    executor when there are several."""
+    if isinstance(trace, Trace):
+        return trace
+    from moetrace.scale import make_executor, validation_rows
+
+    return read_trace(trace, executor=run.executor or make_executor(),
+                      range_rows=validation_rows(run.memory))
 
 
 def noise_top_k(trace: Trace, given: int | None = None) -> int:
@@ -70,18 +77,21 @@ def require_experts(trace: Trace, what: str) -> None:
 def analyze(trace: str | Path | Trace, *, window: int | None = None,
             sensitivity: float = SENSITIVITY, stable_ratio: float = STABLE_RATIO,
             top_k: int | None = None, run: Execution = Execution(),
-            option: str = "--state-window", command: str = "analyze"):
+            option: str = "--state-window", command: str = "analyze",
+            statistics: bool = True):
     """Segment every layer into transient and stable states (moetrace.states), a chunk of
-    layers at a time. ``window`` None: the default state window, shrunk for a short trace
-    (the analysis's ``notes`` say so)."""
+    layers at a time, joined as the chunks come. ``window`` None: the default state window,
+    shrunk for a short trace (the analysis's ``notes`` say so). ``statistics``: keep the
+    per-step and per-window statistics (what ``analyze --out`` writes; 12 floats per step
+    and layer, which nothing else needs)."""
     from moetrace.states.analysis import Analysis
 
-    trace = open_trace(trace)
+    trace = open_trace(trace, run)
     fitted = span.analysis(axis(trace), window, command=command, option=option)
     settings = tasks.AnalyzeSettings(fitted.state_window, sensitivity, stable_ratio,
-                                     noise_top_k(trace, top_k), option)
-    result = Analysis.merge(Chunked.of(trace, "analyze", run).run(
-        tasks.analyze_chunk, settings, per_layer=True))
+                                     noise_top_k(trace, top_k), option, statistics)
+    result = Analysis.merge(Chunked.of(trace, "analyze", run).stream(
+        tasks.analyze_chunk, settings, per_layer=True), n_layers=trace.n_layers)
     result.notes = list(fitted.notes)
     return result
 
@@ -96,7 +106,7 @@ def forecast(trace: str | Path | Trace, predictors: Sequence[str] | str | None =
     from moetrace.forecast import Forecasts
 
     selection = select_predictors(predictors, PREDICT_PREDICTORS)  # a bad name: before reading
-    trace = open_trace(trace)
+    trace = open_trace(trace, run)
     require_experts(trace, "forecast")
     span.forecasting(axis(trace), command="predict")
     settings = tasks.ForecastSettings(selection.names, HORIZON if horizon is None
@@ -148,12 +158,13 @@ def backtest(trace: str | Path | Trace, *, predictors: Sequence[str] | str | Non
     if states not in ("hindsight", "online"):
         raise ParameterError(f"--states takes hindsight or online, got '{states}'")
     options = options or PredictorOptions()
-    trace = open_trace(trace)
+    trace = open_trace(trace, run)
     require_experts(trace, "forecast")
     if isinstance(placement, Cluster):
         placement.slots(trace.n_experts)  # a cluster that does not fit fails before the work
     fitted = span.backtest(axis(trace), horizons, min_history, state_window)
-    analysis = analyze(trace, window=fitted.state_window, run=run, command="a backtest")
+    analysis = analyze(trace, window=fitted.state_window, run=run, command="a backtest",
+                       statistics=False)
     labels = analysis.labels(states)
     origins = choose_origins(trace.steps, fitted.horizons, min_history=fitted.min_history,
                              stride=stride, n_origins=n_origins)
@@ -230,7 +241,7 @@ def replay(trace: str | Path | Trace, cluster, policies: Sequence[str] | None = 
     short trace (the replay's ``notes`` say so)."""
     from moetrace.placement import DEFAULT_POLICIES, expert_parameters, make_policies
 
-    trace = open_trace(trace)
+    trace = open_trace(trace, run)
     require_experts(trace, "place")
     cluster.slots(trace.n_experts)  # a cluster that does not fit fails before any work
     fitted = span.replay(axis(trace), replan_interval, load_window, state_window)
@@ -239,7 +250,7 @@ def replay(trace: str | Path | Trace, cluster, policies: Sequence[str] | None = 
     if bytes_per_param is not None and bytes_per_param < 1:
         raise ParameterError(f"--bytes-per-param must be positive, got {bytes_per_param}")
     analysis = analyze(trace, window=fitted.state_window, run=run,
-                       command="a placement replay")
+                       command="a placement replay", statistics=False)
     result = _replay(trace, cluster, made, analysis, analysis.stable,
                      replan_interval=fitted.replan_interval, load_window=fitted.load_window,
                      start=start, expert_params=expert_params or expert_parameters(
@@ -256,7 +267,7 @@ def plan(trace: str | Path | Trace, cluster, *, estimate: str = "forecast",
     from moetrace.defaults import LOAD_WINDOW, REPLAN_INTERVAL
     from moetrace.placement.plan import PlacementPlan
 
-    trace = open_trace(trace)
+    trace = open_trace(trace, run)
     require_experts(trace, "place")
     cluster.slots(trace.n_experts)
     if estimate == "forecast":

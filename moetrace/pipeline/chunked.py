@@ -9,7 +9,7 @@ whole loads would.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +56,12 @@ class Chunked:
         """``fn(handle, chunk, settings, *rows(chunk)[, progress])`` for every chunk, in
         order. In this process each task gets the progress callback (``per_layer``: offset
         by the layers of the chunks before it); elsewhere the executor reports chunks done."""
+        return list(self.stream(fn, settings, rows, task, per_layer))
+
+    def stream(self, fn: Callable, settings, rows: Callable[[list[int]], tuple] = lambda c: (),
+               task: str = "layer chunks", per_layer: bool = False) -> Iterator:
+        """:meth:`run`'s results one at a time, in chunk order, for a merge that fills its
+        arrays as they come (one chunk's result held at a time, not all of them)."""
         handle = self.trace.handle()
         work = []
         for chunk in self.chunks:
@@ -67,7 +73,7 @@ class Chunked:
         done = None
         if not self.in_process and self.progress is not None:
             done = lambda finished, total: self.progress(finished, total, task)  # noqa: E731
-        return self.executor.map(fn, work, done=done)
+        return self.executor.imap(fn, work, done=done)
 
 
 def layer_rows(*labels: np.ndarray | None) -> Callable[[list[int]], tuple]:

@@ -29,6 +29,7 @@ class AnalyzeSettings:
     stable_ratio: float
     top_k: int
     option: str = "--state-window"  # names the window in error messages
+    statistics: bool = True  # keep the per-step and per-window statistics (analyze --out)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def analyze_chunk(handle: TraceHandle, layers: list[int], settings: AnalyzeSetti
 
     return analyze_loads(handle.open().loads(layers=layers), window=settings.window,
                          sensitivity=settings.sensitivity, stable_ratio=settings.stable_ratio,
-                         top_k=settings.top_k, option=settings.option, progress=progress)
+                         top_k=settings.top_k, option=settings.option, progress=progress,
+                         statistics=settings.statistics)
 
 
 def backtest_chunk(handle: TraceHandle, layers: list[int], settings: BacktestSettings,
