@@ -408,3 +408,23 @@ def test_a_report_keeps_no_per_step_statistics(trace):
     full = pipeline.analyze(trace, window=data.span.state_window, run=Execution(Local(1)))
     assert np.array_equal(data.analysis.stable, full.stable)
     assert to_json_dict(data.analysis) == to_json_dict(full)
+
+
+def test_shares_take_one_float64_array_of_the_counts_shape():
+    """A 100,000-step layer's shares are 200 MB: made from the integer counts directly, not
+    from a float64 copy of them first (which doubled the peak), and equal to that."""
+    import tracemalloc
+
+    from moetrace.trace.shares import Loads
+
+    counts = np.random.default_rng(2).integers(0, 1000, size=(2, 5000, 64)).astype(np.int32)
+    counts[..., 0] += 1
+    tracemalloc.start()
+    try:
+        shares = Loads(np.arange(5000), counts, (0, 1)).shares
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.2 * shares.nbytes, f"{peak / shares.nbytes:.2f} x the shares"
+    expected = counts.astype(np.float64)
+    np.testing.assert_array_equal(shares, expected / expected.sum(axis=-1, keepdims=True))
