@@ -28,7 +28,7 @@ import numpy as np
 from moetrace.defaults import LOOKAHEAD_RADIUS, SENSITIVITY, STABLE_RATIO
 from moetrace.errors import ParameterError
 from moetrace.pipeline import span
-from moetrace.pipeline.chunked import Chunked, Execution, layer_rows
+from moetrace.pipeline.chunked import Chunked, Execution, Units, layer_rows
 from moetrace.predictors.base import PredictorOptions, select_predictors
 from moetrace.scale import tasks
 from moetrace.trace.read import Trace, read_trace
@@ -135,7 +135,7 @@ class Backtested:
     lookahead_radius: int
     options: PredictorOptions
     skipped: tuple[tuple[str, str], ...]
-    example: Loads
+    example: Loads  # the example layer's steps its figure draws (a horizon either side)
     stride: int | None = None  # the origins as asked for: every ``stride`` steps,
     n_origins: int | None = None  # or this many (None: the default count)
 
@@ -151,7 +151,7 @@ def backtest(trace: str | Path | Trace, *, predictors: Sequence[str] | str | Non
     policies on ``placement`` (a Cluster, ``"default"``: moetrace.placement.default_cluster,
     None: none): everything a report shows. Settings left at None take their defaults,
     shrunk to a short trace (moetrace.pipeline.span)."""
-    from moetrace.backtest import BacktestResult, choose_origins
+    from moetrace.backtest import choose_origins
     from moetrace.placement import Cluster
 
     selection = select_predictors(predictors, REPORT_PREDICTORS)
@@ -171,15 +171,63 @@ def backtest(trace: str | Path | Trace, *, predictors: Sequence[str] | str | Non
     settings = tasks.BacktestSettings(selection.names, fitted.horizons, origins,
                                       replace(options, horizons=fitted.horizons),
                                       lookahead_radius, fitted.min_history, train)
-    result = BacktestResult.merge(Chunked.of(trace, "backtest", run).run(
-        tasks.backtest_chunk, settings, layer_rows(labels), task="backtest: layer chunks"))
+    result = _backtest_chunks(Chunked.of(trace, "backtest", run), settings, labels)
     placed, note = _report_placement(trace, analysis, labels, placement, fitted,
                                      result.predictors[0], run)
-    example = (trace.loads(layers=[result.layers[result.example.layer]])
-               if result.example is not None else axis(trace))
+    example = axis(trace) if result.example is None else trace.loads(
+        layers=[result.layers[result.example.layer]],  # the steps its figure draws
+        start=result.example.origin - len(result.example.steps),
+        stop=result.example.origin + len(result.example.steps))
     return Backtested(trace, analysis, result, noise_floors(analysis), placed, note, fitted,
                       states, lookahead_radius, options, selection.skipped, example, stride,
                       n_origins)
+
+
+def _backtest_chunks(chunked: Chunked, settings, labels: np.ndarray):
+    """The backtest of every layer chunk, each split into units smaller than a chunk where
+    the chunks alone are too few to keep every worker busy (:func:`backtest_units`), the
+    units of a chunk joined (``BacktestResult.join``), the chunks merged. A split whose unit
+    cannot stand alone (every predictor in it unfitted at every one of its origins) is run
+    again unsplit, so that the result is the whole-trace one whatever the split."""
+    from moetrace.backtest import BacktestResult
+
+    units = backtest_units(settings, len(chunked.chunks), chunked.width)
+    run = lambda units: chunked.run(tasks.backtest_chunk, units,  # noqa: E731
+                                    layer_rows(labels), task="backtest: layer chunks")
+    if len(units) == 1:
+        return BacktestResult.merge(run(units[0]))
+    try:
+        parts = run(units)
+    except ParameterError:
+        return BacktestResult.merge(run(settings))
+    return BacktestResult.merge([BacktestResult.join(chunk, settings.predictors)
+                                 for chunk in parts])
+
+
+def backtest_units(settings, n_chunks: int, width: int) -> Units:
+    """The backtest of one layer chunk as units of work, when ``n_chunks`` chunks give
+    fewer than two tasks per worker of ``width``: each predictor that builds on its earlier
+    fits (``stateful``: arima's and the lstm's refit schedules) alone over every origin, the
+    others together over runs of consecutive origins (as many runs as bring the tasks to two
+    per worker), the look-ahead bound with them. Every unit's result is what the whole
+    backtest gives for its predictors at its origins (tests/test_scale.py). One chunk runs
+    as one unit, here, as it always did."""
+    from moetrace.predictors.base import make_predictor
+
+    if n_chunks == 1 or n_chunks >= 2 * width:
+        return Units([settings])
+    stateful = [name for name in settings.predictors if getattr(
+        make_predictor(name, settings.options, train=settings.train), "stateful", True)]
+    pure = tuple(name for name in settings.predictors if name not in stateful)
+    ranges = 1 if not pure else min(len(settings.origins), max(
+        1, -(-2 * width // n_chunks) - len(stateful)))
+    units = Units()
+    for i, name in enumerate(stateful):
+        units.append(replace(settings, predictors=(name,), lookahead_radius=(
+            settings.lookahead_radius if i == 0 and not pure else None)))
+    for origins in np.array_split(settings.origins, ranges) if pure else ():
+        units.append(replace(settings, predictors=pure, origins=origins))
+    return units
 
 
 def noise_floors(analysis) -> dict[str, np.ndarray]:

@@ -15,9 +15,11 @@ from moetrace.errors import ParameterError
 #: or with a k, M or G suffix)
 DEFAULT_BUDGET = 1 << 30
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-#: bytes each (layer, step, expert) cell costs at peak, per kind of work (measured: dense
-#: counts, shares and the temporaries of the statistics, predictors or replay)
-BYTES_PER_CELL = {"analyze": 8, "backtest": 96, "replay": 48, "forecast": 64}
+#: bytes each (layer, step, expert) cell costs at peak, per kind of work, over a worker's own
+#: ~0.3 GB (measured on one 100,000-step DeepSeek-V3 layer, docs/scaling.md: the analysis
+#: holds int32 counts and one step range of floats; a backtest of the report's five
+#: predictors 36; a replay, its shares cached, 16)
+BYTES_PER_CELL = {"analyze": 8, "backtest": 48, "replay": 24, "forecast": 64}
 #: bytes of the budget one row of a validation range stands for: a range of 1 GiB / 32 = 32M
 #: rows is a few seconds of work, so the ranges of a large trace keep every worker busy while a
 #: trace of a few million rows stays one range, validated in the command's own process

@@ -155,6 +155,20 @@ class Ray:
     def map(self, fn, tasks, done=None):
         return list(self.imap(fn, tasks, done))
 
+    def width(self) -> int:
+        """The CPUs tasks may use: a local cluster's, else the cluster's at ``address``."""
+        if self.workers or not self.address:
+            return self.workers or machine_cores()
+        import ray
+
+        if ray.is_initialized():
+            return max(1, int(ray.cluster_resources().get("CPU", 1)))
+        ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+        try:
+            return max(1, int(ray.cluster_resources().get("CPU", 1)))
+        finally:
+            ray.shutdown()
+
     def imap(self, fn, tasks, done=None):
         try:
             import ray
@@ -181,6 +195,14 @@ class Ray:
         finally:
             if started:
                 ray.shutdown()
+
+
+def executor_width(executor) -> int:
+    """Tasks ``executor`` runs at once: a local pool's workers; a Ray cluster's CPUs (those
+    it was started with, else those of the cluster at its address)."""
+    if isinstance(executor, Ray):
+        return executor.width()
+    return max(1, int(getattr(executor, "workers", 1) or 1))
 
 
 def make_executor(backend: str | None = None, workers: int | None = None,
