@@ -28,7 +28,7 @@ HORIZONS = (1000, 2000)
 ORIGINS = 12
 #: training steps of history the first origin needs
 MIN_HISTORY = 1000
-#: the look-ahead bound: each step forecast by the mean of the actual shares this many
+#: the look-ahead reference: each step forecast by the mean of the actual shares this many
 #: training steps on either side (itself left out), see docs/metrics.md
 LOOKAHEAD_RADIUS = 200
 

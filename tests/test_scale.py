@@ -85,6 +85,9 @@ def test_chunked_backtest_equals_the_whole(trace):
                                equal_nan=True), (key, metric)
     for h, values in whole.lookahead.items():
         assert np.array_equal(parts.lookahead[h], values, equal_nan=True)
+    assert parts.constant_bound.keys() == whole.constant_bound.keys()
+    for h, values in whole.constant_bound.items():
+        assert np.array_equal(parts.constant_bound[h], values, equal_nan=True)
     assert parts.layers == whole.layers
 
 
@@ -444,6 +447,9 @@ def _same_backtest(parts, whole):
     assert parts.lookahead.keys() == whole.lookahead.keys()
     for h, values in whole.lookahead.items():
         assert np.array_equal(parts.lookahead[h], values, equal_nan=True)
+    assert parts.constant_bound.keys() == whole.constant_bound.keys()
+    for h, values in whole.constant_bound.items():
+        assert np.array_equal(parts.constant_bound[h], values, equal_nan=True)
     assert np.array_equal(parts.stable, whole.stable)
     assert parts.example.origin == whole.example.origin
     assert parts.example.forecasts.keys() == whole.example.forecasts.keys()

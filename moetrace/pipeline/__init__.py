@@ -178,7 +178,7 @@ def backtest(trace: str | Path | Trace, *, predictors: Sequence[str] | str | Non
         layers=[result.layers[result.example.layer]],  # the steps its figure draws
         start=result.example.origin - len(result.example.steps),
         stop=result.example.origin + len(result.example.steps))
-    return Backtested(trace, analysis, result, noise_floors(analysis), placed, note, fitted,
+    return Backtested(trace, analysis, result, analysis.floors(), placed, note, fitted,
                       states, lookahead_radius, options, selection.skipped, example, stride,
                       n_origins)
 
@@ -230,20 +230,11 @@ def backtest_units(settings, n_chunks: int, width: int) -> Units:
     return units
 
 
-def noise_floors(analysis) -> dict[str, np.ndarray]:
-    """state -> (L,) per-step error-rate floor of each layer (NaN where the state is absent)."""
-    from moetrace.report.results import STATES
-
-    return {state: np.array([layer.noise_floor[state].value if state in layer.noise_floor
-                             else np.nan for layer in analysis.layers]) for state in STATES}
-
-
 def _report_placement(trace: Trace, analysis, labels: np.ndarray, placement,
                       fitted: span.Span, predictor: str, run: Execution):
     """Every placement policy replayed for the report, re-planning every (first) horizon; a
     cluster or trace it cannot replay is skipped with the reason (the default cluster only:
     a cluster the user gave that does not fit is an error)."""
-    from moetrace.defaults import TRANSIENT_SPLITS  # noqa: F401  (documented with the policy)
     from moetrace.placement import DEFAULT_POLICIES, default_cluster, expert_parameters
     from moetrace.placement import make_policies
 
