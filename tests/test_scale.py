@@ -580,7 +580,8 @@ def test_report_on_a_multi_node_ray_cluster_is_the_local_report(trace, tmp_path)
     """A real Ray cluster of three nodes started here (the head, where the command runs,
     with no CPUs for tasks, and two worker nodes of one CPU each, each with its own resource):
     `moetrace report --backend ray --ray-address ADDRESS` through the entry point gives the
-    local backend's JSON, every validation range and chunk having run on the worker nodes."""
+    local backend's JSON, every validation range and chunk having run on the worker nodes; and
+    while that cluster runs, `--backend ray` without an address runs on a cluster of its own."""
     pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
@@ -606,6 +607,13 @@ def test_report_on_a_multi_node_ray_cluster_is_the_local_report(trace, tmp_path)
             mp.setenv("MOETRACE_CHUNK_MEMORY", "1")  # every row group and layer a task
             on_ray = doc(run_cli("report", trace.path, "-o", str(tmp_path / "ray"),
                                  "--backend", "ray", "--ray-address", cluster.address, *args))
+            # Ray's own default joins the cluster a machine last started (as this one is);
+            # without --ray-address the command starts a cluster of its own, as it says
+            own = run_cli("analyze", trace.path, "--backend", "ray", "--workers", "1",
+                          "--json")
     finally:
         cluster.shutdown()
     assert_same(on_ray, local)
+    assert own.returncode == 0, own.stderr
+    serial = run_cli("analyze", trace.path, "--workers", "1", "--json")
+    assert json.loads(own.stdout) == json.loads(serial.stdout)

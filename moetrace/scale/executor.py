@@ -176,8 +176,11 @@ class Ray:
             raise MissingExtraError("ray", "ray", "--backend ray") from None
         started = not ray.is_initialized()
         if started:
+            # "local": a cluster of its own, where Ray's default (None) would join the
+            # cluster this machine last started (`ray start`) or RAY_ADDRESS names
             options = {"address": self.address} if self.address else {
-                "num_cpus": self.workers or machine_cores(), "include_dashboard": False}
+                "address": "local", "num_cpus": self.workers or machine_cores(),
+                "include_dashboard": False}
             ray.init(log_to_driver=False, configure_logging=False, **options)
         try:
             remote = ray.remote(num_cpus=1)(_limited)
