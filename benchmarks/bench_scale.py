@@ -13,7 +13,8 @@ Targets (issue 28): each under 4 GiB, and time per row at most 1.15x that of the
 run. The trace is simulated once into ``MOETRACE_BENCH_DIR`` (default a temporary directory;
 about 1.9 GB per 30,000 steps) and reused when it is already there; the figures of every size
 run are kept in ``scale.json`` there, and once the 30,000-step figures are in it a run at
-another size prints the ratio of its time per row to theirs, command by command.
+another size prints, command by command, the time per row of the larger size over that of
+the smaller (above 1: slower than linear).
 """
 
 from __future__ import annotations
@@ -125,12 +126,16 @@ def main(runs: int = 1) -> None:
             book.write_text(json.dumps(record, indent=1))
         reference = record.get(f"{REFERENCE_STEPS}{shape}")
         if reference and steps != REFERENCE_STEPS:
-            print(f"\n  time per row against {REFERENCE_STEPS:,} steps (target at most "
+            # the larger size's time per row over the smaller's, whichever this run is
+            big, small = (steps, REFERENCE_STEPS) if steps > REFERENCE_STEPS else (
+                REFERENCE_STEPS, steps)
+            print(f"\n  time per row at {big:,} steps over that at {small:,} (target at most "
                   f"{LINEAR:g}x):")
             ratio = steps / REFERENCE_STEPS
             for label, figure in mine.items():
                 if label in reference:
                     per_row = figure["wall"] / reference[label]["wall"] / ratio
+                    per_row = per_row if steps > REFERENCE_STEPS else 1 / per_row
                     print(f"  {label:<20} {per_row:5.2f}x  ({figure['wall']:.0f} s against "
                           f"{reference[label]['wall']:.0f} s for {ratio:.2f}x the rows)"
                           f"{'' if per_row <= LINEAR else '  OVER'}")
