@@ -122,6 +122,74 @@ class BacktestResult:
         origins = np.asarray(cell, dtype=bool).any(axis=1)
         return float(self.fell_back(name)[origins].mean()) if origins.any() else None
 
+    @classmethod
+    def join(cls, parts: list["BacktestResult"], predictors: Sequence[str]) -> "BacktestResult":
+        """One result over the same layers from results that split its ``predictors`` (given
+        in the whole's order), its origins (runs of consecutive origins), or both, the
+        look-ahead reference scored by some of them (the constant bound by each, over its own
+        origins): the units smaller than a layer chunk that
+        moetrace.pipeline runs (``merge`` then joins the layer chunks). Each origin's row
+        comes from the part that scored it; the example is the whole's (the last origin the
+        longest horizon fits, else the last), with every predictor's forecast from it."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        origins = np.unique(np.concatenate([p.origins for p in parts]))
+        n, n_layers = len(origins), len(first.layers)
+        at = [np.searchsorted(origins, p.origins) for p in parts]
+        stable = None if any(p.stable is None for p in parts) else \
+            np.zeros((n, n_layers), dtype=bool)
+        scored = [p for p in parts if p.lookahead]
+        lookahead = {h: np.full((n, n_layers), np.nan) for h in first.horizons} if scored \
+            else {}
+        bound = {h: np.full((n, n_layers), np.nan) for h in first.horizons}
+        fits = {h: np.zeros(n, dtype=bool) for h in first.horizons}
+        scores, fallbacks, seconds = {}, {}, {}
+        for part, rows in zip(parts, at):
+            if stable is not None:
+                stable[rows] = part.stable
+            for h, values in part.lookahead.items():
+                lookahead[h][rows] = values
+            for h, values in part.constant_bound.items():
+                bound[h][rows] = values
+            for (name, h), s in part.scores.items():
+                fits[h][rows] = s.fits
+                if (name, h) not in scores:
+                    scores[(name, h)] = (np.zeros(n, dtype=bool),
+                                         {m: np.full((n, n_layers), np.nan) for m in s.metrics},
+                                         np.zeros(n, dtype=np.int64),
+                                         None if s.means is None else tuple(
+                                             np.full((n,) + x.shape[1:], np.nan)
+                                             for x in s.means))
+                into = scores[(name, h)]
+                into[0][rows] = s.fits
+                for m, values in s.metrics.items():
+                    into[1][m][rows] = values
+                into[2][rows] = s.steps_scored
+                if into[3] is not None and s.means is not None:
+                    for target, values in zip(into[3], s.means):
+                        target[rows] = values
+            for name in part.predictors:
+                seconds[name] = seconds.get(name, 0.0) + part.seconds[name]
+                reasons = fallbacks.setdefault(name, [None] * n)
+                for i, reason in zip(rows, part.fallbacks[name]):
+                    reasons[i] = reason
+        longest = fits[first.horizons[-1]]
+        origin = int(origins[np.nonzero(longest)[0][-1]] if longest.any() else origins[-1])
+        holders = [p.example for p in parts
+                   if p.example is not None and p.example.origin == origin]
+        names = tuple(predictors)
+        example = None if not holders else Example(
+            origin, holders[0].layer, holders[0].steps,
+            {name: h.forecasts[name] for name in names for h in holders
+             if name in h.forecasts})
+        return cls(origins, stable, first.layers, first.horizons, names,
+                   {(name, h): Scores(*scores[(name, h)]) for name in names
+                    for h in first.horizons},
+                   {name: seconds[name] for name in names}, example, first.min_history,
+                   lookahead, scored[0].lookahead_radius if scored else first.lookahead_radius,
+                   {name: fallbacks[name] for name in names}, bound)
+
     def summary(self):
         """A polars table: per predictor, horizon and state (all, transient, stable), the error
         rate's centre over the scored (origin, layer) pairs (the mean over origins of the mean

@@ -32,14 +32,14 @@ def test_version_through_entry_point():
 
 
 def test_internal_error_exits_1_in_one_line(monkeypatch, tmp_path):
-    import moetrace.trace
+    import moetrace.pipeline
     import moetrace.trace.summary
 
     def broken(_trace):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(moetrace.trace.summary, "describe", broken)
-    monkeypatch.setattr(moetrace.trace, "read_trace", lambda path: None)
+    monkeypatch.setattr(moetrace.pipeline, "open_trace", lambda path, run=None: None)
     result = CliRunner().invoke(app, ["info", "x"])
     assert result.exit_code == 1
     assert "internal error: RuntimeError: boom" in result.output

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
-from report_data import FAST
+from conftest import run_cli
+from report_data import FAST, FAST_ARGS
 
 from moetrace.errors import MissingExtraError, ParameterError
 from moetrace.placement import Cluster
@@ -51,8 +52,10 @@ def trace(tmp_path_factory):
 
 
 def test_chunks_fit_the_budget_and_cover_every_layer():
-    assert layer_chunks(5, 1000, 16, "analyze", memory=2 * 1000 * 16 * 40) == [[0, 1], [2, 3],
-                                                                              [4]]
+    from moetrace.scale.chunks import BYTES_PER_CELL
+
+    two = 2 * 1000 * 16 * BYTES_PER_CELL["analyze"]
+    assert layer_chunks(5, 1000, 16, "analyze", memory=two) == [[0, 1], [2, 3], [4]]
     assert layer_chunks(5, 1000, 16, "analyze", memory=1) == [[0], [1], [2], [3], [4]]
     assert layer_chunks(5, 10, 16, "backtest") == [[0, 1, 2, 3, 4]]
 
@@ -82,6 +85,9 @@ def test_chunked_backtest_equals_the_whole(trace):
                                equal_nan=True), (key, metric)
     for h, values in whole.lookahead.items():
         assert np.array_equal(parts.lookahead[h], values, equal_nan=True)
+    assert parts.constant_bound.keys() == whole.constant_bound.keys()
+    for h, values in whole.constant_bound.items():
+        assert np.array_equal(parts.constant_bound[h], values, equal_nan=True)
     assert parts.layers == whole.layers
 
 
@@ -300,3 +306,314 @@ def test_workers_take_the_callers_warning_filters(capfd):
         warnings.simplefilter("ignore")
         assert Local(2).map(warnings.warn, [task, task]) == [None, None]
     assert "a library warning" not in capfd.readouterr().err
+
+
+def test_reading_a_few_layers_takes_passes_sized_for_those_layers(tmp_path, monkeypatch):
+    """Each pass decodes the row groups its steps touch whole: passes sized for every layer
+    while one is read would decode each of its row groups once per pass (8 times here)."""
+    import moetrace.trace.read as reader
+
+    counts = np.random.default_rng(0).integers(1, 50, size=(8, 400, 16))
+    rows = pl.DataFrame({"step": np.tile(np.repeat(np.arange(400), 16), 8),
+                         "layer": np.repeat(np.arange(8, dtype=np.int32), 400 * 16),
+                         "expert": np.tile(np.arange(16, dtype=np.int32), 8 * 400),
+                         "tokens": counts.reshape(-1)})
+    write_trace(rows, tmp_path / "t.parquet", TraceMetadata(n_experts=16))
+    trace = read_trace(tmp_path / "t.parquet")
+    assert trace.n_rows == 8 * 400 * 16
+    monkeypatch.setattr(reader, "_STEP_CHUNK_ROWS", 400 * 16)  # one layer's rows a pass
+    passes = []
+    collect = pl.LazyFrame.collect
+    monkeypatch.setattr(pl.LazyFrame, "collect",
+                        lambda self, *a, **k: (passes.append(1), collect(self, *a, **k))[1])
+    np.testing.assert_array_equal(trace.loads(layers=[5]).counts[0], counts[5])
+    assert len(passes) == 1
+    passes.clear()
+    np.testing.assert_array_equal(trace.loads(layers=[1, 6]).counts, counts[[1, 6]])
+    assert len(passes) == 2
+
+
+def test_a_layer_is_analyzed_a_step_range_at_a_time(monkeypatch):
+    """Beyond its counts, the analysis of a layer never makes an array of the layer's whole
+    steps x experts (a float64 one would be twice the int32 counts): its statistics are
+    computed a step range at a time, with the overlap the windows need, and agree with one
+    range over the whole layer (to rounding; the states exactly)."""
+    import tracemalloc
+
+    from moetrace.states import analyze_loads, stats
+    from moetrace.trace.shares import Loads
+
+    rng = np.random.default_rng(4)
+    steps, experts = 20_000, 256
+    start, end = rng.dirichlet(np.ones(experts)), rng.dirichlet(np.ones(experts))
+    settle = np.minimum(np.arange(steps) / 8_000, 1.0)[:, None]  # transient, then stable
+    counts = rng.poisson(20_000 * ((1 - settle) * start + settle * end)).astype(np.int32)[None]
+    loads = Loads(np.arange(steps), counts, (0,))
+    _ = loads.totals
+    whole_layer = steps * experts * 8
+    monkeypatch.setattr(stats, "RANGE_CELLS", steps * experts)  # one range: the whole layer
+    one = analyze_loads(loads, window=40, top_k=2)
+    monkeypatch.setattr(stats, "RANGE_CELLS", 1 << 15)  # ranges of 160 steps (4 windows)
+    tracemalloc.start()
+    try:
+        ranged = analyze_loads(loads, window=40, top_k=2, statistics=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < whole_layer / 4, f"{peak / 2**20:.1f} MiB traced"
+    again = analyze_loads(loads, window=40, top_k=2)
+    assert np.array_equal(again.stable, one.stable)
+    assert np.array_equal(ranged.stable, one.stable)
+    assert np.array_equal(ranged.online_stable, one.online_stable)
+    assert ranged.step_stats == {} and ranged.window_stats == {}
+    assert_same(to_json_dict(ranged), to_json_dict(one), rel=1e-9)
+    for name, array in one.step_stats.items():
+        np.testing.assert_allclose(again.step_stats[name], array, rtol=1e-9, err_msg=name)
+    for name, array in one.window_stats.items():
+        np.testing.assert_allclose(again.window_stats[name], array, rtol=1e-6, err_msg=name)
+
+
+def test_analysis_chunks_are_merged_as_they_come_into_arrays_made_once(trace):
+    """The merge takes the chunks one at a time from the executor: a chunk's analysis is let
+    go of before the next is asked for, so the command holds one besides the merged arrays."""
+    import gc
+    import weakref
+
+    from moetrace.scale import tasks
+    from moetrace.states.analysis import Analysis
+
+    settings = tasks.AnalyzeSettings(100, 1.0, 2.0, 1)
+    handle, alive = trace.handle(), []
+
+    def parts():
+        for layer in range(trace.n_layers):
+            gc.collect()
+            assert not any(ref() is not None for ref in alive), "an earlier chunk is held"
+            part = tasks.analyze_chunk(handle, [layer], settings)
+            alive.append(weakref.ref(part))
+            yield part
+            del part
+
+    merged = Analysis.merge(parts(), n_layers=trace.n_layers)
+    whole = tasks.analyze_chunk(handle, list(range(trace.n_layers)), settings)
+    assert to_json_dict(merged) == to_json_dict(whole)
+    for name, array in whole.window_stats.items():
+        assert np.array_equal(merged.window_stats[name], array), name
+    assert np.array_equal(merged.online_stable, whole.online_stable)
+
+
+def test_a_report_keeps_no_per_step_statistics(trace):
+    """What only ``analyze --out`` writes (12 floats per step and layer) is not kept for a
+    report or a replay: at 100,000 steps x 58 layers it was 560 MB in the command."""
+    data = pipeline.backtest(trace, predictors=["naive"], horizons=[100], n_origins=2,
+                             min_history=300, placement=None,
+                             run=Execution(Local(2), ONE_LAYER))
+    assert data.analysis.step_stats == {} and data.analysis.window_stats == {}
+    full = pipeline.analyze(trace, window=data.span.state_window, run=Execution(Local(1)))
+    assert np.array_equal(data.analysis.stable, full.stable)
+    assert to_json_dict(data.analysis) == to_json_dict(full)
+
+
+def test_shares_take_one_float64_array_of_the_counts_shape():
+    """A 100,000-step layer's shares are 200 MB: made from the integer counts directly, not
+    from a float64 copy of them first (which doubled the peak), and equal to that."""
+    import tracemalloc
+
+    from moetrace.trace.shares import Loads
+
+    counts = np.random.default_rng(2).integers(0, 1000, size=(2, 5000, 64)).astype(np.int32)
+    counts[..., 0] += 1
+    tracemalloc.start()
+    try:
+        shares = Loads(np.arange(5000), counts, (0, 1)).shares
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.2 * shares.nbytes, f"{peak / shares.nbytes:.2f} x the shares"
+    expected = counts.astype(np.float64)
+    np.testing.assert_array_equal(shares, expected / expected.sum(axis=-1, keepdims=True))
+
+
+def _same_backtest(parts, whole):
+    assert np.array_equal(parts.origins, whole.origins) and parts.layers == whole.layers
+    assert parts.predictors == whole.predictors and parts.seconds.keys() == whole.seconds.keys()
+    assert parts.fallbacks == whole.fallbacks
+    for key, scores in whole.scores.items():
+        assert np.array_equal(parts.scores[key].fits, scores.fits)
+        assert np.array_equal(parts.scores[key].steps_scored, scores.steps_scored)
+        for metric, values in scores.metrics.items():
+            assert np.array_equal(parts.scores[key].metrics[metric], values, equal_nan=True), \
+                (key, metric)
+    assert parts.lookahead.keys() == whole.lookahead.keys()
+    for h, values in whole.lookahead.items():
+        assert np.array_equal(parts.lookahead[h], values, equal_nan=True)
+    assert parts.constant_bound.keys() == whole.constant_bound.keys()
+    for h, values in whole.constant_bound.items():
+        assert np.array_equal(parts.constant_bound[h], values, equal_nan=True)
+    assert np.array_equal(parts.stable, whole.stable)
+    assert parts.example.origin == whole.example.origin
+    assert parts.example.forecasts.keys() == whole.example.forecasts.keys()
+    for name, forecast in whole.example.forecasts.items():
+        assert np.array_equal(parts.example.forecasts[name], forecast), name
+
+
+@pytest.mark.parametrize("width, ranges", [(2, 1), (3, 1), (6, 3)])
+def test_backtest_units_smaller_than_a_chunk_give_the_whole_backtest(trace, width, ranges):
+    """A stateful predictor (arima: its refit schedule) alone over every origin, the others
+    over runs of origins that read only the steps they reach: joined, exactly the whole."""
+    from dataclasses import replace
+
+    from moetrace.backtest import BacktestResult, backtest
+    from moetrace.pipeline import backtest_units
+    from moetrace.predictors.base import PredictorOptions
+    from moetrace.scale import tasks
+
+    names = ("naive", "sw_avg", "arima", "drift", "auto")
+    origins = np.array([400, 600, 800, 1000, 1200, 1399])
+    settings = tasks.BacktestSettings(names, (100, 200), origins,
+                                      PredictorOptions(horizons=(100, 200)), 50, 300)
+    units = backtest_units(settings, 3, width)
+    assert [u.predictors for u in units] == [("arima",)] + [
+        ("naive", "sw_avg", "drift", "auto")] * ranges
+    assert [u.lookahead_radius for u in units] == [None] + [50] * ranges
+    assert np.array_equal(np.concatenate([u.origins for u in units[1:]]), origins)
+    labels = pipeline.analyze(trace, window=100, run=Execution(Local(1))).stable
+    handle = trace.handle()
+    loads = trace.loads()
+    for layer in range(trace.n_layers):
+        whole = backtest(loads.select([layer]), list(names), (100, 200),
+                         options=replace(settings.options), stable=labels[[layer]],
+                         origins=origins, min_history=300, lookahead_radius=50)
+        parts = [tasks.backtest_chunk(handle, [layer], unit, labels[[layer]]) for unit in units]
+        _same_backtest(BacktestResult.join(parts, names), whole)
+
+
+def test_a_unit_that_cannot_stand_alone_is_run_unsplit(trace):
+    """Buckets of 500 steps: arima (30 buckets) fits at no origin and naive only once its
+    history holds a bucket; alone, arima's unit and naive's first origins would be refused
+    ('no predictor at any origin'), so the chunk runs whole and the report is the whole's."""
+    from moetrace.predictors.base import PredictorOptions
+
+    kwargs = dict(predictors=["naive", "arima"], horizons=[100, 200], n_origins=8,
+                  min_history=300, placement=None, options=PredictorOptions(bucket=500))
+    whole = pipeline.backtest(trace, run=Execution(Local(1)), **kwargs).result
+    parts = pipeline.backtest(trace, run=Execution(Local(4), ONE_LAYER), **kwargs).result
+    assert all(r.startswith("not fitted") for r in whole.fallbacks["arima"])
+    assert whole.fallbacks["naive"][0].startswith("not fitted")
+    _same_backtest(parts, whole)
+
+
+def test_predictors_that_say_they_keep_no_state_forecast_alike_fresh_or_refitted(trace):
+    """What lets a backtest run a predictor's origins as separate tasks: fitted at an origin
+    after earlier fits, it forecasts what a fresh object fitted there forecasts."""
+    from moetrace.predictors import REGISTRY
+    from moetrace.predictors.base import PredictorOptions, make_predictor
+
+    loads = trace.loads()
+    options = PredictorOptions(horizons=(100, 200))
+    pure = [name for name in sorted(REGISTRY)
+            if not getattr(make_predictor(name, options), "stateful", True)]
+    assert {"naive", "sw_avg", "drift", "auto"} <= set(pure)
+    assert "arima" not in pure and "lstm" not in pure
+    for name in pure:
+        refitted = make_predictor(name, options)
+        for origin in (500, 900):
+            refitted.fit(loads.upto(origin)).forecast(200)
+        fresh = make_predictor(name, options).fit(loads.upto(1300))
+        refitted.fit(loads.upto(1300))
+        assert np.array_equal(refitted.forecast(200), fresh.forecast(200)), name
+        for h in (100, 200):
+            a, b = refitted.uncertainty(h), fresh.uncertainty(h)
+            assert (a is None) == (b is None), name
+            if a is not None:
+                assert np.array_equal(a.lower, b.lower) and np.array_equal(a.upper, b.upper)
+
+
+def test_the_reports_example_holds_only_the_steps_its_figure_draws(trace, tmp_path):
+    """The forecast figure draws a horizon either side of the example origin: that is what
+    is read for it, not the example layer's every step."""
+    from moetrace.report.figures import forecast_vs_actual
+
+    data = pipeline.backtest(trace, predictors=["naive"], horizons=[100, 200], n_origins=3,
+                             min_history=300, placement=None, run=Execution(Local(1)))
+    ex = data.result.example
+    assert data.example.steps[0] == ex.origin - 200 and data.example.steps[-1] == ex.origin + 200
+    whole = trace.loads(layers=[data.result.layers[ex.layer]])
+    old, new = forecast_vs_actual(data.result, whole), forecast_vs_actual(data.result, data.example)
+    for a, b in zip(old.axes, new.axes):
+        for x, y in zip(a.lines, b.lines):
+            assert np.array_equal(x.get_xydata(), y.get_xydata())
+
+
+def test_replay_forecasts_refit_one_object_and_feed_the_detector_once(trace, monkeypatch):
+    """A replay re-plans every interval, so its forecast estimates grow with the trace: auto
+    (a fit that is a function of the history alone) is one object refitted at each re-plan,
+    its online detector fed only the steps since the last, in blocks of bounded size, with
+    the estimates a fresh object gives (the feeding was quadratic in the steps, and one
+    block of a 100,000-step history took 2 GB)."""
+    from moetrace.placement.estimates import Estimates
+    from moetrace.predictors import PredictorOptions, make_predictor
+    from moetrace.predictors import auto
+    from moetrace.states.online import OnlineDetector
+
+    loads = trace.loads()
+    fed = []
+    update = OnlineDetector.update
+    monkeypatch.setattr(OnlineDetector, "update",
+                        lambda self, steps, counts: (fed.append(len(steps)),
+                                                     update(self, steps, counts))[1])
+    monkeypatch.setattr(auto, "DETECTOR_CELLS", 100 * trace.n_layers * trace.n_experts)
+    estimates = Estimates(loads, 200)
+    origins = [400, 600, 800, 1000, 1200, 1400]
+    got = [estimates.forecast_fit(t, "auto") for t in origins]
+    assert sum(fed) == loads.index(origins[-1]) and max(fed) == 100
+    for t, estimate in zip(origins, got):
+        model = make_predictor("auto", PredictorOptions(horizons=(200,)))
+        expected = model.fit(loads.upto(t)).forecast(200).mean(axis=1)
+        assert np.array_equal(estimate.shares, expected)
+        assert estimate.fallback == model.fallback
+        assert np.array_equal(estimate.uncertainty.lower, model.uncertainty(200).lower)
+
+
+@pytest.mark.slow
+def test_report_on_a_multi_node_ray_cluster_is_the_local_report(trace, tmp_path):
+    """A real Ray cluster of three nodes started here (the head, where the command runs,
+    with no CPUs for tasks, and two worker nodes of one CPU each, each with its own resource):
+    `moetrace report --backend ray --ray-address ADDRESS` through the entry point gives the
+    local backend's JSON, every validation range and chunk having run on the worker nodes; and
+    while that cluster runs, `--backend ray` without an address runs on a cluster of its own."""
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    args = ["--predictors", "naive,sw_avg,arima", *FAST_ARGS, "--json"]
+
+    def doc(result):
+        assert result.returncode == 0, result.stderr
+        d = json.loads(result.stdout)
+        for volatile in ("created", "timings"):
+            d.pop(volatile)
+        d["placement"].pop("seconds")
+        d["parameters"].pop("command")  # names the output directory, the one difference
+        return d
+
+    local = doc(run_cli("report", trace.path, "-o", str(tmp_path / "local"), "--workers", "1",
+                        *args))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        for node in ("node_a", "node_b"):
+            cluster.add_node(num_cpus=1, resources={node: 1})
+        cluster.wait_for_nodes()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MOETRACE_CHUNK_MEMORY", "1")  # every row group and layer a task
+            on_ray = doc(run_cli("report", trace.path, "-o", str(tmp_path / "ray"),
+                                 "--backend", "ray", "--ray-address", cluster.address, *args))
+            # Ray's own default joins the cluster a machine last started (as this one is);
+            # without --ray-address the command starts a cluster of its own, as it says
+            own = run_cli("analyze", trace.path, "--backend", "ray", "--workers", "1",
+                          "--json")
+    finally:
+        cluster.shutdown()
+    assert_same(on_ray, local)
+    assert own.returncode == 0, own.stderr
+    serial = run_cli("analyze", trace.path, "--workers", "1", "--json")
+    assert json.loads(own.stdout) == json.loads(serial.stdout)

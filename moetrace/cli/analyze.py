@@ -123,10 +123,11 @@ def analyze(trace: str, state_window: int | None, sensitivity: float, stable_rat
 
     check_outputs([(json_out, "file"), (out, "dir")], inputs=[trace], force=force)
     with progress_bar("analyzing layers", quiet=as_json) as progress:
-        data = pipeline.open_trace(trace)
+        run = execution(backend, workers, ray_address, progress)
+        data = pipeline.open_trace(trace, run)
         analysis = pipeline.analyze(data, window=state_window, sensitivity=sensitivity,
-                                    stable_ratio=stable_ratio, top_k=top_k,
-                                    run=execution(backend, workers, ray_address, progress))
+                                    stable_ratio=stable_ratio, top_k=top_k, run=run,
+                                    statistics=out is not None)
         if out is not None:
             write_out_dir(analysis, data, out, force=force, trace_label=trace)
     for note in analysis.notes:

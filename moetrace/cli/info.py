@@ -5,21 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from moetrace.cli.app import command, console
-from moetrace.cli.options import output_options, trace_argument
+from moetrace.cli.options import execution, execution_options, output_options, trace_argument
 from moetrace.cli.render import emit_json, plain, safe
 from moetrace.output import check_outputs
 
 
 @command()
 @trace_argument
+@execution_options
 @output_options
-def info(trace: str, as_json: bool, json_out, force: bool) -> None:
+def info(trace: str, backend, workers, ray_address, as_json: bool, json_out,
+         force: bool) -> None:
     """Describe a trace: layers, experts, steps and gaps, tokens per step, metadata."""
-    from moetrace.trace import read_trace
+    from moetrace import pipeline
     from moetrace.trace.summary import describe
 
     check_outputs([(json_out, "file")], inputs=[trace], force=force)
-    summary = describe(read_trace(trace))
+    summary = describe(pipeline.open_trace(trace, execution(backend, workers, ray_address)))
     emit_json(summary, to_stdout=as_json, path=json_out, inputs=[trace], force=force)
     if not as_json:
         render(summary)

@@ -63,11 +63,13 @@ output_options = group(
                  help="Replace existing outputs (a directory only if moetrace wrote it)."),
 )
 
-#: --backend / --workers / --ray-address: where chunks of layers are worked on
+#: --backend / --workers / --ray-address: where the validation's ranges of rows and the chunks
+#: of layers are worked on
 execution_options = group(
     click.option("--backend", metavar="local|ray",
-                 help="Where chunks of layers are worked on: local processes (default, or "
-                      "MOETRACE_BACKEND) or a Ray cluster (docs/scaling.md)."),
+                 help="Where the work runs (ranges of rows to validate, chunks of layers): "
+                      "local processes (default, or MOETRACE_BACKEND) or a Ray cluster "
+                      "(docs/scaling.md)."),
     click.option("--workers", type=int, metavar="N",
                  help="Local worker processes (default: the cores this command may use; with "
                       "--backend ray, a local cluster's CPUs)."),

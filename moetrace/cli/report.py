@@ -83,14 +83,15 @@ def report(trace: str, out: Path, horizon: str | None, predictors: str | None,
         "--train-trace": hyper.get("train_trace")})
     with progress_bar("report", quiet=as_json) as progress:
         progress(0, None, "reading and analyzing the trace")
-        data = pipeline.open_trace(trace)
+        run = execution(backend, workers, ray_address, progress)
+        data = pipeline.open_trace(trace, run)
         placement = None if no_placement else "default" if gpus is None and redundant is None \
             else _cluster(data.n_experts, gpus, redundant)
         computed = pipeline.backtest(
             data, predictors=predictors, horizons=steps, stride=stride, n_origins=origins,
             min_history=min_history, options=options, train=train, state_window=state_window,
             states=states, lookahead_radius=lookahead, placement=placement,
-            run=execution(backend, workers, ray_address, progress))
+            run=run)
         result = write_report(computed, out, inputs=inputs, force=force, command=command_line,
                               train_trace=hyper.get("train_trace"))
     for item in result.document["parameters"]["skipped"]:

@@ -30,7 +30,7 @@ import numpy as np
 from moetrace.defaults import LOOKAHEAD_RADIUS, SENSITIVITY, STABLE_RATIO
 from moetrace.errors import ParameterError
 from moetrace.pipeline import span
-from moetrace.pipeline.chunked import Chunked, Execution, layer_rows
+from moetrace.pipeline.chunked import Chunked, Execution, Units, layer_rows
 from moetrace.predictors.base import PredictorOptions, select_predictors
 from moetrace.scale import tasks
 from moetrace.trace.read import Trace, read_trace
@@ -46,9 +46,16 @@ REPORT_PREDICTORS = ("auto", "sw_avg", "arima", "lstm", "naive")
 PREDICT_PREDICTORS = ("auto",)
 
 
-def open_trace(trace: str | Path | Trace) -> Trace:
-    """The validated trace at ``trace`` (read once; a Trace is taken as it is)."""
-    return trace if isinstance(trace, Trace) else read_trace(trace)
+def open_trace(trace: str | Path | Trace, run: Execution = Execution()) -> Trace:
+    """The validated trace at ``trace`` (read once; a Trace is taken as it is). The
+    validation pass runs in ranges of row groups sized to the memory budget, on ``run``'s
+    executor when there are several."""
+    if isinstance(trace, Trace):
+        return trace
+    from moetrace.scale import make_executor, validation_rows
+
+    return read_trace(trace, executor=run.executor or make_executor(),
+                      range_rows=validation_rows(run.memory))
 
 
 def noise_top_k(trace: Trace, given: int | None = None) -> int:
@@ -72,18 +79,21 @@ def require_experts(trace: Trace, what: str) -> None:
 def analyze(trace: str | Path | Trace, *, window: int | None = None,
             sensitivity: float = SENSITIVITY, stable_ratio: float = STABLE_RATIO,
             top_k: int | None = None, run: Execution = Execution(),
-            option: str = "--state-window", command: str = "analyze"):
+            option: str = "--state-window", command: str = "analyze",
+            statistics: bool = True):
     """Segment every layer into transient and stable states (moetrace.states), a chunk of
-    layers at a time. ``window`` None: the default state window, shrunk for a short trace
-    (the analysis's ``notes`` say so)."""
+    layers at a time, joined as the chunks come. ``window`` None: the default state window,
+    shrunk for a short trace (the analysis's ``notes`` say so). ``statistics``: keep the
+    per-step and per-window statistics (what ``analyze --out`` writes; 12 floats per step
+    and layer, which nothing else needs)."""
     from moetrace.states.analysis import Analysis
 
-    trace = open_trace(trace)
+    trace = open_trace(trace, run)
     fitted = span.analysis(axis(trace), window, command=command, option=option)
     settings = tasks.AnalyzeSettings(fitted.state_window, sensitivity, stable_ratio,
-                                     noise_top_k(trace, top_k), option)
-    result = Analysis.merge(Chunked.of(trace, "analyze", run).run(
-        tasks.analyze_chunk, settings, per_layer=True))
+                                     noise_top_k(trace, top_k), option, statistics)
+    result = Analysis.merge(Chunked.of(trace, "analyze", run).stream(
+        tasks.analyze_chunk, settings, per_layer=True), n_layers=trace.n_layers)
     result.notes = list(fitted.notes)
     return result
 
@@ -98,7 +108,7 @@ def forecast(trace: str | Path | Trace, predictors: Sequence[str] | str | None =
     from moetrace.forecast import Forecasts
 
     selection = select_predictors(predictors, PREDICT_PREDICTORS)  # a bad name: before reading
-    trace = open_trace(trace)
+    trace = open_trace(trace, run)
     require_experts(trace, "forecast")
     span.forecasting(axis(trace), command="predict")
     settings = tasks.ForecastSettings(selection.names, HORIZON if horizon is None
@@ -127,7 +137,7 @@ class Backtested:
     lookahead_radius: int
     options: PredictorOptions
     skipped: tuple[tuple[str, str], ...]
-    example: Loads
+    example: Loads  # the example layer's steps its figure draws (a horizon either side)
     stride: int | None = None  # the origins as asked for: every ``stride`` steps,
     n_origins: int | None = None  # or this many (None: the default count)
     recommended: object | None = None  # the setting to pick on the replay's cluster
@@ -145,34 +155,83 @@ def backtest(trace: str | Path | Trace, *, predictors: Sequence[str] | str | Non
     policies on ``placement`` (a Cluster, ``"default"``: moetrace.placement.default_cluster,
     None: none): everything a report shows. Settings left at None take their defaults,
     shrunk to a short trace (moetrace.pipeline.span)."""
-    from moetrace.backtest import BacktestResult, choose_origins
+    from moetrace.backtest import choose_origins
     from moetrace.placement import Cluster
 
     selection = select_predictors(predictors, REPORT_PREDICTORS)
     if states not in ("hindsight", "online"):
         raise ParameterError(f"--states takes hindsight or online, got '{states}'")
     options = options or PredictorOptions()
-    trace = open_trace(trace)
+    trace = open_trace(trace, run)
     require_experts(trace, "forecast")
     if isinstance(placement, Cluster):
         placement.slots(trace.n_experts)  # a cluster that does not fit fails before the work
     fitted = span.backtest(axis(trace), horizons, min_history, state_window)
-    analysis = analyze(trace, window=fitted.state_window, run=run, command="a backtest")
+    analysis = analyze(trace, window=fitted.state_window, run=run, command="a backtest",
+                       statistics=False)
     labels = analysis.labels(states)
     origins = choose_origins(trace.steps, fitted.horizons, min_history=fitted.min_history,
                              stride=stride, n_origins=n_origins)
     settings = tasks.BacktestSettings(selection.names, fitted.horizons, origins,
                                       replace(options, horizons=fitted.horizons),
                                       lookahead_radius, fitted.min_history, train)
-    result = BacktestResult.merge(Chunked.of(trace, "backtest", run).run(
-        tasks.backtest_chunk, settings, layer_rows(labels), task="backtest: layer chunks"))
+    result = _backtest_chunks(Chunked.of(trace, "backtest", run), settings, labels)
     placed, note, recommended, why = _report_placement(trace, analysis, labels, placement,
                                                        fitted, result.predictors[0], run)
-    example = (trace.loads(layers=[result.layers[result.example.layer]])
-               if result.example is not None else axis(trace))
+    example = axis(trace) if result.example is None else trace.loads(
+        layers=[result.layers[result.example.layer]],  # the steps its figure draws
+        start=result.example.origin - len(result.example.steps),
+        stop=result.example.origin + len(result.example.steps))
     return Backtested(trace, analysis, result, analysis.floors(), placed, note, fitted,
                       states, lookahead_radius, options, selection.skipped, example, stride,
                       n_origins, recommended=recommended, recommend_note=why)
+
+
+def _backtest_chunks(chunked: Chunked, settings, labels: np.ndarray):
+    """The backtest of every layer chunk, each split into units smaller than a chunk where
+    the chunks alone are too few to keep every worker busy (:func:`backtest_units`), the
+    units of a chunk joined (``BacktestResult.join``), the chunks merged. A split whose unit
+    cannot stand alone (every predictor in it unfitted at every one of its origins) is run
+    again unsplit, so that the result is the whole-trace one whatever the split."""
+    from moetrace.backtest import BacktestResult
+
+    units = backtest_units(settings, len(chunked.chunks), chunked.width)
+    run = lambda units: chunked.run(tasks.backtest_chunk, units,  # noqa: E731
+                                    layer_rows(labels), task="backtest: layer chunks")
+    if len(units) == 1:
+        return BacktestResult.merge(run(units[0]))
+    try:
+        parts = run(units)
+    except ParameterError:
+        return BacktestResult.merge(run(settings))
+    return BacktestResult.merge([BacktestResult.join(chunk, settings.predictors)
+                                 for chunk in parts])
+
+
+def backtest_units(settings, n_chunks: int, width: int) -> Units:
+    """The backtest of one layer chunk as units of work, when ``n_chunks`` chunks give
+    fewer than two tasks per worker of ``width``: each predictor that builds on its earlier
+    fits (``stateful``: arima's and the lstm's refit schedules) alone over every origin, the
+    others together over runs of consecutive origins (as many runs as bring the tasks to two
+    per worker), the look-ahead bound with them. Every unit's result is what the whole
+    backtest gives for its predictors at its origins (tests/test_scale.py). One chunk runs
+    as one unit, here, as it always did."""
+    from moetrace.predictors.base import make_predictor
+
+    if n_chunks == 1 or n_chunks >= 2 * width:
+        return Units([settings])
+    stateful = [name for name in settings.predictors if getattr(
+        make_predictor(name, settings.options, train=settings.train), "stateful", True)]
+    pure = tuple(name for name in settings.predictors if name not in stateful)
+    ranges = 1 if not pure else min(len(settings.origins), max(
+        1, -(-2 * width // n_chunks) - len(stateful)))
+    units = Units()
+    for i, name in enumerate(stateful):
+        units.append(replace(settings, predictors=(name,), lookahead_radius=(
+            settings.lookahead_radius if i == 0 and not pure else None)))
+    for origins in np.array_split(settings.origins, ranges) if pure else ():
+        units.append(replace(settings, predictors=pure, origins=origins))
+    return units
 
 
 def _report_placement(trace: Trace, analysis, labels: np.ndarray, placement,
@@ -254,7 +313,7 @@ def replay(trace: str | Path | Trace, cluster, policies: Sequence[str] | None = 
     ``bytes_per_param`` set its expert size (default: the trace's model where known)."""
     from moetrace.placement import DEFAULT_POLICIES, make_policies
 
-    trace = open_trace(trace)
+    trace = open_trace(trace, run)
     require_experts(trace, "place")
     cluster.slots(trace.n_experts)  # a cluster that does not fit fails before any work
     fitted = span.replay(axis(trace), replan_interval, load_window, state_window)
@@ -264,7 +323,7 @@ def replay(trace: str | Path | Trace, cluster, policies: Sequence[str] | None = 
     model = time_model_for(trace, time_model, expert_params=expert_params,
                            bytes_per_param=bytes_per_param)
     analysis = analyze(trace, window=fitted.state_window, run=run,
-                       command="a placement replay")
+                       command="a placement replay", statistics=False)
     result = _replay(trace, cluster, made, analysis, analysis.stable,
                      replan_interval=fitted.replan_interval, load_window=fitted.load_window,
                      start=start, time_model=model, run=run)
@@ -321,7 +380,7 @@ def plan(trace: str | Path | Trace, cluster, *, estimate: str = "forecast",
     from moetrace.defaults import LOAD_WINDOW, REPLAN_INTERVAL
     from moetrace.placement.plan import PlacementPlan
 
-    trace = open_trace(trace)
+    trace = open_trace(trace, run)
     require_experts(trace, "place")
     cluster.slots(trace.n_experts)
     if estimate == "forecast":

@@ -9,14 +9,14 @@ whole loads would.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from moetrace.progress import Progress, offset
 from moetrace.scale.chunks import layer_chunks
-from moetrace.scale.executor import Executor, Local, make_executor
+from moetrace.scale.executor import Executor, Local, executor_width, make_executor
 from moetrace.trace.read import Trace
 
 
@@ -46,28 +46,51 @@ class Chunked:
         return cls(trace, chunks, run.executor or make_executor(), run.progress)
 
     @property
-    def in_process(self) -> bool:
-        """Tasks run here, one after another: a progress callback may go into them."""
-        return len(self.chunks) == 1 or (isinstance(self.executor, Local)
-                                         and self.executor.workers <= 1)
+    def width(self) -> int:
+        """Tasks the executor runs at once."""
+        return executor_width(self.executor)
+
+    def in_process(self, tasks: int) -> bool:
+        """``tasks`` tasks run here, one after another: a progress callback may go into them."""
+        return tasks == 1 or (isinstance(self.executor, Local) and self.executor.workers <= 1)
 
     def run(self, fn: Callable, settings, rows: Callable[[list[int]], tuple] = lambda c: (),
             task: str = "layer chunks", per_layer: bool = False) -> list:
         """``fn(handle, chunk, settings, *rows(chunk)[, progress])`` for every chunk, in
         order. In this process each task gets the progress callback (``per_layer``: offset
-        by the layers of the chunks before it); elsewhere the executor reports chunks done."""
+        by the layers of the chunks before it); elsewhere the executor reports chunks done.
+        ``settings`` a list (:class:`Units`): a task for every chunk and each of them, the
+        results grouped by chunk."""
+        results = list(self.stream(fn, settings, rows, task, per_layer))
+        if not isinstance(settings, Units):
+            return results
+        n = len(settings)
+        return [results[i:i + n] for i in range(0, len(results), n)]
+
+    def stream(self, fn: Callable, settings, rows: Callable[[list[int]], tuple] = lambda c: (),
+               task: str = "layer chunks", per_layer: bool = False) -> Iterator:
+        """:meth:`run`'s results one at a time, in chunk order, for a merge that fills its
+        arrays as they come (one chunk's result held at a time, not all of them)."""
         handle = self.trace.handle()
+        units = settings if isinstance(settings, Units) else [settings]
+        here = self.in_process(len(self.chunks) * len(units))
         work = []
         for chunk in self.chunks:
-            args = (handle, chunk, settings, *rows(chunk))
-            if self.in_process and self.progress is not None:
-                args += (offset(self.progress, chunk[0], self.trace.n_layers)
-                         if per_layer else self.progress,)
-            work.append(args)
+            for unit in units:
+                args = (handle, chunk, unit, *rows(chunk))
+                if here and self.progress is not None:
+                    args += (offset(self.progress, chunk[0], self.trace.n_layers)
+                             if per_layer else self.progress,)
+                work.append(args)
         done = None
-        if not self.in_process and self.progress is not None:
+        if not here and self.progress is not None:
             done = lambda finished, total: self.progress(finished, total, task)  # noqa: E731
-        return self.executor.map(fn, work, done=done)
+        return self.executor.imap(fn, work, done=done)
+
+
+class Units(list):
+    """Settings of several tasks per layer chunk (units of work smaller than a chunk: a
+    predictor, a run of origins), for :meth:`Chunked.run`."""
 
 
 def layer_rows(*labels: np.ndarray | None) -> Callable[[list[int]], tuple]:

@@ -80,6 +80,10 @@ class Estimates:
     #: one line per forecast that fell back to the window (see the module docstring)
     notes: list[str] = field(default_factory=list)
     _cache: dict = field(default_factory=dict, repr=False)
+    #: predictor name -> the object refitted at each step, for a predictor whose fit is a
+    #: function of the history alone (``stateful`` False: auto's online detector is then fed
+    #: only the steps since its last fit, not the whole history at every re-plan)
+    _models: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.replan_interval < 1:
@@ -166,7 +170,10 @@ class Estimates:
         if self.progress is not None:
             self.progress(f"{predictor} @ step {t}")
         horizon = self.replan_interval
-        model = make_predictor(predictor, PredictorOptions(horizons=(horizon,)))
+        model = self._models.get(predictor) or make_predictor(
+            predictor, PredictorOptions(horizons=(horizon,)))
+        if not getattr(model, "stateful", True):
+            self._models[predictor] = model
         try:
             shares = model.fit(self.loads.upto(t)).forecast(horizon).mean(axis=1)
         except ParameterError as exc:

@@ -50,6 +50,9 @@ TRANSIENT_WINDOWS: tuple[int, ...] = ()
 LEVEL = 0.8
 #: inner origins (the most recent ones) the intervals and the expected error come from
 CALIBRATION_ORIGINS = 4
+#: (steps x layers x experts) the online detector is fed at a time: its windows of one block
+#: take about 100 bytes a cell, so a history of 100,000 steps is not one 2 GB block
+DETECTOR_CELLS = 1 << 20
 
 
 def window_rule(window_b: int, start: np.ndarray | None) -> Rule:
@@ -74,6 +77,9 @@ class AutoPredictor(BucketPredictor):
     transient, long window means."""
 
     name = "auto"
+    #: each fit is a function of the history alone (the online detector, fed incrementally,
+    #: labels as a fresh one fed the whole history does)
+    stateful = False
     default_bucket = DEFAULT_BUCKET
     min_buckets = 2
 
@@ -92,8 +98,10 @@ class AutoPredictor(BucketPredictor):
             new = slice(0, history.n_steps)
         else:
             new = slice(history.n_steps - grown, history.n_steps)
-        if new.stop > new.start:
-            self._detector.update(history.steps[new], history.counts[:, new])
+        block = max(1, DETECTOR_CELLS // max(1, history.n_layers * history.n_experts))
+        for i in range(new.start, new.stop, block):  # blocks: memory bounded, labels alike
+            j = min(new.stop, i + block)
+            self._detector.update(history.steps[i:j], history.counts[:, i:j])
         self._seen = HistoryMark.of(history)
         return [layer.stable_from for layer in self._detector.layers]
 

@@ -125,6 +125,7 @@ class DriftPredictor(BucketPredictor):
     """Window mean plus a damped, shrunk trend; shrink and damping chosen per layer."""
 
     name = "drift"
+    stateful = False  # each fit is a function of the history alone
     default_bucket = DEFAULT_BUCKET
     min_buckets = 2
 

@@ -20,6 +20,7 @@ class NaivePredictor(BucketPredictor):
     """Repeat the last observed share; ``bucket`` > 1 repeats the mean of the last b steps."""
 
     name = "naive"
+    stateful = False  # each fit is a function of the history alone
     default_bucket = 1
 
     def _fit(self, buckets: np.ndarray, history) -> None:

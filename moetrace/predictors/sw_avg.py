@@ -37,6 +37,7 @@ class SlidingWindowAveragePredictor(BucketPredictor):
     """Mean of the last ``window`` steps (default 1,000), slid forward recursively."""
 
     name = "sw_avg"
+    stateful = False  # each fit is a function of the history alone
     default_bucket = 1
 
     def __init__(self, options=None, **inputs):

@@ -67,6 +67,12 @@ class BucketPredictor:
 
     name = "?"
     default_bucket = 1
+    #: whether a fit may build on the fits before it (a refit schedule, as arima's and the
+    #: lstm's), so that a fresh object at a later origin could forecast otherwise; a report's
+    #: backtest runs a predictor's origins as separate tasks only where this is False
+    #: (moetrace.pipeline): a predictor says False only if its fit is a function of the
+    #: history alone
+    stateful = True
     min_buckets = 1  # fewest complete buckets of history the predictor can work with
 
     def __init__(self, options: PredictorOptions | None = None, *, train: Loads | None = None,

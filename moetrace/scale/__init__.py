@@ -9,7 +9,8 @@ or a Ray cluster (moetrace.pipeline runs the chunks and joins them). See docs/sc
   reads only its layers' bytes.
 """
 
-from moetrace.scale.chunks import layer_chunks
+from moetrace.scale.chunks import layer_chunks, validation_rows
 from moetrace.scale.executor import BACKENDS, Local, Ray, make_executor
 
-__all__ = ["BACKENDS", "Local", "Ray", "layer_chunks", "make_executor"]
+__all__ = ["BACKENDS", "Local", "Ray", "layer_chunks", "make_executor",
+           "validation_rows"]

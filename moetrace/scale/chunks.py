@@ -15,9 +15,15 @@ from moetrace.errors import ParameterError
 #: or with a k, M or G suffix)
 DEFAULT_BUDGET = 1 << 30
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-#: bytes each (layer, step, expert) cell costs at peak, per kind of work (measured: dense
-#: counts, shares and the temporaries of the statistics, predictors or replay)
-BYTES_PER_CELL = {"analyze": 40, "backtest": 96, "replay": 48, "forecast": 64}
+#: bytes each (layer, step, expert) cell costs at peak, per kind of work, over a worker's own
+#: ~0.3 GB (measured on one 100,000-step DeepSeek-V3 layer, docs/scaling.md: the analysis
+#: holds int32 counts and one step range of floats; a backtest of the report's five
+#: predictors 36; a replay, its shares cached, 16)
+BYTES_PER_CELL = {"analyze": 8, "backtest": 48, "replay": 24, "forecast": 64}
+#: bytes of the budget one row of a validation range stands for: a range of 1 GiB / 32 = 32M
+#: rows is a few seconds of work, so the ranges of a large trace keep every worker busy while a
+#: trace of a few million rows stays one range, validated in the command's own process
+BYTES_PER_VALIDATED_ROW = 32
 
 
 def budget() -> int:
@@ -43,3 +49,8 @@ def layer_chunks(n_layers: int, n_steps: int, n_experts: int, work: str,
     per_layer = max(1, n_steps * n_experts * BYTES_PER_CELL[work])
     size = max(1, min(n_layers, (memory or budget()) // per_layer))
     return [list(range(i, min(n_layers, i + size))) for i in range(0, n_layers, size)]
+
+
+def validation_rows(memory: int | None = None) -> int:
+    """Rows per range of the validation pass (moetrace.trace.validate) for the budget."""
+    return max(1, (memory or budget()) // BYTES_PER_VALIDATED_ROW)

@@ -19,8 +19,8 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, Protocol
@@ -92,6 +92,12 @@ class Executor(Protocol):
         ``done(finished, total)`` after each task finishes."""
         ...
 
+    def imap(self, fn: Callable[..., Any], tasks: Sequence[tuple],
+             done: Callable[[int, int], None] | None = None) -> Iterator[Any]:
+        """The results of :meth:`map` one at a time, in task order, each let go of here once
+        it is handed over (so a caller that merges them as they come holds one at a time)."""
+        ...
+
 
 @dataclass
 class Local:
@@ -102,26 +108,38 @@ class Local:
     name: str = "local"
 
     def map(self, fn, tasks, done=None):
+        return list(self.imap(fn, tasks, done))
+
+    def imap(self, fn, tasks, done=None):
         if self.workers <= 1 or len(tasks) <= 1:
-            results = []
-            for task in tasks:
-                results.append(fn(*task))
+            for finished, task in enumerate(tasks, start=1):
+                result = fn(*task)
                 if done is not None:
-                    done(len(results), len(tasks))
-            return results
+                    done(finished, len(tasks))
+                yield result
+            return
         workers = min(self.workers, len(tasks))
         cores = max(1, machine_cores() // workers)
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                    initializer=_start_worker,
                                    initargs=(cores, os.getpid(), list(warnings.filters)))
+        futures = [pool.submit(fn, *task) for task in tasks]
+        pending, finished = set(futures), 0
         try:
-            futures = [pool.submit(fn, *task) for task in tasks]
-            for finished, future in enumerate(as_completed(futures), start=1):
-                future.result()  # a task's error: raised once the running tasks end,
-                if done is not None:
-                    done(finished, len(tasks))
-            return [f.result() for f in futures]
-        finally:                # and the tasks not yet started never run
+            for i in range(len(futures)):
+                while futures[i] in pending:
+                    ready, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in ready:
+                        if future.exception() is not None:  # raised once the running
+                            for other in pending:           # tasks end; the tasks not
+                                other.cancel()              # yet started never run
+                            future.result()
+                        finished += 1
+                        if done is not None:
+                            done(finished, len(tasks))
+                result, futures[i] = futures[i].result(), None
+                yield result
+        finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -135,14 +153,31 @@ class Ray:
     name: str = "ray"
 
     def map(self, fn, tasks, done=None):
+        return list(self.imap(fn, tasks, done))
+
+    def width(self) -> int:
+        """The CPUs tasks may use: a local cluster's, else the cluster's at ``address``."""
+        if self.workers or not self.address:
+            return self.workers or machine_cores()
+        import ray
+
+        if ray.is_initialized():
+            return max(1, int(ray.cluster_resources().get("CPU", 1)))
+        ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+        try:
+            return max(1, int(ray.cluster_resources().get("CPU", 1)))
+        finally:
+            ray.shutdown()
+
+    def imap(self, fn, tasks, done=None):
         try:
             import ray
         except ImportError:
             raise MissingExtraError("ray", "ray", "--backend ray") from None
         started = not ray.is_initialized()
         if started:
-            # "local": a new instance even where a `ray start` cluster runs on this machine,
-            # which Ray would otherwise join without being asked
+            # "local": a cluster of its own, where Ray's default (None) would join the
+            # cluster this machine last started (`ray start`) or RAY_ADDRESS names
             options = {"address": self.address} if self.address else {
                 "address": "local", "num_cpus": self.workers or machine_cores(),
                 "include_dashboard": False}
@@ -157,10 +192,20 @@ class Ray:
                 finished += len(ready)
                 if done is not None:
                     done(finished, len(tasks))
-            return ray.get(refs)
+            for i in range(len(refs)):
+                result, refs[i] = ray.get(refs[i]), None
+                yield result
         finally:
             if started:
                 ray.shutdown()
+
+
+def executor_width(executor) -> int:
+    """Tasks ``executor`` runs at once: a local pool's workers; a Ray cluster's CPUs (those
+    it was started with, else those of the cluster at its address)."""
+    if isinstance(executor, Ray):
+        return executor.width()
+    return max(1, int(getattr(executor, "workers", 1) or 1))
 
 
 def make_executor(backend: str | None = None, workers: int | None = None,

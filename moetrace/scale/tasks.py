@@ -29,6 +29,7 @@ class AnalyzeSettings:
     stable_ratio: float
     top_k: int
     option: str = "--state-window"  # names the window in error messages
+    statistics: bool = True  # keep the per-step and per-window statistics (analyze --out)
 
 
 @dataclass(frozen=True)
@@ -104,18 +105,41 @@ def analyze_chunk(handle: TraceHandle, layers: list[int], settings: AnalyzeSetti
 
     return analyze_loads(handle.open().loads(layers=layers), window=settings.window,
                          sensitivity=settings.sensitivity, stable_ratio=settings.stable_ratio,
-                         top_k=settings.top_k, option=settings.option, progress=progress)
+                         top_k=settings.top_k, option=settings.option, progress=progress,
+                         statistics=settings.statistics)
 
 
 def backtest_chunk(handle: TraceHandle, layers: list[int], settings: BacktestSettings,
                    stable: np.ndarray | None, progress: Progress | None = None):
+    """The backtest of ``settings``' predictors at its origins (all of the report's, or a
+    run of them) on the chunk's layers. Only the steps they reach are read: the histories,
+    the longest horizon after the last origin, and the look-ahead bound's rows past it."""
     from moetrace.backtest import backtest
 
-    return backtest(handle.open().loads(layers=layers), list(settings.predictors),
-                    settings.horizons, options=settings.options, stable=stable,
-                    origins=settings.origins, min_history=settings.min_history,
+    trace = handle.open()
+    stop = _last_row_needed(trace, settings)
+    loads = trace.loads(layers=layers, stop=None if stop is None else int(trace.steps[stop]))
+    if stop is not None:  # the trace's sampling interval, not that of the steps read
+        loads.__dict__["interval"] = trace.interval
+        stable = None if stable is None else stable[:, :loads.n_steps]
+    return backtest(loads, list(settings.predictors), settings.horizons,
+                    options=settings.options, stable=stable, origins=settings.origins,
+                    min_history=settings.min_history,
                     lookahead_radius=settings.lookahead_radius,
                     train=_train(settings.train, layers), progress=progress)
+
+
+def _last_row_needed(trace, settings: BacktestSettings) -> int | None:
+    """The last row a backtest at ``settings.origins`` reads (None: the trace's last): one
+    past the longest horizon after the last origin, and the look-ahead bound's radius past
+    that, so that every horizon fits and every bound is what the whole trace gives."""
+    axis = Loads.axis(trace.steps)
+    axis.__dict__["interval"] = trace.interval
+    end = axis.index(int(settings.origins[-1]) + max(settings.horizons))
+    radius = 0 if settings.lookahead_radius is None else \
+        axis.samples(settings.lookahead_radius)
+    row = end + radius + 1
+    return row if row < trace.n_steps - 1 else None
 
 
 def replay_chunk(handle: TraceHandle, layers: list[int], settings: ReplaySettings,
@@ -123,7 +147,12 @@ def replay_chunk(handle: TraceHandle, layers: list[int], settings: ReplaySetting
                  progress: Progress | None = None):
     from moetrace.placement import replay
 
-    return replay(handle.open().loads(layers=layers), settings.cluster,
+    loads = handle.open().loads(layers=layers)
+    # the shares once, here: every forecast estimate's history (a prefix of these loads) then
+    # slices them, rather than dividing its whole history again at each re-plan (quadratic
+    # in the steps: re-plans grow with the trace, and so do their histories)
+    _ = loads.shares
+    return replay(loads, settings.cluster,
                   list(settings.policies), interval=settings.replan_interval,
                   start=settings.start, window=settings.load_window, stable=stable,
                   online_stable=online_stable, time_model=settings.time_model,

@@ -1,13 +1,15 @@
 """`analyze_loads`: per layer, the fluctuation statistics, noise floor and transient/stable states.
 
-One layer is processed at a time, so beyond the trace's counts only a few (steps x experts)
-float arrays are alive at once. See docs/analysis.md for the method and its parameters.
+One layer is processed at a time, and within it one step range at a time (with the overlap
+its windows need: moetrace.states.stats.step_ranges), so beyond the trace's counts only a few
+float arrays of one range are alive at once, and the time is linear in the steps. See
+docs/analysis.md for the method and its parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -90,28 +92,51 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def merge(cls, parts: list["Analysis"]) -> "Analysis":
+    def merge(cls, parts: Iterable["Analysis"], n_layers: int | None = None) -> "Analysis":
         """One analysis of every layer from analyses of chunks of layers (same steps and
-        settings, in layer order): per-layer results are joined, the model's segments are
+        settings, in layer order): per-layer results are copied into arrays of all
+        ``n_layers`` layers (default: the parts' own, all held at once) made once, as the
+        parts come (an iterator of them is consumed one at a time); the model's segments are
         found again from all layers' labels."""
-        if len(parts) == 1:
-            return parts[0]
-        first = parts[0]
-        stable = np.concatenate([p.stable for p in parts])
-        segments = segments_from_labels(stable.all(axis=0), first.steps)
-        online = (None if any(p.online_stable is None for p in parts)
-                  else np.concatenate([p.online_stable for p in parts]))
-        return cls(
-            steps=first.steps, layers=[la for p in parts for la in p.layers], stable=stable,
-            model_stable_from=stable_from(segments), model_segments=segments,
-            window=first.window, sensitivity=first.sensitivity,
-            stable_ratio=first.stable_ratio, top_k=first.top_k,
-            window_steps=first.window_steps, interval=first.interval,
-            window_stats={k: np.concatenate([p.window_stats[k] for p in parts])
-                          for k in first.window_stats},
-            step_stats={k: np.concatenate([p.step_stats[k] for p in parts])
-                        for k in first.step_stats},
-            online_stable=online)
+        parts = iter(parts)
+        part = next(parts)
+        if n_layers is None:
+            rest = list(parts)
+            n_layers = len(part.layers) + sum(len(p.layers) for p in rest)
+            parts = iter(rest)
+        if n_layers == len(part.layers):
+            return part
+        head = replace(part, layers=[], stable=part.stable[:0], window_stats={}, step_stats={},
+                       online_stable=None)  # the settings and steps, none of the arrays
+        stable = np.empty((n_layers,) + part.stable.shape[1:], dtype=bool)
+        online = None if part.online_stable is None else np.empty_like(stable)
+        window_stats = {k: np.empty((n_layers,) + v.shape[1:], dtype=v.dtype)
+                        for k, v in part.window_stats.items()}
+        step_stats = {k: np.empty((n_layers,) + v.shape[1:], dtype=v.dtype)
+                      for k, v in part.step_stats.items()}
+        layers, at = [], 0
+        while part is not None:
+            rows = slice(at, at + len(part.layers))
+            stable[rows] = part.stable
+            if online is not None and part.online_stable is None:
+                online = None
+            elif online is not None:
+                online[rows] = part.online_stable
+            for name, array in window_stats.items():
+                array[rows] = part.window_stats[name]
+            for name, array in step_stats.items():
+                array[rows] = part.step_stats[name]
+            layers += part.layers
+            at = rows.stop
+            part = None  # let go of this chunk before the next is asked for
+            part = next(parts, None)
+        if at != n_layers:
+            raise ValueError(f"Analysis.merge: the parts hold {at} layers, not {n_layers}")
+        segments = segments_from_labels(stable.all(axis=0), head.steps)
+        return replace(head, layers=layers, stable=stable,
+                       model_stable_from=stable_from(segments), model_segments=segments,
+                       window_stats=window_stats, step_stats=step_stats,
+                       online_stable=online, notes=[])
 
     def floors(self) -> dict[str, np.ndarray]:
         """State (transient, stable, all) -> (L,) the per-step error-rate noise floor of each
@@ -182,41 +207,49 @@ def analyze_loads(loads: Loads, *, window: int = DEFAULT_WINDOW,
                   sensitivity: float = DEFAULT_SENSITIVITY,
                   stable_ratio: float = DEFAULT_STABLE_RATIO, top_k: int = 1,
                   progress: Progress | None = None,
-                  option: str = "--state-window") -> Analysis:
+                  option: str = "--state-window", statistics: bool = True) -> Analysis:
     """Segment every layer of ``loads`` into transient and stable states and measure each.
 
     ``window`` is in training steps (it holds ``loads.samples(window)`` rows of a sampled
     trace). ``progress(done, total, task)`` is called after each layer; ``option`` names the
-    window's option in error messages.
+    window's option in error messages. ``statistics``: keep the per-step and per-window
+    statistics (``Analysis.step_stats``, ``window_stats``: what ``analyze --out`` writes);
+    without them the analysis of a long trace is a few bits per step and layer.
+
+    Each layer's statistics are computed a step range at a time (stats.step_ranges), from
+    its counts: beyond them, no array of the layer's whole steps x experts is ever made.
     """
-    n_layers, n_steps, _ = loads.counts.shape
+    n_layers, n_steps, n_experts = loads.counts.shape
     w = check_parameters(loads, window, sensitivity, stable_ratio, top_k, option)
     stride = max(1, w // 4)
     starts = np.arange(0, n_steps - w + 1)
     centres = starts + w // 2
     picked = np.unique(np.append(np.arange(0, len(starts), stride), len(starts) - 1))
     stable = np.zeros((n_layers, n_steps), dtype=bool)
-    window_stats = {k: np.empty((n_layers, len(starts))) for k in WINDOW_STATS}
-    step_stats = {k: np.empty((n_layers, n_steps)) for k in STEP_STATS}
+    window_stats = {k: np.empty((n_layers, len(starts))) for k in WINDOW_STATS} \
+        if statistics else {}
+    step_stats = {k: np.empty((n_layers, n_steps)) for k in STEP_STATS} if statistics else {}
     layers = []
     for i in range(n_layers):
-        counts = loads.counts[i]
-        if (counts.sum(axis=1) == 0).any():
-            step = int(loads.steps[int(np.argmax(counts.sum(axis=1) == 0))])
+        counts, totals = loads.counts[i], loads.totals[i]
+        if (totals == 0).any():
+            step = int(loads.steps[int(np.argmax(totals == 0))])
             raise ParameterError(f"layer {loads.layers[i]} routes no tokens at step {step}")
-        scale, half_sq = _layer_statistics(counts, w, top_k, stable_ratio, window_stats,
-                                           step_stats, i)
-        point_stable = stable_points(window_stats["excess"][i, picked],
-                                     lag=-(-w // stride), sensitivity=sensitivity,
-                                     stable_ratio=stable_ratio)
+        own = _layer_statistics(counts, totals, w, top_k, stable_ratio)
+        point_stable = stable_points(own.window["excess"][picked], lag=-(-w // stride),
+                                     sensitivity=sensitivity, stable_ratio=stable_ratio)
         stable[i] = step_labels(point_stable, starts[picked], w, n_steps)
-        layers.append(_summarize_layer(loads, i, stable[i], stable[i, centres], half_sq,
-                                       window_stats, step_stats, scale, window))
-        del half_sq
+        layers.append(_summarize_layer(loads, i, stable[i], stable[i, centres], own, window,
+                                       w))
+        for name in window_stats:
+            window_stats[name][i] = own.window[name]
+        for name in step_stats:
+            step_stats[name][i] = own.step[name]
         if progress is not None:
             progress(i + 1, n_layers, "analyzing layers")
     model_segments = segments_from_labels(stable.all(axis=0), loads.steps)
-    online = online_states(loads, window=window, top_k=top_k, stable_ratio=stable_ratio)
+    online = online_states(loads, window=window, top_k=top_k, stable_ratio=stable_ratio,
+                           chunk=max(1, stats.RANGE_CELLS // (2 * max(1, n_layers * n_experts))))
     for i, la in enumerate(layers):
         la.online_stable_from, la.online_detected_at = online.stable_from[i], \
             online.detected_at[i]
@@ -230,72 +263,128 @@ def analyze_loads(loads: Loads, *, window: int = DEFAULT_WINDOW,
         online_stable=online.stable)
 
 
-def _layer_statistics(counts: np.ndarray, w: int, top_k: int, stable_ratio: float,
-                      window_stats: dict, step_stats: dict, i: int) -> tuple[float, np.ndarray]:
-    """Fill row ``i`` of the window and step statistics.
+@dataclass
+class _LayerStatistics:
+    """One layer's per-step and per-window statistics (:data:`STEP_STATS`,
+    :data:`WINDOW_STATS`), its noise scale, and each expert's half squared successive
+    differences summed over all the layer's pairs of steps (the empirical floor's)."""
 
-    Returns the layer's noise scale and the half squared successive differences of its shares
-    (T-1, E), which the empirical noise floor needs once the states are known.
+    step: dict[str, np.ndarray]
+    window: dict[str, np.ndarray]
+    scale: float
+    half_sq_sums: np.ndarray
+
+
+def _range_shares(counts: np.ndarray, totals: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """(hi - lo, E) float64 shares of rows ``lo .. hi-1``."""
+    return counts[lo:hi] / totals[lo:hi, None].astype(np.float64)
+
+
+def _layer_statistics(counts: np.ndarray, totals: np.ndarray, w: int, top_k: int,
+                      stable_ratio: float) -> _LayerStatistics:
+    """The window and step statistics of one layer's (T, E) ``counts``, a step range at a
+    time: each range's shares are made with the ``w`` rows on either side its windows reach,
+    and every per-range result is written into the layer's preallocated (T,) or (W,) arrays.
 
     ``excess`` is log(window variance / noise variance), where the noise variance is the
     multinomial one times the layer's noise scale (:func:`moetrace.states.noise.noise_scale`),
     so routing noisier than independent sampling does not read as fluctuation.
     """
-    totals = counts.sum(axis=1)
-    shares = counts / totals[:, None].astype(np.float64)
-    for name, value in stats.step_imbalance(shares).items():
-        step_stats[name][i] = value
-    # the underlying shares the sampling noise is around: the window's mean (a step's own
-    # shares are that plus the noise; with a few tokens per step they are 0 or 1)
-    underlying = stats.centred_mean(shares, w)
-    sampling = noise.multinomial_share_var(underlying, totals, top_k)
+    n, n_experts = counts.shape
+    n_windows = n - w + 1
+    step = {k: np.empty(n) for k in STEP_STATS}
+    window = {k: np.empty(n_windows) for k in WINDOW_STATS}
+    sampling = np.empty(n)  # mean multinomial share variance over experts, per step
+    half_sq_mean = np.empty(n - 1)  # mean half squared change over experts, per pair of steps
+    half_sq_sums = np.zeros(n_experts)
+    for a, b in stats.step_ranges(n, n_experts, w):
+        lo, hi = max(0, a - w), min(n, b + w)
+        shares = _range_shares(counts, totals, lo, hi)
+        for name, value in stats.step_imbalance(shares[a - lo:b - lo]).items():
+            step[name][a:b] = value
+        # the underlying shares the sampling noise is around: the window's mean (a step's own
+        # shares are that plus the noise; with a few tokens per step they are 0 or 1)
+        underlying = stats.centred_mean(shares, w, slice(a, b), first=lo, length=n)
+        sampling[a:b] = noise.multinomial_share_var(underlying, totals[a:b], top_k).mean(axis=1)
+        step["noise_floor"][a:b] = noise.multinomial_floor(underlying, totals[a:b], top_k)
+        del underlying
+        last = min(b, n_windows)  # windows a .. last-1 start in this range
+        if a < last:
+            rows = shares[a - lo:last + w - 1 - lo]
+            var = stats.windowed_variance(rows, w)
+            window["var_mean"][a:last] = var.mean(axis=1)
+            window["var_max"][a:last] = var.max(axis=1)
+            window["std_mean"][a:last] = np.sqrt(var, out=var).mean(axis=1)
+            del var
+            rng = stats.windowed_range(rows, w)
+            window["range_mean"][a:last] = rng.mean(axis=1)
+            window["range_max"][a:last] = rng.max(axis=1)
+            del rng
+        pairs = min(b, n - 1)  # pairs (t, t+1) for t in a .. pairs-1
+        if a < pairs:
+            half_sq = noise.successive_half_sq_diff(shares[a - lo:pairs + 1 - lo])
+            half_sq_mean[a:pairs] = half_sq.mean(axis=1)
+            half_sq_sums += half_sq.sum(axis=0)
+            del half_sq
+        del shares
     # floored so a layer that sends every token to one expert (no sampling noise) still divides
-    noise_var = np.maximum(stats.moving_mean(sampling.mean(axis=1), w), _TINY)
-    del sampling
-    step_stats["noise_floor"][i] = noise.multinomial_floor(underlying, totals, top_k)
-    del underlying
-    var = stats.windowed_variance(shares, w)
-    window_stats["var_mean"][i] = var.mean(axis=1)
-    window_stats["var_max"][i] = var.max(axis=1)
-    window_stats["std_mean"][i] = np.sqrt(var, out=var).mean(axis=1)
-    del var
-    rng = stats.windowed_range(shares, w)
-    window_stats["range_mean"][i] = rng.mean(axis=1)
-    window_stats["range_max"][i] = rng.max(axis=1)
-    del rng
-    half_sq = noise.successive_half_sq_diff(shares)
-    del shares
-    steady = stats.moving_mean(half_sq.mean(axis=1), w - 1)
-    fluct = window_stats["var_mean"][i]
+    noise_var = np.maximum(stats.moving_mean(sampling, w), _TINY)
+    steady = stats.moving_mean(half_sq_mean, w - 1)
+    fluct = window["var_mean"]
     scale = noise.noise_scale(fluct, steady, noise_var, stable_ratio)
-    window_stats["noise_var"][i] = scale * noise_var
-    window_stats["excess"][i] = np.log(np.maximum(fluct, _TINY) / (scale * noise_var))
-    return scale, half_sq
+    window["noise_var"] = scale * noise_var
+    window["excess"] = np.log(np.maximum(fluct, _TINY) / (scale * noise_var))
+    return _LayerStatistics(step, window, scale, half_sq_sums)
+
+
+def _state_half_sq_sums(counts: np.ndarray, totals: np.ndarray, w: int,
+                        pairs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each expert's half squared successive differences summed over the pairs of steps
+    selected by each (T-1,) bool mask of ``pairs``: a second pass over the layer's step
+    ranges, once its states are known."""
+    n, n_experts = counts.shape
+    sums = {name: np.zeros(n_experts) for name in pairs}
+    for a, b in stats.step_ranges(n, n_experts, w):
+        stop = min(b, n - 1)
+        if a >= stop:
+            continue
+        half_sq = noise.successive_half_sq_diff(_range_shares(counts, totals, a, stop + 1))
+        for name, mask in pairs.items():
+            sums[name] += half_sq[mask[a:stop]].sum(axis=0)
+    return sums
 
 
 def _summarize_layer(loads: Loads, i: int, stable: np.ndarray, window_stable: np.ndarray,
-                     half_sq: np.ndarray, window_stats: dict, step_stats: dict,
-                     scale: float, window_steps: int) -> LayerAnalysis:
+                     own: _LayerStatistics, window_steps: int, w: int) -> LayerAnalysis:
     """Segments and per-state fluctuation, imbalance and noise floor of one layer."""
     segments = segments_from_labels(stable, loads.steps)
     # enough routed tokens per expert in a window for its mean share to be a good estimate
     # of the underlying share (about 10% relative error at 100)
     window = loads.samples(window_steps)
-    reliable = bool(window * loads.totals[i].mean() / loads.n_experts >= RELIABLE_TOKENS)
+    totals = loads.totals[i]
+    reliable = bool(window * totals.mean() / loads.n_experts >= RELIABLE_TOKENS)
+    present = [state for state in STATES if state == "all" or (stable == (state == STABLE)).any()]
+    pairs = {state: ((stable[1:] & stable[:-1]) if state == STABLE
+                     else (~stable[1:] & ~stable[:-1]))
+             for state in present if state != "all" and len(present) == 3}
+    sums = {"all": own.half_sq_sums, **_state_half_sq_sums(loads.counts[i], totals, w, pairs)}
+    counts = {"all": len(stable) - 1, **{state: int(mask.sum()) for state, mask in pairs.items()}}
+    if len(present) == 2:  # one state throughout: its pairs are all the pairs
+        sums[present[0]], counts[present[0]] = sums["all"], counts["all"]
     floors, fluctuation, imbalance = {}, {}, {}
     for state in STATES:
-        at = np.ones_like(stable) if state == "all" else (stable == (state == STABLE))
-        if not at.any():
+        if state not in present:
             continue
+        at = np.ones_like(stable) if state == "all" else (stable == (state == STABLE))
         win = np.ones_like(window_stable) if state == "all" else \
             (window_stable == (state == STABLE))
         floors[state] = NoiseFloor(
-            multinomial=float(step_stats["noise_floor"][i, at].mean()),
-            empirical=noise.empirical_floor(half_sq, at[1:] & at[:-1]), scale=scale,
+            multinomial=float(own.step["noise_floor"][at].mean()),
+            empirical=noise.empirical_floor_of(sums[state], counts[state]), scale=own.scale,
             reliable=reliable)
-        fluctuation[state] = float(window_stats["std_mean"][i, win].mean()) if win.any() \
+        fluctuation[state] = float(own.window["std_mean"][win].mean()) if win.any() \
             else float("nan")
-        imbalance[state] = float(step_stats["max_mean"][i, at].mean())
+        imbalance[state] = float(own.step["max_mean"][at].mean())
     return LayerAnalysis(layer=int(loads.layers[i]), segments=segments,
                          stable_from=stable_from(segments), noise_floor=floors,
-                         fluctuation=fluctuation, imbalance=imbalance, noise_scale=scale)
+                         fluctuation=fluctuation, imbalance=imbalance, noise_scale=own.scale)

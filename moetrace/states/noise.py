@@ -114,10 +114,15 @@ def empirical_floor(half_sq_diff: np.ndarray, pairs: np.ndarray) -> float:
     The noise variance of each expert is the mean of its half squared differences over the
     selected pairs; the floor is ``sqrt(2/pi) * sum_e sqrt(variance_e)``.
     """
-    if not pairs.any():
+    return empirical_floor_of(half_sq_diff[pairs].sum(axis=0), int(pairs.sum()))
+
+
+def empirical_floor_of(sums: np.ndarray, pairs: int) -> float:
+    """:func:`empirical_floor` from each expert's half squared differences summed over the
+    ``pairs`` selected (what a pass over a layer's steps a range at a time accumulates)."""
+    if pairs == 0:
         return float("nan")
-    var = half_sq_diff[pairs].mean(axis=0)
-    return SQRT_2_OVER_PI * float(np.sqrt(var).sum())
+    return SQRT_2_OVER_PI * float(np.sqrt(np.asarray(sums) / pairs).sum())
 
 
 def noise_scale(window_var: np.ndarray, window_steady: np.ndarray, window_sampling: np.ndarray,

@@ -2,7 +2,9 @@
 
 Windows are by step *position* (a gap in the step numbers is not filled in): window ``i``
 covers positions ``i .. i+w-1``, so a series of ``T`` steps has ``T - w + 1`` windows. Every
-function here takes and returns plain numpy arrays and keeps at most a few (T, E) copies alive.
+function here takes and returns plain numpy arrays and keeps at most a few copies of its
+input alive; the analysis calls them a step range at a time (:func:`step_ranges`), so a copy
+is of one range, never of a whole layer.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from scipy.special import entr
 
 #: Share of experts counted as "the busiest" by :func:`step_imbalance` (``top10_share``).
 TOP_FRACTION = 0.10
+#: (steps x experts) cells of one step range of a layer's statistics (:func:`step_ranges`):
+#: each float64 temporary of a range is 16 MiB, and a range stays in the processor's caches
+#: far better than a whole layer (whose column-wise passes made the analysis superlinear)
+RANGE_CELLS = 1 << 21
 
 
 def _window_sums(x: np.ndarray, w: int) -> np.ndarray:
@@ -28,15 +34,32 @@ def moving_mean(x: np.ndarray, w: int) -> np.ndarray:
     return _window_sums(np.asarray(x, dtype=np.float64), w) / w
 
 
-def centred_mean(x: np.ndarray, w: int) -> np.ndarray:
-    """Mean of ``x`` over the ``w`` rows centred on each row (fewer at the ends), same shape."""
+def centred_mean(x: np.ndarray, w: int, rows: slice | None = None, *, first: int = 0,
+                 length: int | None = None) -> np.ndarray:
+    """Mean of ``x`` over the ``w`` rows centred on each row (fewer at the ends), same shape.
+
+    Over a step range: ``x`` holds rows ``first ..`` of a series of ``length`` rows (default:
+    ``x`` is the whole series) and ``rows`` (positions in the series, default all of ``x``)
+    are the rows whose means are wanted; ``x`` must hold every row their windows reach."""
     x = np.asarray(x, dtype=np.float64)
-    n = x.shape[0]
+    n = x.shape[0] if length is None else length
+    rows = np.arange(first, first + x.shape[0]) if rows is None else \
+        np.arange(rows.start, rows.stop)
     cum = np.concatenate([np.zeros_like(x[:1]), np.cumsum(x, axis=0)])
-    rows = np.arange(n)
     lo = np.clip(rows - w // 2, 0, n)
     hi = np.clip(rows - w // 2 + w, 0, n)
-    return (cum[hi] - cum[lo]) / (hi - lo)[:, None]
+    return (cum[hi - first] - cum[lo - first]) / (hi - lo)[:, None]
+
+
+def step_ranges(n_steps: int, n_experts: int, w: int,
+                cells: int | None = None) -> list[tuple[int, int]]:
+    """Consecutive ranges of step positions that the statistics of one layer are computed a
+    range at a time over (each read with the overlap its windows need): about ``cells``
+    (steps x experts) per range, and at least four windows, so that the overlap stays small.
+    The ranges depend on the layer's shape and window only, never on how the work is split,
+    so a layer's statistics are the same numbers however its trace is chunked."""
+    size = max(4 * w, (cells or RANGE_CELLS) // max(1, n_experts))
+    return [(a, min(n_steps, a + size)) for a in range(0, n_steps, size)]
 
 
 def windowed_variance(shares: np.ndarray, w: int) -> np.ndarray:

@@ -25,11 +25,13 @@ from moetrace.trace.integrity import LEVELS, check_file
 from moetrace.trace.layout import FileLayout, scan
 from moetrace.trace.schema import EXPERT, LAYER, STEP, TOKENS, TraceMetadata
 from moetrace.trace.shares import Loads, sampling_interval
-from moetrace.trace.validate import validate
+from moetrace.trace.validate import RANGE_ROWS, Executor, validate
 
 __all__ = ["Trace", "TraceHandle", "read_trace", "reading", "resolve_files"]
 
-_STEP_CHUNK_ROWS = 8_000_000  # rows gathered per pass when filling dense arrays
+#: rows gathered per pass when filling dense arrays: two of the writer's row groups (so a
+#: pass decodes little beyond its own rows), and a few tens of MB of temporaries
+_STEP_CHUNK_ROWS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class Trace:
     #: "file" (every byte: any corruption is detected), "pages" (written by a moetrace
     #: before the whole-file checksum: data pages and metadata) or "none".
     integrity: str = "none"
+    #: canonical long rows (one per step, layer, expert[, rank]), counted by validation
+    n_rows: int = 0
 
     @cached_property
     def steps(self) -> np.ndarray:
@@ -79,7 +83,7 @@ class Trace:
         (picklable: paths, dimensions, metadata and the validated totals)."""
         return TraceHandle(self.path, self.files, self.metadata, self.n_layers,
                            self.n_experts, self.has_rank, self.step_totals, self.checksummed,
-                           self.integrity)
+                           self.integrity, self.n_rows)
 
     @cached_property
     def counts_dtype(self) -> np.dtype:
@@ -96,6 +100,14 @@ class Trace:
         out[self.step_totals.get_column(LAYER).to_numpy(), t] = \
             self.step_totals.get_column(TOKENS).to_numpy()
         return out
+
+    def _steps_per_pass(self, n_layers: int) -> int:
+        """Steps gathered per pass when ``n_layers`` layers are read: about
+        ``_STEP_CHUNK_ROWS`` rows (or dense cells, where rows are fewer) of those layers only.
+        Each pass decodes the row groups its steps touch whole, so passes sized for every
+        layer while reading a few would decode each row group many times over."""
+        per_layer = max(self.n_experts, self.n_rows // max(1, self.n_steps * self.n_layers))
+        return max(1, _STEP_CHUNK_ROWS // (max(1, n_layers) * per_layer))
 
     def loads(self, layers: list[int] | None = None, start: int | None = None,
               stop: int | None = None) -> Loads:
@@ -119,8 +131,7 @@ class Trace:
             return Loads(steps, counts, layer_ids)
         layer_pos = np.full(self.n_layers, -1, dtype=np.int64)
         layer_pos[list(layer_ids)] = np.arange(len(layer_ids))
-        rows_per_step = max(1, len(self.step_totals) // max(1, self.n_steps)) * self.n_experts
-        chunk = max(1, _STEP_CHUNK_ROWS // rows_per_step)
+        chunk = self._steps_per_pass(len(layer_ids))
         with reading(self.path):
             for i in range(0, len(steps), chunk):
                 part = steps[i:i + chunk]
@@ -131,15 +142,19 @@ class Trace:
                     .collect()
                 )
                 t = np.searchsorted(part, frame.get_column(STEP).to_numpy())
-                flat = (layer_pos[frame.get_column(LAYER).to_numpy()] * len(part) + t)
-                flat = flat * self.n_experts + frame.get_column(EXPERT).to_numpy()
-                block = np.zeros(len(layer_ids) * len(part) * self.n_experts, dtype=np.int64)
+                flat = layer_pos[frame.get_column(LAYER).to_numpy()] * len(part) + t
+                flat *= self.n_experts
+                flat += frame.get_column(EXPERT).to_numpy()
                 tokens = frame.get_column(TOKENS).to_numpy()
+                del frame, t
+                shape = (len(layer_ids), len(part), self.n_experts)
                 if self.has_rank:  # partial counts of several ranks add up, in integers
-                    np.add.at(block, flat, tokens)
+                    block = np.zeros(shape, dtype=np.int64)
+                    np.add.at(block.reshape(-1), flat, tokens)
                 else:
-                    block[flat] = tokens
-                counts[:, i:i + chunk] = block.reshape(len(layer_ids), len(part), self.n_experts)
+                    block = np.zeros(shape, dtype=counts.dtype)
+                    block.reshape(-1)[flat] = tokens
+                counts[:, i:i + chunk] = block
         if not np.array_equal(counts.sum(axis=2), self._totals[list(layer_ids), lo:hi]):
             raise TraceError("its rows changed since it was opened, or it is corrupt: the "
                              "counts read do not add up to the validated totals", path=self.path)
@@ -162,16 +177,21 @@ class TraceHandle:
     step_totals: pl.DataFrame
     checksummed: bool
     integrity: str = "none"
+    n_rows: int = 0
 
     def open(self) -> Trace:
         layouts = [FileLayout.of(file) for file in self.files]
         return Trace(self.path, scan(layouts, self.has_rank, self.path), self.metadata,
                      self.n_layers, self.n_experts, self.has_rank, self.step_totals,
-                     self.files, self.checksummed, self.integrity)
+                     self.files, self.checksummed, self.integrity, self.n_rows)
 
 
-def read_trace(path: str | Path) -> Trace:
-    """Open and validate a trace; raise :class:`TraceError` naming the file and the problem."""
+def read_trace(path: str | Path, *, executor: Executor | None = None,
+               range_rows: int = RANGE_ROWS) -> Trace:
+    """Open and validate a trace; raise :class:`TraceError` naming the file and the problem.
+
+    The validation pass runs in ranges of whole row groups of at least ``range_rows`` rows,
+    on ``executor`` (moetrace.scale's) where there are several ranges, else here."""
     label = str(path)
     files = resolve_files(label)
     metadata, level = TraceMetadata(), LEVELS[0]
@@ -183,6 +203,8 @@ def read_trace(path: str | Path) -> Trace:
             metadata = found
         layouts.append(FileLayout.of(file))
     has_rank = any(layout.rank is not None for layout in layouts)
-    n_layers, n_experts, step_totals = validate(layouts, has_rank, metadata, label)
-    return Trace(label, scan(layouts, has_rank, label), metadata, n_layers, n_experts,
-                 has_rank, step_totals, tuple(files), level != "none", level)
+    valid = validate(layouts, has_rank, metadata, label, executor=executor,
+                     range_rows=range_rows)
+    return Trace(label, scan(layouts, has_rank, label), metadata, valid.n_layers,
+                 valid.n_experts, has_rank, valid.step_totals, tuple(files), level != "none",
+                 level, valid.n_rows)

@@ -165,6 +165,9 @@ class Loads:
 
 
 def load_shares(counts: np.ndarray) -> np.ndarray:
-    """Shares p[..., t, e] = counts[..., t, e] / sum_e counts[..., t, e] (float64)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    return counts / counts.sum(axis=-1, keepdims=True)
+    """Shares p[..., t, e] = counts[..., t, e] / sum_e counts[..., t, e] (float64), made
+    without a float64 copy of the counts first (one float64 array of their shape at peak)."""
+    counts = np.asarray(counts)
+    if not np.issubdtype(counts.dtype, np.integer):
+        counts = counts.astype(np.float64, copy=False)
+    return np.true_divide(counts, counts.sum(axis=-1, keepdims=True), dtype=np.float64)

@@ -5,11 +5,19 @@ Per batch: nulls, id ranges, token counts that are whole, non-negative and below
 Per key: rows, distinct experts (fewer than rows: a duplicate), the largest expert and the
 token sum, folded as the summary grows. Then: duplicates of keys split over batches, exact
 sums where counts come near the limit, the dimensions and every step's totals.
+
+The pass is split into ranges of whole row groups (:func:`row_ranges`), each summarised on
+its own (:func:`summarize_range`, a pure function of plain arguments), so an executor (a
+process pool, a Ray cluster: moetrace.scale) can run the ranges at once; their summaries are
+folded in range order, and the first problem in range order is the one reported, as one pass
+would report it. Keys split between ranges are checked exactly as keys split between batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -35,9 +43,70 @@ from moetrace.trace.schema import (
 
 _BATCH_ROWS = 4_000_000  # rows per record batch of the validation pass
 _FOLD_ROWS = 4_000_000  # key-summary rows pending (and at least the folded table's) before a fold
+#: rows per range of row groups when the caller does not size them (one range: one pass here)
+RANGE_ROWS = 1 << 62
 
 
-def _batches(layout: FileLayout, row_groups: list[int] | None = None) -> Iterator[pl.DataFrame]:
+class Executor(Protocol):
+    """What runs the ranges (moetrace.scale's executors): ``map(fn, tasks)`` ->
+    ``[fn(*task) for task in tasks]`` in task order."""
+
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class Validated:
+    """What the pass found: the dimensions, the tokens per (step, layer) (sorted) and the
+    canonical long rows counted."""
+
+    n_layers: int
+    n_experts: int
+    step_totals: pl.DataFrame
+    n_rows: int
+
+
+@dataclass(frozen=True)
+class RowRange:
+    """Consecutive row groups of one file, validated as one unit of work (``groups`` None:
+    the whole file)."""
+
+    layout: FileLayout
+    groups: tuple[int, ...] | None
+    rows: int
+
+
+@dataclass(frozen=True)
+class RangeSummary:
+    """One range's key summary and largest token count, or the first problem found in it."""
+
+    summary: pl.DataFrame | None
+    largest: float
+    error: TraceError | None = None
+
+
+def row_ranges(layouts: list[FileLayout], rows: int = RANGE_ROWS) -> list[RowRange]:
+    """Every file's row groups in consecutive ranges of at least ``rows`` rows (a file's
+    last range may hold fewer; a range never spans two files). A file in one range is
+    ``groups=None``."""
+    out = []
+    for layout in layouts:
+        with reading(layout.file):
+            meta = pq.ParquetFile(layout.file).metadata
+        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        if sum(sizes) <= rows:
+            out.append(RowRange(layout, None, sum(sizes)))
+            continue
+        start, held = 0, 0
+        for group, size in enumerate(sizes):
+            held += size
+            if held >= rows or group == len(sizes) - 1:
+                out.append(RowRange(layout, tuple(range(start, group + 1)), held))
+                start, held = group + 1, 0
+    return out
+
+
+def _batches(layout: FileLayout, row_groups: Sequence[int] | None = None
+             ) -> Iterator[pl.DataFrame]:
     """The file's rows in batches of whole row groups (consecutive ones packed up to
     ``_BATCH_ROWS`` rows; a larger one alone, in batches of that size), pages verified
     against their checksums; ``row_groups``: only those."""
@@ -62,15 +131,17 @@ def _batches(layout: FileLayout, row_groups: list[int] | None = None) -> Iterato
 
 
 def validate(layouts: list[FileLayout], has_rank: bool, metadata: TraceMetadata,
-             label: str) -> tuple[int, int, pl.DataFrame]:
-    """Check every row of ``layouts``' files in one pass; the trace's layers, experts per
-    layer and tokens per (step, layer), sorted. Raises :class:`TraceError` naming ``label``
-    (or the file at fault) and the first problem."""
-    summary = _summarize(layouts, has_rank, label)
+             label: str, *, executor: Executor | None = None,
+             range_rows: int = RANGE_ROWS) -> Validated:
+    """Check every row of ``layouts``' files (in ranges of ``range_rows`` rows, on
+    ``executor`` where there are several; None: here, one after another); the trace's
+    layers, experts per layer, tokens per (step, layer) and rows. Raises
+    :class:`TraceError` naming ``label`` (or the file at fault) and the first problem."""
+    summary = _summarize(layouts, has_rank, label, executor, range_rows)
     n_layers, n_experts = _dimensions(summary, metadata, label)
     step_totals = summary.group_by(STEP, LAYER).agg(pl.col(TOKENS).sum()).sort(STEP, LAYER)
     _check_totals(step_totals, n_layers, label)
-    return n_layers, n_experts, step_totals
+    return Validated(n_layers, n_experts, step_totals, int(summary.get_column("rows").sum()))
 
 
 def _key_summary(frame: pl.LazyFrame, keys: list[str]) -> pl.DataFrame:
@@ -96,15 +167,18 @@ def _fold(parts: list[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
                  pl.col("max_expert").max(), pl.col(TOKENS).sum(), pl.col("pieces").sum()))
 
 
-def _summarize(layouts: list[FileLayout], has_rank: bool, label: str) -> pl.DataFrame:
-    """One pass over every file's batches: column checks (nulls, ranges, token values) per
-    batch, then per (step, layer[, rank]) row counts, distinct experts and token sums; rows
-    are never kept. Memory: the summary (one row per key), folded as it grows."""
+def summarize_range(part: RowRange, has_rank: bool, label: str) -> RangeSummary:
+    """Column checks (nulls, ranges, token values) of every batch of ``part``, and its key
+    summary: per (step, layer[, rank]) rows, distinct experts, the largest expert and token
+    sums; rows are never kept. Memory: a batch and the summary, folded as it grows. A
+    problem is returned (as ``error``), not raised, so that the caller reports the first in
+    range order whichever range finished first."""
     keys = [STEP, LAYER] + ([RANK] if has_rank else [])
     parts, pending = [], 0  # pending: summary rows added since the last fold
     largest = 0.0  # the largest token count seen: bounds every sum (see _check_sums)
-    for layout in layouts:
-        for frame in _batches(layout):
+    layout = part.layout
+    try:
+        for frame in _batches(layout, part.groups):
             if frame.height == 0:  # a row group of no rows has no values (nor min or max)
                 continue
             with reading(layout.file):
@@ -121,7 +195,40 @@ def _summarize(layouts: list[FileLayout], has_rank: bool, label: str) -> pl.Data
                 if pending > max(_FOLD_ROWS, parts[0].height):  # at most twice the summary,
                     parts, pending = [_fold(parts, keys)], 0     # folds linear in all
                     pa.default_memory_pool().release_unused()
+    except TraceError as exc:
+        return RangeSummary(None, largest, exc)
     pa.default_memory_pool().release_unused()
+    return RangeSummary(_fold(parts, keys) if parts else None, largest)
+
+
+def _summaries(parts: list[RowRange], has_rank: bool, label: str,
+               executor: Executor | None) -> Iterator[RangeSummary]:
+    """Each range's summary in range order: here, one after another (stopping at the first
+    problem), or all at once on ``executor``."""
+    tasks = [(part, has_rank, label) for part in parts]
+    if executor is None or len(tasks) <= 1:
+        return (summarize_range(*task) for task in tasks)
+    return iter(executor.map(summarize_range, tasks))
+
+
+def _summarize(layouts: list[FileLayout], has_rank: bool, label: str,
+               executor: Executor | None, range_rows: int) -> pl.DataFrame:
+    """The key summary of every range, folded; then the checks across ranges and batches:
+    duplicates (keys held by several batches are looked at again), and the exact sums where
+    counts come near the limit."""
+    keys = [STEP, LAYER] + ([RANK] if has_rank else [])
+    parts, pending = [], 0
+    largest = 0.0
+    for found in _summaries(row_ranges(layouts, range_rows), has_rank, label, executor):
+        if found.error is not None:
+            raise found.error
+        largest = max(largest, found.largest)
+        if found.summary is None:
+            continue
+        parts.append(found.summary)
+        pending += parts[-1].height
+        if len(parts) > 1 and pending > max(_FOLD_ROWS, parts[0].height):
+            parts, pending = [_fold(parts, keys)], 0
     summary = _fold(parts, keys) if parts else pl.DataFrame()
     if summary.height == 0:
         raise TraceError("empty trace: no rows", path=label)
