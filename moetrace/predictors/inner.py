@@ -145,12 +145,13 @@ def movement(buckets: np.ndarray, positions: np.ndarray, w: int,
 def decay(buckets: np.ndarray, origins: np.ndarray, w: int, start: np.ndarray,
           cap: float = 4.0, transient_cap: float = 32.0) -> np.ndarray:
     """(O, L) how much larger a residual made at each inner origin would be made now, from
-    how much the shares moved just before (:func:`movement`, lag w): for the stable layers
-    (``start`` >= 0) one factor per origin, the median over them of (movement now) /
-    (movement then), bounded by ``cap`` either way; for a transient layer its own ratio
-    (bounded by ``transient_cap``: a layer that has just settled, which the online detector
-    confirms only later, moves a tenth as much as in its transient), the stable layers'
-    where it has none; 1 where nothing is known.
+    how much the shares moved just before (:func:`movement`, lag w). For the stable layers
+    (``start`` >= 0) one factor per origin: the median over them of (movement now) /
+    (movement then), bounded by ``cap`` either way, 1 where none has both. For a transient
+    layer its own ratio (at a shorter lag, half the origin's buckets, where w does not fit
+    before it; bounded by ``transient_cap``: a layer that has just settled, which the online
+    detector confirms only later, moves a tenth as much as in its transient), the stable
+    layers' where it has none.
 
     On real training the shares' drift slows for thousands of steps after the transient
     (SmartMoE's real trace: the error of a 100-step mean over the next 1,000 steps halves
@@ -158,15 +159,19 @@ def decay(buckets: np.ndarray, origins: np.ndarray, w: int, start: np.ndarray,
     today's; a stationary trace gives ratios around 1."""
     g = movement(buckets, np.r_[buckets.shape[1], origins], w, start)
     ratio = np.log(g[:1]) - np.log(g[1:])  # (O, L)
-    known = np.isfinite(ratio)
     stable = start >= 0
     pooled = np.zeros(len(origins))
     for i in range(len(origins)):
-        use = known[i] & stable if (known[i] & stable).any() else known[i]
+        use = np.isfinite(ratio[i]) & stable
         if use.any():
             pooled[i] = np.clip(np.median(ratio[i, use]), -np.log(cap), np.log(cap))
-    own = np.clip(np.where(known, ratio, pooled[:, None]), -np.log(transient_cap),
-                  np.log(transient_cap))
+    lags = np.maximum(1, np.minimum(w, origins // 2))  # a transient layer: a shorter lag
+    for lag in np.unique(lags[lags < w]):  # where w does not fit before the origin
+        at = lags == lag
+        g = movement(buckets, np.r_[buckets.shape[1], origins[at]], int(lag), start)
+        ratio[at] = np.where(stable[None, :], ratio[at], np.log(g[:1]) - np.log(g[1:]))
+    own = np.clip(np.where(np.isfinite(ratio), ratio, pooled[:, None]),
+                  -np.log(transient_cap), np.log(transient_cap))
     return np.exp(np.where(stable[None, :], pooled[:, None], own))
 
 
