@@ -1,7 +1,10 @@
 """Bit flips of moetrace-written traces: how many are refused, read the same, or misread.
 
-The suite runs 400 flips (tests/test_fuzz.py); this runs many more, on two file shapes, with
-the same helper (tests/flip_fuzz.py) in a subprocess, so that a crash of native code shows.
+The suite runs 1,096 flips (tests/test_fuzz.py); this runs many more, on two file shapes, with
+the same helper (tests/flip_fuzz.py: FLIPS anywhere in the file, FLIPS in its footer, and every
+bit of the magic bytes and the footer's length, per seed) in a subprocess, so that a crash of
+native code shows. Every flip should be refused but those in the whole-file checksum record's
+key name, which read the same (docs/trace-format.md).
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ def main(runs: int = 3) -> None:
                 for key, value in json.loads(out.stdout).items():
                     if isinstance(value, int) and key != "bytes":
                         totals[key] = totals.get(key, 0) + value
-            print(f"\n## fuzz: {label}, {path.stat().st_size:,} bytes, {runs} x {FLIPS:,} "
-                  "single-bit flips")
+            print(f"\n## fuzz: {label}, {path.stat().st_size:,} bytes, {runs} x "
+                  f"({FLIPS:,} anywhere + {FLIPS:,} in the footer + 96 in the magic and footer "
+                  "length) single-bit flips")
             for key in ("flips", "refused", "same", "different", "internal_error",
                         "crashed runs"):
                 print(f"  {key:<48} {totals.get(key, 0):10,}")

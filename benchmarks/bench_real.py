@@ -24,9 +24,9 @@ with timed("import smartmoe tables"):
 
 _REPORT = """
 import json
-from moetrace.report import build_report
+import moetrace
 with timed("default report"):
-    report = build_report({path!r}, {out!r}, force=True)
+    report = moetrace.build_report({path!r}, {out!r}, force=True)
 open({summary!r}, "w").write(json.dumps(report.document["bottom_line"]))
 """
 
@@ -45,9 +45,13 @@ def main(runs: int = 3) -> None:
                       measure(_REPORT.format(path=trace, out=out, summary=summary), runs=runs),
                       runs)
         for line in json.loads(Path(summary).read_text()):
+            if not line["ranked"]:
+                print(f"  {line['horizon']:>5} {line['state']:<9} {line['reason']}")
+                continue
             print(f"  {line['horizon']:>5} {line['state']:<9} best {line['best']:<7} "
-                  f"{100 * line['error_rate_median']:.2f}%  x reference "
-                  f"{line['times_reference'] or float('nan'):.2f}  ties {line['ties']}")
+                  f"{100 * line['error_rate']:.2f}%  constant bound "
+                  f"{100 * (line['constant_bound'] or float('nan')):.2f}%  "
+                  f"{line['origins']} origins, {line['pairs']} pairs  {line['verdicts']}")
 
 
 if __name__ == "__main__":

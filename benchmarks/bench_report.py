@@ -19,9 +19,9 @@ simulate_trace({path!r}, preset="gpt3-350m", steps=20_000, seed=0)
 
 _REPORT = """
 import os
-from moetrace.report import build_report
+import moetrace  # moetrace.build_report: the library's one-call report in every version
 with timed("report: read, analyze, backtest, write"):  # a directory per run: versions differ
-    report = build_report({path!r}, {out!r} + str(os.getpid()), force=True)  # on output rules
+    report = moetrace.build_report({path!r}, {out!r} + str(os.getpid()), force=True)
 for name, seconds in report.document["timings"]["backtest_seconds"].items():
     _FIGURES["backtest " + name] = seconds
 """

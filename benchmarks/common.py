@@ -48,6 +48,7 @@ def _run_once(code: str, env: dict, figures: dict[str, list[float]], tag: str,
     for name, value in json.loads(line[len("__FIGURES__"):]).items():
         figures.setdefault(name + " (s)" + tag, []).append(value)
     figures.setdefault("process wall (s)" + tag, []).append(time.perf_counter() - start)
+    figures.setdefault("process CPU (s)" + tag, []).append(usage.ru_utime + usage.ru_stime)
     figures.setdefault("peak RSS (MiB)" + tag, []).append(usage.ru_maxrss / 1024)
 
 

@@ -6,10 +6,9 @@ CLI's ``--help`` stay quick); the CLI (``moetrace.cli``) is a thin layer over it
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from moetrace.lazy import lazy_exports
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _LAZY = {
     "Loads": "moetrace.trace",
@@ -28,15 +27,4 @@ _LAZY = {
 }
 
 __all__ = sorted([*_LAZY, "__version__"])
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'moetrace' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports("moetrace", _LAZY, also=("__version__",))

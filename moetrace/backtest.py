@@ -18,7 +18,9 @@ from moetrace.defaults import LOOKAHEAD_RADIUS
 from moetrace.defaults import MIN_HISTORY as DEFAULT_MIN_HISTORY
 from moetrace.defaults import ORIGINS as DEFAULT_ORIGINS
 from moetrace.errors import InternalError, ParameterError
-from moetrace.metrics import error_rate, lookahead_forecast, score
+from moetrace.evidence import estimate
+from moetrace.metrics import (constant_bound, error_rate, held_steps, lookahead_forecast,
+                              score)
 from moetrace.predictors.base import Predictor, PredictorOptions, make_predictor
 from moetrace.progress import Progress
 from moetrace.trace.shares import Loads
@@ -66,12 +68,15 @@ class BacktestResult:
     seconds: dict[str, float]  # fit + forecast time per predictor
     example: Example | None
     min_history: int
-    #: horizon -> (N, L) error rate of the look-ahead bound (metrics.lookahead_forecast)
+    #: horizon -> (N, L) error rate of the look-ahead reference (metrics.lookahead_forecast)
     lookahead: dict[int, np.ndarray] = field(default_factory=dict)
     lookahead_radius: int = LOOKAHEAD_RADIUS  # in training steps
     #: predictor -> per origin, why it fell back to a simpler rule, or "not fitted: why" where
     #: the history was too short for it (that origin is then not scored); None: neither
     fallbacks: dict[str, list[str | None]] = field(default_factory=dict)
+    #: horizon -> (N, L) the lowest error rate any forecast held constant over the horizon
+    #: can score there (metrics.constant_bound)
+    constant_bound: dict[int, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def merge(cls, parts: list["BacktestResult"]) -> "BacktestResult":
@@ -97,36 +102,57 @@ class BacktestResult:
                    {name: sum(p.seconds[name] for p in parts) for name in first.seconds},
                    first.example, first.min_history,
                    {h: join([p.lookahead[h] for p in parts]) for h in first.lookahead},
-                   first.lookahead_radius, fallbacks)
+                   first.lookahead_radius, fallbacks,
+                   {h: join([p.constant_bound[h] for p in parts]) for h in first.constant_bound})
+
+    def state_masks(self) -> dict[str, np.ndarray]:
+        """(N, L) masks of the (origin, layer) pairs in each state: "all", and "transient" and
+        "stable" where the states are known."""
+        shape = (len(self.origins), len(self.layers))
+        masks = {"all": np.ones(shape, dtype=bool)}
+        if self.stable is not None:
+            masks["transient"] = ~self.stable
+            masks["stable"] = self.stable.copy()
+        return masks
+
+    def fell_back(self, name: str) -> np.ndarray:
+        """(N,) whether ``name`` made no forecast of its own at each origin: it forecast with a
+        simpler rule, or could not be fitted at all."""
+        return np.array([reason is not None for reason in self.fallbacks.get(
+            name, [None] * len(self.origins))], dtype=bool)
+
+    def fallback_rate(self, name: str, cell: np.ndarray) -> float | None:
+        """The share of the origins of ``cell`` (an (N, L) mask) at which ``name`` fell back
+        (None: the cell has no origin)."""
+        origins = np.asarray(cell, dtype=bool).any(axis=1)
+        return float(self.fell_back(name)[origins].mean()) if origins.any() else None
 
     def summary(self):
-        """A polars table: per predictor, horizon and state (all, transient, stable), the
-        median per-step error rate over the scored (origin, layer) pairs, its 10th and 90th
-        percentiles, the look-ahead bound's median and the number of pairs."""
+        """A polars table: per predictor, horizon and state (all, transient, stable), the error
+        rate's centre over the scored (origin, layer) pairs (the mean over origins of the mean
+        over layers, moetrace.evidence) with its 95% interval (cut at 0), the constant bound
+        and the look-ahead reference on the same pairs with the same centre, the origins and
+        pairs, and the share of the origins at which the predictor fell back."""
         import polars as pl
 
         rows = []
         for (name, h), scores in self.scores.items():
             error = scores.metrics["error_rate"]
-            bound = self.lookahead.get(h)
-            for state in ("all", "transient", "stable"):
-                mask = np.isfinite(error)
-                if state != "all":
-                    if self.stable is None:
-                        continue
-                    mask &= self.stable if state == "stable" else ~self.stable
+            for state, pairs in self.state_masks().items():
+                cell = pairs & scores.fits[:, None]
+                mask = cell & np.isfinite(error)
                 if not mask.any():
                     continue
-                values = error[mask]
+                found = estimate(error, mask, steps=self.origins, horizon=h, least=0.0)
+                refs = {key: estimate(values[h], mask).centre if h in values else np.nan
+                        for key, values in (("constant_bound", self.constant_bound),
+                                            ("lookahead", self.lookahead))}
                 rows.append({"predictor": name, "horizon": h, "state": state,
-                             "error_rate": float(np.median(values)),
-                             "p10": float(np.quantile(values, 0.1)),
-                             "p90": float(np.quantile(values, 0.9)),
-                             "lookahead": (float(np.nanmedian(bound[mask]))
-                                           if bound is not None and np.isfinite(
-                                               bound[mask]).any() else None),
-                             "pairs": int(mask.sum())})
-        return pl.DataFrame(rows).sort("horizon", "state", "error_rate")
+                             "error_rate": found.centre, "lower": found.lower,
+                             "upper": found.upper, **refs, "origins": found.origins,
+                             "pairs": found.pairs,
+                             "fallback_rate": self.fallback_rate(name, cell)})
+        return pl.DataFrame(rows, nan_to_null=True).sort("horizon", "state", "error_rate")
 
 
 def choose_origins(steps: np.ndarray, horizons: Sequence[int], *, min_history: int,
@@ -190,10 +216,13 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
     origin with its layers' states. ``train`` is a separate trace a learning predictor
     (lstm) trains on instead of the history. ``origins`` overrides the origin grid of
     :func:`choose_origins`. Each predictor is fitted on the same object at increasing origins.
-    Beside the predictors, every origin and horizon is scored for the look-ahead reference
-    (``lookahead_radius`` training steps on either side, see metrics.lookahead_forecast; None:
-    not scored). ``keep_means`` keeps each expert's mean forecast and actual share over every
-    horizon (``Scores.means``), which calibration (moetrace.calibrate) is made from.
+    Beside the predictors, every origin and horizon gets the constant bound (the lowest error
+    rate a forecast held constant over the horizon can score, metrics.constant_bound) and the
+    look-ahead reference (``lookahead_radius`` training steps on either side, see
+    metrics.lookahead_forecast; None: not scored). Each pair's ``constant`` metric (1 or 0)
+    says whether the predictor's forecast there was held constant, so the bound binds it.
+    ``keep_means`` keeps each expert's mean forecast and actual share over every horizon
+    (``Scores.means``), which calibration (moetrace.calibrate) is made from.
     """
     horizons = tuple(sorted({int(h) for h in horizons}))
     if not horizons or horizons[0] <= 0:
@@ -248,12 +277,14 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
                 continue
             fallbacks[name].append(model.fallback)
             _check_forecast(forecast, name, t, (n_layers, reach, loads.n_experts))
+            held = held_steps(forecast)  # (L, reach): each step the same as the first
             for h in horizons:
                 if not fits[h][i]:
                     continue
                 rows = loads.rows(t, t + h)
                 ahead = steps[rows] - t - 1
                 values = score(forecast[:, ahead], shares[:, rows])
+                values["constant"] = held[:, ahead].all(axis=1).astype(np.float64)
                 stated = _calibration(model.uncertainty(h), shares[:, rows])
                 if stated is not None:
                     inside[(name, h)][i] = stated.pop("inside")
@@ -276,12 +307,12 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
     scores = {key: Scores(fits[key[1]], metrics[key], scored[key], means.get(key),
                           _every_forecast(metrics[key], inside[key]))
               for key in metrics}
-    lookahead = {} if lookahead_radius is None else \
-        _lookahead(loads, grid, horizons, fits, loads.samples(lookahead_radius))
+    bound, lookahead = _references(loads, grid, horizons, fits, None if lookahead_radius is None
+                                   else loads.samples(lookahead_radius))
     return BacktestResult(grid, origin_stable, loads.layers, horizons, names, scores, seconds,
                           example, min_history, lookahead,
                           LOOKAHEAD_RADIUS if lookahead_radius is None else lookahead_radius,
-                          fallbacks)
+                          fallbacks, bound)
 
 
 def _join_inside(parts: list[Scores]) -> np.ndarray | None:
@@ -296,22 +327,28 @@ def _join_inside(parts: list[Scores]) -> np.ndarray | None:
                            for p in parts], axis=1)
 
 
-def _lookahead(loads: Loads, grid: np.ndarray, horizons: tuple[int, ...],
-               fits: dict[int, np.ndarray], radius: int) -> dict[int, np.ndarray]:
-    """(N, L) error rate of the look-ahead bound per horizon (NaN where it does not fit)."""
-    out = {h: np.full((len(grid), loads.n_layers), np.nan) for h in horizons}
+def _references(loads: Loads, grid: np.ndarray, horizons: tuple[int, ...],
+                fits: dict[int, np.ndarray], radius: int | None
+                ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Per horizon, the (N, L) constant bound and (radius given) the look-ahead reference's
+    error rate, NaN where the horizon does not fit."""
+    bound = {h: np.full((len(grid), loads.n_layers), np.nan) for h in horizons}
+    lookahead = {} if radius is None else {h: bound[h].copy() for h in horizons}
     for i, t in enumerate(grid):
         for h in horizons:
             if fits[h][i]:
                 rows = loads.rows(int(t), int(t) + h)
-                f = lookahead_forecast(loads.shares, rows.start, rows.stop, radius)
-                out[h][i] = error_rate(f, loads.shares[:, rows])
-    return out
+                actual = loads.shares[:, rows]
+                bound[h][i] = constant_bound(actual)
+                if radius is not None:
+                    f = lookahead_forecast(loads.shares, rows.start, rows.stop, radius)
+                    lookahead[h][i] = error_rate(f, actual)
+    return bound, lookahead
 
 
 def _empty(n: int, n_layers: int) -> dict[str, np.ndarray]:
     names = ("error_rate", "mean_error_ratio", "window_error", "imbalance_error", "zero_actuals",
-             "coverage", "stated", "expected_error")
+             "constant", "coverage", "stated", "expected_error")
     return {k: np.full((n, n_layers), np.nan) for k in names}
 
 

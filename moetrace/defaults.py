@@ -28,7 +28,7 @@ HORIZONS = (1000, 2000)
 ORIGINS = 12
 #: training steps of history the first origin needs
 MIN_HISTORY = 1000
-#: the look-ahead bound: each step forecast by the mean of the actual shares this many
+#: the look-ahead reference: each step forecast by the mean of the actual shares this many
 #: training steps on either side (itself left out), see docs/metrics.md
 LOOKAHEAD_RADIUS = 200
 
@@ -54,3 +54,13 @@ BYTES_PER_PARAM = 16
 PLANNER = "balanced"
 #: the report's cluster when none is given: the most GPUs up to this that divide the experts
 REPORT_GPUS = 8
+
+# recording and watching (moetrace record, watch; docs/recording.md, docs/watch.md)
+#: steps per part file a recorder writes (a killed job loses at most these)
+FLUSH_EVERY = 100
+#: steps the demo trainer trains when not told
+DEMO_STEPS = 3000
+#: seconds between a watch's looks at the recording
+POLL_SECONDS = 1.0
+#: training steps the other ranks may run ahead of a silent rank before watch merges without
+STALL_STEPS = 2000

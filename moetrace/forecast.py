@@ -7,6 +7,7 @@ history up to it, forecast the next H steps, and shape the result as the long ta
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +27,8 @@ from moetrace.calibrate import calibrate
 from moetrace.progress import Progress
 from moetrace.trace.shares import Loads
 
+#: Parquet key-value metadata of a written forecast table: which predictors fell back, and why.
+FALLBACKS_KEY = "moetrace.fallbacks"
 #: Columns and dtypes of a written forecast.
 FORECAST_SCHEMA = {"predictor": pl.String, "origin": pl.Int64, "step": pl.Int64,
                    "layer": pl.Int32, "expert": pl.Int32, "share": pl.Float64,
@@ -44,6 +47,9 @@ class Forecasts:
     #: predictor -> bounds of each expert's mean share over the horizon and each layer's
     #: expected error rate (None: the history was too short to calibrate)
     uncertainty: dict[str, Uncertainty | None] = field(default_factory=dict)
+    #: predictor -> why it did not forecast with its own model but with a simpler rule (for
+    #: example an LSTM with too little history, which forecasts with its baseline), or None
+    fallbacks: dict[str, str | None] = field(default_factory=dict)
 
     @classmethod
     def merge(cls, parts: list["Forecasts"]) -> "Forecasts":
@@ -64,7 +70,9 @@ class Forecasts:
         return cls(first.origin, first.steps, tuple(x for p in parts for x in p.layers),
                    {name: np.concatenate([p.shares[name] for p in parts])
                     for name in first.shares}, first.skipped,
-                   {name: joined(name) for name in first.uncertainty})
+                   {name: joined(name) for name in first.uncertainty},
+                   {name: next((p.fallbacks.get(name) for p in parts if p.fallbacks.get(name)),
+                               None) for name in first.fallbacks})
 
     def frame(self) -> pl.DataFrame:
         """The long table, one row per (predictor, step, layer, expert)."""
@@ -119,6 +127,7 @@ class Forecasts:
             "first_step": int(self.steps[0]), "last_step": int(self.steps[-1]),
             "predictors": list(self.shares),
             "skipped": [{"predictor": n, "reason": r} for n, r in self.skipped],
+            "fallbacks": {name: self.fallbacks.get(name) for name in self.shares},
             "layers": self.summary().to_dicts(),
         }
 
@@ -145,12 +154,13 @@ def forecast_loads(loads: Loads, predictors: Sequence[str] | str | None, horizon
     history = loads.upto(last if at is None else at)
     origin = int(history.steps[-1])
     options = replace(options or PredictorOptions(), horizons=(int(horizon),))
-    shares, uncertainty = {}, {}
+    shares, uncertainty, fallbacks = {}, {}, {}
     for i, name in enumerate(names):
         if progress is not None:
             progress(i, len(names), "predictors")
         model = make_predictor(name, options, train=train, progress=progress).fit(history)
         shares[name] = model.forecast(horizon)
+        fallbacks[name] = model.fallback
         uncertainty[name] = model.uncertainty(horizon) or calibrate(
             lambda: make_predictor(name, options, train=train), history, horizon,
             shares[name])
@@ -158,13 +168,15 @@ def forecast_loads(loads: Loads, predictors: Sequence[str] | str | None, horizon
         progress(len(names), len(names), "predictors")
     steps = np.arange(origin + 1, origin + horizon + 1, dtype=np.int64)
     return Forecasts(origin, steps, tuple(int(x) for x in loads.layers), shares,
-                     selection.skipped, uncertainty)
+                     selection.skipped, uncertainty, fallbacks)
 
 
 def write_forecasts(forecasts: Forecasts, path: str | Path, *, inputs=(),
                     force: bool = False) -> Path:
     """Write the long forecast table atomically: CSV for a ``.csv`` path, Parquet for
-    ``.parquet`` (another extension is refused: see :func:`forecast_format`)."""
+    ``.parquet`` (another extension is refused: see :func:`forecast_format`). A Parquet table
+    carries, under the key ``moetrace.fallbacks``, the JSON object of
+    :attr:`Forecasts.fallbacks` (which predictor forecast with a simpler rule, and why)."""
     path = Path(path)
     fmt = forecast_format(path)
     with write_file(path, inputs=inputs, force=force) as tmp:
@@ -172,7 +184,9 @@ def write_forecasts(forecasts: Forecasts, path: str | Path, *, inputs=(),
         if fmt == "csv":
             frame.write_csv(tmp)
         else:
-            frame.write_parquet(tmp, compression="zstd")
+            frame.write_parquet(tmp, compression="zstd", metadata={
+                FALLBACKS_KEY: json.dumps({n: forecasts.fallbacks.get(n)
+                                           for n in forecasts.shares})})
     return path
 
 

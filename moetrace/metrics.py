@@ -66,6 +66,35 @@ def imbalance_error(f: np.ndarray, a: np.ndarray) -> np.ndarray:
     return (np.abs(r_f - r_a) / r_a).mean(axis=-1)
 
 
+def constant_bound(a: np.ndarray) -> np.ndarray:
+    """The lowest error rate any forecast held constant over the steps can score against the
+    actual shares ``a`` (..., H, E): the median of each expert's shares over the H steps
+    minimises that expert's summed absolute error of a constant, so the sum over experts of
+    those minima, over H, is a lower bound on the error rate of every constant forecast, on the
+    simplex or not (proof: docs/metrics.md). Shape (...)."""
+    # sum over s of |a_s - median| is the sum of the k largest minus the k smallest values,
+    # k = H // 2 (an odd H's middle value is the median itself): one partition per expert
+    n, k = a.shape[-2], a.shape[-2] // 2
+    part = np.partition(np.ascontiguousarray(np.swapaxes(np.asarray(a, dtype=np.float64),
+                                                         -1, -2)), k, axis=-1)
+    return (part[..., n - k:].sum(axis=(-2, -1)) - part[..., :k].sum(axis=(-2, -1))) / n
+
+
+def held_steps(f: np.ndarray) -> np.ndarray:
+    """Whether each step of the forecast ``f`` (..., H, E) equals its first exactly, shape
+    (..., H); a forecast whose steps all do is held constant. Exact: a held forecast repeats
+    its values, and a forecast that moves by rounding only is not claimed constant (the bound
+    then makes no claim about it)."""
+    f = np.asarray(f)
+    return (f == f[..., :1, :]).all(axis=-1)
+
+
+def is_constant(f: np.ndarray) -> np.ndarray:
+    """Whether the forecast ``f`` (..., H, E) is held constant over its H steps: the
+    forecasts :func:`constant_bound` binds. Shape (...)."""
+    return held_steps(f).all(axis=-1)
+
+
 #: Metric names in the order reports show them.
 METRICS = ("error_rate", "mean_error_ratio", "window_error", "imbalance_error")
 
@@ -85,11 +114,13 @@ def score(f: np.ndarray, a: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def lookahead_forecast(shares: np.ndarray, lo: int, hi: int, radius: int) -> np.ndarray:
-    """The look-ahead bound's forecast of rows ``lo .. hi-1`` of (..., T, E) ``shares``: at
-    each row the mean of the actual shares within ``radius`` rows on either side, the row
-    itself left out (a leave-one-out centred moving average). It sees the future, so no
-    forecaster can be expected to beat it; unlike the sampling floor it also carries the
-    real, overdispersed noise of routing. Shape (..., hi - lo, E)."""
+    """The look-ahead reference's forecast of rows ``lo .. hi-1`` of (..., T, E) ``shares``:
+    at each row the mean of the actual shares within ``radius`` rows on either side, the row
+    itself left out (a leave-one-out centred moving average). It sees the future but is no
+    bound: a longer plain average of the past beats it where the shares hold still (its
+    window is short, so it keeps more sampling noise). A reference for the step-to-step
+    movement of the shares, with their real, overdispersed noise (docs/metrics.md). Shape
+    (..., hi - lo, E)."""
     n = shares.shape[-2]
     a, b = max(0, lo - radius), min(n, hi + radius)
     part = np.asarray(shares[..., a:b, :], dtype=np.float64)

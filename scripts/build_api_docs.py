@@ -9,7 +9,8 @@ import warnings
 from pathlib import Path
 
 #: the public library, package by package (the CLI is documented in docs/cli.md)
-MODULES = ["moetrace", "moetrace.trace", "moetrace.states", "moetrace.predictors",
+MODULES = ["moetrace", "moetrace.pipeline", "moetrace.trace", "moetrace.states",
+           "moetrace.predictors", "moetrace.forecast",
            "moetrace.metrics", "moetrace.placement", "moetrace.report",
            "moetrace.record", "moetrace.simulate", "moetrace.errors", "moetrace.output"]
 

@@ -6,7 +6,8 @@ each first screen and check that nothing runs off the page.
 Uses a locally installed Chromium or Chrome (``chromium``, ``chromium-browser``,
 ``google-chrome``, or ``$MOETRACE_BROWSER``); says so clearly and exits 3 when there is none.
 Checks, at each width: the page is no wider than the window (tables scroll inside their own
-containers), every figure fits the window, and the bottom line's table is on the first screen.
+containers), every figure fits the window, the headline sentence is whole on the first screen
+and the bottom line's table starts on it.
 Exit 0 when every check passes, 1 otherwise.
 """
 
@@ -32,11 +33,13 @@ window.addEventListener("load", () => {
   const heading = [...document.querySelectorAll("h2")].find(e => /Bottom line/.test(e.textContent));
   const table = heading && heading.nextElementSibling && heading.parentElement.querySelector("table");
   const figures = [...document.querySelectorAll("img")].map(i => i.getBoundingClientRect().width);
+  const lead = document.querySelector("p.headline");
   const result = {
     width: w, page_width: document.documentElement.scrollWidth,
     widest_figure: figures.length ? Math.max(...figures) : 0,
     bottom_line_top: heading ? heading.getBoundingClientRect().top : null,
     bottom_line_table_top: table ? table.getBoundingClientRect().top : null,
+    headline_bottom: lead ? lead.getBoundingClientRect().bottom : null,
     first_screen: h,
   };
   const pre = document.createElement("pre");
@@ -86,6 +89,10 @@ def check(report: Path, screenshots: Path | None) -> list[str]:
                                 f"{m['width']} px window (something runs off the page)")
             if m["widest_figure"] > m["width"]:
                 problems.append(f"{label}: a figure is {m['widest_figure']:.0f} px wide")
+            end = m["headline_bottom"]
+            if end is None or end > m["first_screen"]:
+                problems.append(f"{label}: the headline sentence is not whole on the first "
+                                f"screen (it ends at {end} px, screen {m['first_screen']} px)")
             top = m["bottom_line_table_top"]
             if top is None or top > m["first_screen"]:
                 problems.append(f"{label}: the bottom line's table is not on the first screen "

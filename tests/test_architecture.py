@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent / "moetrace"
 #: every package (or top-level module) of moetrace by layer: a module may import only from
 #: its own package or from a package of a lower layer
 LAYERS = {
-    0: {"moetrace", "errors", "defaults", "paths", "display", "progress", "jsondoc", "metrics"},
-    1: {"output"},
+    0: {"errors", "defaults", "paths", "display", "progress", "jsondoc", "metrics", "lazy",
+        "evidence"},
+    1: {"moetrace", "output"},
     2: {"trace"},
     3: {"states", "written"},
     4: {"simulate", "predictors"},

@@ -108,7 +108,7 @@ def test_origins_are_labelled_with_each_layers_state():
     assert result.stable.tolist() == [[False, False], [True, False], [True, True]]
 
 
-def test_summary_table_is_the_median_over_scored_pairs_per_state():
+def test_summary_table_is_the_one_centre_with_its_interval_per_state():
     loads = constant_loads(50, 2)
     offset = np.array([0.02, -0.02, 0.0, 0.0])  # every pair scores 4%
     stable = np.zeros((2, 50), dtype=bool)
@@ -118,11 +118,67 @@ def test_summary_table_is_the_median_over_scored_pairs_per_state():
     table = result.summary()
     row = {(r["predictor"], r["state"]): r for r in table.iter_rows(named=True)}
     assert row[("off", "all")]["error_rate"] == pytest.approx(0.04)
+    assert row[("off", "all")]["lower"] == pytest.approx(0.04)  # no spread across origins
     assert row[("oracle", "all")]["error_rate"] == pytest.approx(0.0)
-    assert row[("off", "all")]["pairs"] == 6  # 3 origins x 2 layers
+    assert row[("off", "all")]["pairs"] == 6 and row[("off", "all")]["origins"] == 3
     assert row[("off", "stable")]["pairs"] == 2 and row[("off", "transient")]["pairs"] == 4
-    assert table.columns == ["predictor", "horizon", "state", "error_rate", "p10", "p90",
-                             "lookahead", "pairs"]
+    assert row[("off", "all")]["constant_bound"] == pytest.approx(0.0)  # shares never move
+    assert row[("off", "all")]["fallback_rate"] == 0.0
+    assert table.columns == ["predictor", "horizon", "state", "error_rate", "lower", "upper",
+                             "constant_bound", "lookahead", "origins", "pairs",
+                             "fallback_rate"]
+
+
+def test_summary_centre_is_the_mean_over_origins_of_layer_means_inside_its_interval():
+    from predictor_data import random_walk
+
+    loads = random_walk(n_layers=3, n_steps=900, seed=4)
+    stable = np.zeros((3, 900), dtype=bool)
+    stable[1:, 400:] = True
+    result = backtest(loads, ["naive", "sw_avg"], [50, 100], stable=stable, n_origins=9,
+                      min_history=200)
+    for r in result.summary().iter_rows(named=True):
+        error = result.scores[(r["predictor"], r["horizon"])].metrics["error_rate"]
+        mask = result.state_masks()[r["state"]] & np.isfinite(error)
+        per_origin = [error[i][mask[i]].mean() for i in range(len(error)) if mask[i].any()]
+        assert r["error_rate"] == pytest.approx(np.mean(per_origin))
+        assert 0 <= r["lower"] <= r["error_rate"] <= r["upper"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_constant_forecast_scores_below_the_constant_bound(seed):
+    """naive and a plain window mean hold their forecast constant: pair by pair, their error
+    rate is at least the bound; sw_avg's recursive slide does not, and is not flagged."""
+    from predictor_data import random_walk
+
+    from moetrace.predictors.base import PredictorOptions
+
+    loads = random_walk(n_layers=2, n_steps=1200, seed=seed)
+    result = backtest(loads, ["naive", "sw_avg"], [100, 300], n_origins=8, min_history=300,
+                      options=PredictorOptions(window=200))
+    for h in result.horizons:
+        bound = result.constant_bound[h]
+        assert np.isfinite(bound).any()
+        naive = result.scores[("naive", h)].metrics
+        assert (naive["constant"][np.isfinite(bound)] == 1).all()
+        assert (naive["error_rate"] >= bound - 1e-12)[np.isfinite(bound)].all()
+        assert (result.scores[("sw_avg", h)].metrics["constant"][np.isfinite(bound)] == 0).any()
+
+
+def test_the_constant_bound_binds_naive_on_a_simulated_trace(tmp_path):
+    from moetrace.simulate import simulate_trace
+    from moetrace.trace import read_trace
+
+    path = simulate_trace(tmp_path / "t.parquet", preset="gpt3-125m", steps=1500, layers=2,
+                          experts=8, tokens_per_step=20_000, seed=5)
+    loads = read_trace(path).loads()
+    result = backtest(loads, ["naive"], [100, 400], n_origins=10, min_history=300)
+    for h in result.horizons:
+        bound, error = result.constant_bound[h], result.scores[("naive", h)].metrics
+        scored = np.isfinite(error["error_rate"])
+        assert scored.any() and (error["constant"][scored] == 1).all()
+        assert (error["error_rate"][scored] >= bound[scored] - 1e-12).all()
+        assert (bound[scored] > 0).all()
 
 
 def test_progress_is_reported_for_every_fit():
@@ -184,3 +240,32 @@ def test_every_registered_predictor_runs_through_the_engine(name):
         assert np.all((rate >= 0) & (rate <= 2))
         # sampling noise alone gives about 0.03 here; a forecast of stationary shares stays near
         assert np.all(rate < 0.2), (name, h, rate)
+
+
+def test_the_look_ahead_reference_is_no_bound():
+    """docs/metrics.md: on a stationary multinomial trace a 2,000-step window mean of the past
+    scores below the look-ahead reference at 24 of 24 pairs (its 400-step window keeps more
+    sampling noise); the constant bound stays below the window mean, as it must."""
+    rng = np.random.default_rng(0)
+    counts = rng.multinomial(2000, rng.dirichlet(np.ones(16) * 2), size=(2, 6000))
+    loads = Loads(np.arange(6000), counts, (0, 1))
+
+    class WindowMean:
+        name, fallback = "mean2000", None
+
+        def fit(self, history):
+            self.mean = history.shares[:, -2000:].mean(axis=1, keepdims=True)
+            return self
+
+        def forecast(self, horizon):
+            return np.repeat(self.mean, horizon, axis=1)
+
+        def uncertainty(self, horizon):
+            return None
+
+    result = backtest(loads, [WindowMean()], [1000], n_origins=12, min_history=2000)
+    error = result.scores[("mean2000", 1000)].metrics["error_rate"]
+    scored = np.isfinite(error)
+    assert scored.sum() == 24
+    assert (error[scored] < result.lookahead[1000][scored]).sum() == 24
+    assert (error[scored] >= result.constant_bound[1000][scored]).all()

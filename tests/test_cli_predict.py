@@ -128,3 +128,50 @@ def test_through_the_installed_entry_point(trace, tmp_path):
     bad = run_cli("predict", str(path), "--horizon", "-3", "-o", str(tmp_path / "g.parquet"))
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "--horizon" in bad.stderr
+
+
+class _HeldBack:
+    """A predictor that always forecasts with its simpler rule (the last value) and says so,
+    as an LSTM with too little history does."""
+
+    name = "heldback"
+
+    def __init__(self, options, *, train=None, progress=None):
+        self.fallback = None
+
+    def fit(self, history):
+        self._last = history.shares[:, -1:]
+        self.fallback = "too little history to train: forecast with the last value"
+        return self
+
+    def forecast(self, horizon):
+        return np.repeat(self._last, horizon, axis=1)
+
+    def uncertainty(self, horizon):
+        return None
+
+
+def test_a_predictor_that_fell_back_is_said_on_stderr_in_the_json_and_the_table(
+        trace, tmp_path, monkeypatch):
+    import json
+
+    from moetrace.forecast import FALLBACKS_KEY
+    from moetrace.predictors.base import REGISTRY
+
+    monkeypatch.setitem(REGISTRY, "heldback", _HeldBack)
+    path, _ = trace
+    out, doc = tmp_path / "f.parquet", tmp_path / "f.json"
+    result = CliRunner().invoke(app, ["predict", str(path), "--predictors", "heldback,naive",
+                                      "--horizon", "20", "-o", str(out), "--json-out",
+                                      str(doc)], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert ("moetrace: note: heldback fell back: too little history to train: forecast with "
+            "the last value") in result.stderr
+    assert "naive fell back" not in result.stderr
+    fallbacks = json.loads(doc.read_text())["fallbacks"]
+    assert fallbacks == {"heldback": "too little history to train: forecast with the last value",
+                         "naive": None}
+    import pyarrow.parquet as pq
+
+    stored = pq.read_metadata(out).metadata[FALLBACKS_KEY.encode()]
+    assert json.loads(stored) == fallbacks

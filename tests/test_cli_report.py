@@ -26,10 +26,13 @@ def test_report_writes_directory_and_prints_summary(trace, tmp_path):
     result = invoke("report", trace, "-o", out, "--predictors", "naive,sw_avg", *FAST_ARGS,
                     "--window", "50")
     assert result.exit_code == 0, result.output
-    assert "Bottom line: the predictor to trust" in result.output
-    assert "naive" in result.output or "sw_avg" in result.output
-    assert f"report written to {out}" in result.output
     doc = json.loads((out / "report.json").read_text())
+    # the first screen answers first: the headline, then the bottom line with every predictor
+    words = result.output.split()
+    assert " ".join(words[:len(doc["headline"].split())]) == doc["headline"]
+    assert "Bottom line: each predictor against the best" in result.output
+    assert "naive" in result.output and "sw_avg" in result.output
+    assert f"report written to {out}" in result.output
     assert doc["parameters"]["window"] == 50
     command = doc["parameters"]["command"]
     assert command.startswith(f"moetrace report {trace} -o {out} --horizon 100,200 ")

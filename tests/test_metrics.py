@@ -2,9 +2,14 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from moetrace.metrics import (
+    constant_bound,
     error_rate,
+    is_constant,
     imbalance_error,
     imbalance_ratio,
     mean_error_ratio,
@@ -87,3 +92,43 @@ def test_nanmean_rows_ignores_nan_and_is_quiet_about_empty_rows():
         means = nanmean_rows(values)
     np.testing.assert_array_equal(means[[0, 2]], [2.0, 1.0])
     assert np.isnan(means[1])
+
+
+def test_constant_bound_of_the_worked_example():
+    # medians per expert over the 2 steps: 0.5, 0.4, 0.1; |a - m| sums to 0.2 + 0 + 0.2
+    assert constant_bound(A) == pytest.approx(0.2)
+    assert error_rate(F, A) >= constant_bound(A)
+    # the bound is met: the per-expert medians, held constant (not a distribution here)
+    assert error_rate(np.repeat(np.median(A, axis=0)[None], 2, axis=0), A) == pytest.approx(0.2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 9), st.integers(2, 6), st.integers(0, 2**32 - 1),
+       st.sampled_from(["simplex", "anything", "a step of the actuals", "the mean"]))
+def test_no_constant_forecast_scores_below_the_constant_bound(steps, experts, seed, kind):
+    rng = np.random.default_rng(seed)
+    actual = rng.dirichlet(np.full(experts, 0.5), size=(3, steps))  # 3 layers
+    held = {"simplex": rng.dirichlet(np.ones(experts), size=3),
+            "anything": rng.normal(0.2, 0.5, size=(3, experts)),
+            "a step of the actuals": actual[:, rng.integers(steps)],
+            "the mean": actual.mean(axis=1)}[kind]
+    forecast = np.repeat(held[:, None], steps, axis=1)
+    assert is_constant(forecast).all()
+    assert (error_rate(forecast, actual) >= constant_bound(actual) - 1e-12).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 9), st.integers(1, 6)),
+              elements=st.floats(0, 1)))
+def test_the_bound_is_the_lowest_error_of_a_constant(actual):
+    """The per-expert median attains it (odd and even numbers of steps): no constant does
+    better, and that one does as well."""
+    best = np.repeat(np.median(actual, axis=0)[None], len(actual), axis=0)
+    assert error_rate(best, actual) == pytest.approx(constant_bound(actual))
+
+
+def test_is_constant_tells_a_held_forecast_from_a_moving_one():
+    f = np.repeat(np.array([[0.5, 0.5]]), 4, axis=0)[None]  # (1, 4, 2)
+    moving = f.copy()
+    moving[0, 3] = [0.6, 0.4]
+    assert is_constant(np.concatenate([f, moving])).tolist() == [True, False]

@@ -16,7 +16,9 @@ from moetrace.report import SCHEMA_VERSION
 ROW_FIELDS = {"predictor": str, "horizon": int, "state": str, "layer": (int, type(None)),
               "error_rate": float, "mean_error_ratio": float, "window_error": float,
               "imbalance_error": float, "noise_floor": float, "origins": int, "pairs": int,
-              "zero_actuals": int, "error_rate_p10": float, "error_rate_p90": float}
+              "zero_actuals": int, "error_rate_lower": (float, type(None)),
+              "error_rate_upper": (float, type(None)), "fallback_rate": float,
+              "constant_bound": float, "constant": bool}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,12 @@ def test_json_follows_the_documented_schema(report):
             assert isinstance(row[field], kind), (field, row)
         assert row["state"] in ("transient", "stable", "all")
         assert 0 <= row["error_rate"] <= 2 and 0 <= row["noise_floor"] < 0.5
-        assert row["error_rate_p10"] <= row["error_rate_p90"]
+        if row["error_rate_lower"] is not None:  # the centre lies inside its interval
+            assert row["error_rate_lower"] <= row["error_rate"] <= row["error_rate_upper"]
+        else:
+            assert row["origins"] == 1
+        if row["constant"]:  # no forecast held constant scores below the constant bound
+            assert row["error_rate"] >= row["constant_bound"] - 1e-12
     keys = {(r["predictor"], r["horizon"], r["state"], r["layer"]) for r in rows}
     for p in ("naive", "sw_avg"):
         for h in (100, 200):
@@ -146,27 +153,68 @@ def test_unknown_predictor_is_refused_before_any_work(tmp_path):
         build_report(tmp_path / "missing.parquet", tmp_path / "out", predictors=["nope"])
 
 
-def test_the_bottom_line_names_the_best_its_references_and_ties(trace, tmp_path):
-    report = build_report(trace, tmp_path / "r", predictors=["naive", "sw_avg", "auto"], **FAST)
+def test_the_bottom_line_follows_its_json_contract(trace, tmp_path):
+    report = build_report(trace, tmp_path / "r", predictors=["naive", "sw_avg", "auto"],
+                          horizons=(100, 200), n_origins=8, min_history=200)
     doc = report.document
     assert doc["bottom_line"], "no bottom line"
+    assert doc["parameters"]["constant"] == {"naive": True, "sw_avg": False,
+                                             "auto": doc["parameters"]["constant"]["auto"]}
+    ranked = 0
     for b in doc["bottom_line"]:
-        rows = [r for r in doc["results"] if r["layer"] is None and r["horizon"] == b["horizon"]
-                and r["state"] == b["state"]]
-        best = min(rows, key=lambda r: r["error_rate_median"])
-        assert b["best"] == best["predictor"]
-        assert b["error_rate_p10"] <= b["error_rate_median"] <= b["error_rate_p90"]
-        assert b["reference"] >= (b["noise_floor"] or 0) - 1e-12
-        assert set(b["ties"]) <= {r["predictor"] for r in rows} - {b["best"]}
-        naive = next(r for r in rows if r["predictor"] == "naive")
+        rows = {r["predictor"]: r for r in doc["results"] if r["layer"] is None
+                and r["horizon"] == b["horizon"] and r["state"] == b["state"]}
+        assert isinstance(b["origins"], int) and isinstance(b["pairs"], int)
+        assert b["ranked"] == (b["origins"] >= 5 and b["pairs"] >= 10)
+        if not b["ranked"]:
+            assert b["best"] is None and b["error_rate"] is None and b["verdicts"] == {}
+            assert b["reason"].startswith("too few origins to rank")
+            continue
+        ranked += 1
+        best = rows[b["best"]]
+        assert b["error_rate"] == best["error_rate"]  # the best's row, same centre
+        assert b["constant_bound"] == best["constant_bound"]
+        assert best["error_rate"] == min(r["error_rate"] for r in rows.values()
+                                         if r["fallback_rate"] <= 0.5)
+        assert best["fallback_rate"] <= 0.5
+        assert set(b["verdicts"]) == set(rows) - {b["best"]}
+        assert set(b["verdicts"].values()) <= {"better", "no clear difference", "worse"}
+        for name, verdict in b["verdicts"].items():
+            d = b["differences"][name]  # name - best, on their common pairs
+            assert d["lower"] <= d["mean_difference"] <= d["upper"]
+            assert verdict == ("worse" if d["lower"] > 0 else "better" if d["upper"] < 0
+                               else "no clear difference")
+        naive = rows["naive"]
         assert b["gain_over_naive"] == pytest.approx(
-            1 - best["error_rate_median"] / naive["error_rate_median"])
-    for row in doc["results"]:
-        assert row["lookahead"] is None or row["lookahead"] > 0
-        if row["predictor"] == "auto":  # the one that states its own uncertainty
-            assert row["coverage"] is None or 0 <= row["coverage"] <= 1
-        else:
-            assert row["coverage"] is None
+            1 - best["error_rate"] / naive["error_rate"])
+    assert ranked, "no cell was ranked: the test says nothing"
+    assert doc["headline"].startswith(f"Use {doc['recommendation']['predictor']}: ")
+    assert doc["headline"].count(". ") == 0 and doc["headline"].endswith(".")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert md.split("\n\n")[1] == doc["headline"]  # the first thing after the title
+    from html import escape
+
+    html = (tmp_path / "r" / "report.html").read_text()
+    body = html.split("<body>")[1]
+    assert body.index(f'<p class="headline">{escape(doc["headline"])}</p>') < \
+        body.index("<h2>Bottom line</h2>") < body.index("<table>")
+
+
+def test_the_headline_says_what_re_planning_buys_from_the_replay_rows(trace, tmp_path):
+    doc = build_report(trace, tmp_path / "r", predictors=["naive", "sw_avg"], **FAST).document
+    times = {r["policy"]: r["time_vs_balanced"] for r in doc["placement"]["results"]
+             if r["layer"] is None and r["state"] == "all"}
+    gain = doc["recommendation"]["placement"]
+    assert gain["time_vs_balanced"] == {k: times[k] for k in ("forecast", "static", "window")}
+    assert gain["saving_vs_static"] == pytest.approx(1 - times["forecast"] / times["static"])
+    assert gain["saving_vs_window"] == pytest.approx(1 - times["forecast"] / times["window"])
+    assert f"every {doc['placement']['interval']:,} steps from naive's forecast" in \
+        doc["headline"]
+    assert f"{times['static']:.2f}x" in doc["headline"]
+    assert "static placement" in doc["headline"] and "window re-planning" in doc["headline"]
+    none = build_report(trace, tmp_path / "n", predictors=["naive"], placement=None, **FAST)
+    assert none.document["recommendation"]["placement"] is None
+    assert "placement" not in none.document["headline"]
 
 
 def test_a_50_step_trace_gets_a_report_with_notes_on_what_is_unreliable(tmp_path):
@@ -187,8 +235,12 @@ def test_a_50_step_trace_gets_a_report_with_notes_on_what_is_unreliable(tmp_path
     assert "horizons of" in md and "say little about a placement" in md
     # arima cannot be fitted on 25 steps of history: said, not an error
     arima = next(n for n in report.document["notes"] if n["predictor"] == "arima")
-    assert arima["fallbacks"] == arima["fits"] and "needs 600 steps" in \
-        arima["fallback_reasons"][0]
+    [fallback] = arima["fallbacks"]  # one reason, once, with its count
+    assert fallback["origins"] == arima["of"] and "needs 600 steps" in fallback["reason"]
+    assert sum("arima could not be fitted at 12 of 12 origins" in line
+               for line in md.splitlines()) == 1
+    [recorded] = report.document["fallbacks"]["arima"]
+    assert len(recorded["origins"]) == arima["of"]
 
 
 def test_online_state_labels_change_only_the_labels(trace, tmp_path):

@@ -63,11 +63,21 @@ def test_state_split_uses_each_layers_state_at_the_origin(result):
     assert stable.noise_floor == pytest.approx(0.005)
     transient = find(rows, predictor="offset", horizon=5, state="transient")
     assert (transient.origins, transient.pairs) == (4, 6)  # layer 1 always, layer 0 twice
-    assert transient.error_rate == pytest.approx((2 * 0.02 + 4 * 0.06) / 6)
-    assert transient.noise_floor == pytest.approx((2 * 0.009 + 4 * 0.011) / 6)
-    # per-origin means: origins 10, 20 average both layers (0.04), origins 30, 40 layer 1 only
-    assert transient.error_rate_p10 == pytest.approx(0.04)
-    assert transient.error_rate_p90 == pytest.approx(0.06)
+    # the centre: per-origin means over layers first (origins 10, 20 average both layers,
+    # 0.04; origins 30, 40 hold layer 1 only, 0.06), then their mean; not the pair mean 0.0467
+    assert transient.error_rate == pytest.approx((0.04 + 0.04 + 0.06 + 0.06) / 4)
+    assert transient.noise_floor == pytest.approx((0.010 + 0.010 + 0.011 + 0.011) / 4)
+    # its 95% interval over the 4 origins (Student's t, 3 degrees of freedom; origins 10 steps
+    # apart with a 5-step horizon do not overlap)
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 3) * np.std([0.04, 0.04, 0.06, 0.06], ddof=1) / 2
+    assert transient.error_rate_lower == pytest.approx(0.05 - half)
+    assert transient.error_rate_upper == pytest.approx(0.05 + half)
+    assert transient.error_rate_lower <= transient.error_rate <= transient.error_rate_upper
+    # the forecasts here are held constant: the bound (0, the shares never move) binds them
+    assert transient.constant and transient.constant_bound == pytest.approx(0.0)
+    assert transient.fallback_rate == 0.0
     assert find(rows, predictor="offset", horizon=5, state="stable", layer=1) is None
     assert find(rows, predictor="offset", horizon=5, state="all", layer=1).noise_floor == 0.011
 

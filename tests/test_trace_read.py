@@ -106,8 +106,12 @@ def _bad(tmp_path, small_counts, case: str):
     if case == "missing":
         return tmp_path / "nope.parquet", "no such file or directory"
     if case == "not-parquet":
-        path.write_text("step,layer,expert,tokens\n0,0,0,1\n")
+        path.write_bytes(bytes(range(256)) * 4)
         return path, "not a readable Parquet file"
+    if case == "csv":  # what to run instead, with this file's name in it
+        path.write_text("step,layer,expert,tokens\n0,0,0,1\n")
+        return path, f"not Parquet but CSV text; import it with: moetrace record --from csv " \
+                     f"{path} -o TRACE.parquet"
     if case == "empty-file":
         path.write_bytes(b"")
         return path, "empty file"
@@ -156,15 +160,19 @@ def _bad(tmp_path, small_counts, case: str):
     if case == "empty-trace":
         frame.head(0).write_parquet(path)
         return path, "empty trace: no rows"
+    if case == "empty-row-group":  # pyarrow writes a row group of 0 rows (no statistics)
+        pq.write_table(frame.head(0).to_arrow(), path)
+        return path, "empty trace: no rows"
     if case == "empty-dir":
         (tmp_path / "d").mkdir()
         return tmp_path / "d", "directory holds no .parquet files"
     raise ValueError(case)
 
 
-BAD_CASES = ["missing", "not-parquet", "empty-file", "truncated", "missing-column", "fractional",
+BAD_CASES = ["missing", "not-parquet", "csv", "empty-file", "truncated", "missing-column", "fractional",
              "string-tokens", "string-step", "negative", "null", "null-expert", "duplicate",
-             "expert-counts", "zero-step", "layer-missing-at-step", "empty-trace", "empty-dir"]
+             "expert-counts", "zero-step", "layer-missing-at-step", "empty-trace", "empty-row-group",
+             "empty-dir"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -177,7 +185,7 @@ def test_bad_input_raises_trace_error(tmp_path, small_counts, case):
 
 
 @pytest.mark.parametrize("case", ["missing", "truncated", "duplicate", "zero-step",
-                                  "string-tokens"])
+                                  "string-tokens", "csv"])
 def test_bad_input_through_the_entry_point(tmp_path, small_counts, case):
     path, problem = _bad(tmp_path, small_counts, case)
     result = run_cli("info", str(path))
@@ -276,7 +284,7 @@ def test_validation_in_small_batches_folds_the_summary_and_still_finds_duplicate
     """A large trace is validated batch by batch with its summary folded as it goes: the
     totals are those of one pass over everything, and a row repeated in a later batch (each
     batch on its own has no duplicate) is still a duplicate."""
-    from moetrace.trace import read as reader
+    from moetrace.trace import validate as reader
 
     frame = long_frame(small_counts)  # 3 layers x 5 steps x 4 experts = 60 rows
     write_trace(frame, tmp_path / "t.parquet", TraceMetadata())
@@ -296,7 +304,7 @@ def test_keys_split_over_row_groups_are_checked_in_those_row_groups_only(tmp_pat
     is found by reading the row groups that can hold the cut keys, not the whole file; a file
     moetrace writes keeps every key in one row group and is never read twice."""
     from moetrace.simulate import simulate_trace
-    from moetrace.trace import read as reader
+    from moetrace.trace import validate as reader
 
     counts = np.random.default_rng(0).integers(1, 50, size=(2, 40, 8))
     frame = long_frame(counts).sort("step", "layer", "expert")  # 640 rows
@@ -326,7 +334,7 @@ def test_keys_split_over_row_groups_are_checked_in_those_row_groups_only(tmp_pat
 def test_an_unsorted_file_read_in_small_batches_still_finds_a_duplicate(tmp_path, monkeypatch):
     """Shuffled rows split every key over every batch: the second look reads everything (past
     the matching limit) and still finds the one repeated row, or none."""
-    from moetrace.trace import read as reader
+    from moetrace.trace import validate as reader
 
     counts = np.random.default_rng(1).integers(1, 50, size=(2, 30, 8))
     frame = long_frame(counts)

@@ -40,9 +40,7 @@ def render(summary: dict[str, Any]) -> None:
     sampling = "every step" if every == 1 else f"every {every:,} steps (a sampled trace)"
     console.print(f"  steps {steps['first']:,}..{steps['last']:,}: {steps['count']:,} recorded, "
                   f"{sampling}, {gaps}")
-    console.print("  integrity: " + ("page checksums verified" if summary["checksummed"] else
-                                     "no checksums (not written by moetrace): corruption of "
-                                     "this file cannot be detected"))
+    console.print("  integrity: " + _INTEGRITY[summary["integrity"]])
     meta = summary["metadata"]
     top_k = meta.get("top_k")
     title = "routed slots per step (tokens x top-k)" if (top_k or 1) > 1 else "tokens per step"
@@ -58,6 +56,16 @@ def render(summary: dict[str, Any]) -> None:
     shown = {k: v for k, v in meta.items() if k != "extra" and v not in (None, {}, [])}
     for key, value in {**shown, **meta.get("extra", {})}.items():
         console.print(f"    {safe(key)}: {safe(_readable(value))}")
+
+
+#: what each integrity level of moetrace.trace.integrity means to a user
+_INTEGRITY = {
+    "file": "whole-file and page checksums verified: any corruption is detected",
+    "pages": "page checksums verified; its footer is not covered (written by an older "
+             "moetrace: `moetrace convert` rewrites it with a whole-file checksum)",
+    "none": "no checksums (not written by moetrace): corruption of this file cannot be "
+            "detected",
+}
 
 
 def _readable(value: Any, limit: int = 8) -> str:

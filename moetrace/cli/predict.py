@@ -36,8 +36,10 @@ def render(forecasts: Forecasts, title: str) -> None:
 
     summary = forecasts.summary()
     for name in forecasts.shares:
-        table = Table(title=f"{safe(title)}: {name}", title_justify="left", box=box.SIMPLE_HEAD,
-                      pad_edge=False)
+        credit = " (fell back to a simpler rule: see the note)" if forecasts.fallbacks.get(
+            name) else ""
+        table = Table(title=f"{safe(title)}: {name}{credit}", title_justify="left",
+                      box=box.SIMPLE_HEAD, pad_edge=False)
         for column in ("layer", "hottest expert:share", "coldest expert:share",
                        "max/mean"):
             table.add_column(column, justify="right" if column in ("layer", "max/mean")
@@ -89,6 +91,9 @@ def predict(trace: str, out: Path | None, predictors: str | None, horizon: int,
             write_forecasts(forecasts, out, inputs=inputs, force=force)
     for name, reason in forecasts.skipped:
         warn(f"{name} skipped: {reason}")
+    for name, reason in forecasts.fallbacks.items():
+        if reason:
+            warn(f"{name} fell back: {reason}")
     emit_json(forecasts.document(trace), to_stdout=as_json, path=json_out, inputs=inputs,
               force=force)
     if as_json:

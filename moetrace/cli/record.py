@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from moetrace.defaults import DEMO_STEPS, FLUSH_EVERY
 from moetrace.cli.app import command, console, warn
 from moetrace.cli.options import PathType, output_options
 from moetrace.cli.render import emit_json, safe
@@ -72,7 +73,7 @@ class RecordCommand(click.Command):
               "an import, for per-rank formats (e.g. pp=2,etp=1).")
 @click.option("--steps-are", metavar="TEXT", help="What an imported step is, where the format "
               "cannot say (e.g. 'decode steps' for an inference trace).")
-@click.option("--flush-every", type=int, default=100, show_default=True,
+@click.option("--flush-every", type=int, default=FLUSH_EVERY, show_default=True,
               help="Steps per part file when recording (crash safety; a part is what watch "
                    "sees).")
 @click.option("--every", type=int, default=1, show_default=True, metavar="K",
@@ -218,7 +219,7 @@ def _train_demo(out: Path, *, steps: int | None, seed: int, flush_every: int, ev
     from moetrace.cli.progress import progress_bar
     from moetrace.record import train_demo
 
-    steps = 3000 if steps is None else steps
+    steps = DEMO_STEPS if steps is None else steps
     with progress_bar("training the demo MoE GPT") as update:
         def progress(done: int, total: int, loss: float) -> None:
             update(done, total, f"loss {loss:.2f}")

@@ -121,29 +121,53 @@ def _command(trace, out, options: dict) -> str:
 
 
 def _render(result: Report) -> None:
-    """The report's bottom line, as its first screen shows it."""
+    """The report's first screen: the headline, then the bottom line: per horizon and state,
+    every predictor's error with its paired verdict against the best."""
     from rich import box
     from rich.table import Table
 
     from moetrace.report.document import note_lines, pct
 
-    table = Table(title="Bottom line: the predictor to trust, per horizon and state",
-                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("horizon", "state", "best", "error", "vs naive", "x ref.", "tie with"):
-        table.add_column(name, justify="left" if name in ("state", "best", "tie with")
-                         else "right")
-    for b in result.document["bottom_line"]:
-        gain = b["gain_over_naive"]
-        table.add_row(f"{b['horizon']:,}", b["state"], safe(b["best"]),
-                      pct(b["error_rate_median"]),
-                      "-" if gain is None else f"{-gain * 100:+.0f}%",
-                      "-" if b["times_reference"] is None else f"{b['times_reference']:.2f}x",
-                      safe(", ".join(b["ties"]) or "none"))
+    doc = result.document
+    console.print(safe(doc["headline"]), style="bold")
+    predictors = doc["parameters"]["predictors"]
+    table = Table(title="Bottom line: each predictor against the best", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0, 0, 1))
+    for name in ("horizon", "state", "origins/\npairs", *map(safe, predictors),
+                 "constant\nbound"):
+        table.add_column(name, justify="left" if name == "state" else "right", no_wrap=True)
+    unranked = []
+    for b in doc["bottom_line"]:
+        rows = {r["predictor"]: r for r in doc["results"] if r["layer"] is None
+                and r["horizon"] == b["horizon"] and r["state"] == b["state"]}
+        if not b["ranked"]:
+            unranked.append(f"{b['horizon']:,} steps, {b['state']}: {b['reason']}")
+        table.add_row(f"{b['horizon']:,}", b["state"], f"{b['origins']}/{b['pairs']}",
+                      *(_entry(b, rows.get(name), name) for name in predictors),
+                      pct(b["constant_bound"]))
     console.print(table)
-    console.print("error: median over origins of the per-step error rate; vs naive: relative "
-                  "to naive's; x ref.: times the higher of the noise floor and the look-ahead "
-                  "bound (what no forecaster can be expected to beat)", style="dim")
-    for line in note_lines(result.document):
+    console.print("each entry: the mean over origins of the layer-mean error rate, then the "
+                  "verdict paired with the best on the same (origin, layer) pairs (~best: no "
+                  "clear difference; better/worse only where the 95% interval of the "
+                  "difference excludes zero); fbK: fell back at K origins; constant bound: the "
+                  "least error of any forecast held constant over the horizon", style="dim")
+    for line in unranked + note_lines(doc):
         console.print(safe(line), style="dim")
     console.print(f"report written to [bold]{safe(result.path)}[/] "
                   f"(report.html, report.md, report.json, figures/)", soft_wrap=True)
+
+
+_MARKS = {"better": "better", "no clear difference": "~best", "worse": "worse"}
+
+
+def _entry(cell: dict, row: dict | None, name: str) -> str:
+    """One predictor in one cell: its error, then best / ~best / worse / better, and how
+    often it fell back."""
+    from moetrace.report.document import pct
+
+    if row is None:
+        return "-"
+    mark = "best" if cell["best"] == name else _MARKS.get(cell["verdicts"].get(name), "")
+    count = cell["fell_back"].get(name, 0)
+    return "\n".join(x for x in (pct(row["error_rate"]), mark, f"fb{count}" if count else "")
+                     if x)

@@ -11,7 +11,7 @@ import click
 from moetrace.cli.app import command, console, renamed, warn
 from moetrace.cli.options import PathType
 from moetrace.cli.render import emit_json, safe
-from moetrace.defaults import REPLAN_GAIN, REPLAN_INTERVAL
+from moetrace.defaults import POLL_SECONDS, REPLAN_GAIN, REPLAN_INTERVAL, STALL_STEPS
 from moetrace.errors import ParameterError
 from moetrace.jsondoc import line as line_json
 from moetrace.output import check_outputs
@@ -43,9 +43,10 @@ WATCH_SCHEMA = "moetrace.watch"
 @click.option("--until-step", type=int, metavar="N", help="Stop once step N is merged.")
 @click.option("--until-idle", type=float, metavar="SECONDS",
               help="Stop after this long without new data.")
-@click.option("--poll", type=float, default=1.0, show_default=True, metavar="SECONDS",
+@click.option("--poll", type=float, default=POLL_SECONDS, show_default=True, metavar="SECONDS",
               help="Seconds between looks at DIR.")
-@click.option("--stall-steps", type=int, default=2000, show_default=True, metavar="STEPS",
+@click.option("--stall-steps", type=int, default=STALL_STEPS, show_default=True,
+              metavar="STEPS",
               help="Training steps the other ranks may run ahead of a silent rank before it is "
                    "reported and merged without.")
 @click.option("--force", is_flag=True,

@@ -166,17 +166,9 @@ def backtest(trace: str | Path | Trace, *, predictors: Sequence[str] | str | Non
                                      result.predictors[0], run)
     example = (trace.loads(layers=[result.layers[result.example.layer]])
                if result.example is not None else axis(trace))
-    return Backtested(trace, analysis, result, noise_floors(analysis), placed, note, fitted,
+    return Backtested(trace, analysis, result, analysis.floors(), placed, note, fitted,
                       states, lookahead_radius, options, selection.skipped, example, stride,
                       n_origins)
-
-
-def noise_floors(analysis) -> dict[str, np.ndarray]:
-    """state -> (L,) per-step error-rate floor of each layer (NaN where the state is absent)."""
-    from moetrace.report.results import STATES
-
-    return {state: np.array([layer.noise_floor[state].value if state in layer.noise_floor
-                             else np.nan for layer in analysis.layers]) for state in STATES}
 
 
 def _report_placement(trace: Trace, analysis, labels: np.ndarray, placement,
@@ -184,7 +176,6 @@ def _report_placement(trace: Trace, analysis, labels: np.ndarray, placement,
     """Every placement policy replayed for the report, re-planning every (first) horizon; a
     cluster or trace it cannot replay is skipped with the reason (the default cluster only:
     a cluster the user gave that does not fit is an error)."""
-    from moetrace.defaults import TRANSIENT_SPLITS  # noqa: F401  (documented with the policy)
     from moetrace.placement import DEFAULT_POLICIES, default_cluster, expert_parameters
     from moetrace.placement import make_policies
 

@@ -1,20 +1,31 @@
-"""lstm: one multivariate PyTorch LSTM over the shares of all experts of all layers.
+"""lstm: one small PyTorch LSTM shared by every (layer, expert) series of the trace.
 
-As in the paper, the input at each (bucket) step is the vector of every expert's share in every
-MoE layer and the output is the next step's shares of all experts, a softmax per layer; longer
-horizons are reached by feeding forecasts back in. The model is residual around a baseline,
-the mean of the last ``BASELINE`` buckets: output logits are log(baseline) plus the LSTM's
-correction (in units of each series' noise level, zero before training), and the inputs are
-each share's departure from the baseline in those units plus its level. So the untrained model
-forecasts a recursive sliding average over the baseline window (a constant trace stays constant,
-to float32 precision), and early stopping keeps trained weights only where they beat it on the
-validation slice. Each (window, layer) counts equally in the training loss, relative to the
-baseline's error there, so a few windows of fast transient moves do not decide what is learnt.
-Training uses only recent history before the origin (its last 15% of
-buckets is the validation slice for early stopping) or a separate training trace; it is seeded
-and deterministic on CPU. In a backtest the same object retrains only once the history has
-doubled or grown by ``retrain_every`` steps (default 10,000); in between it keeps the weights
-from the earlier, shorter history and only conditions on the new one.
+The paper's LSTM reads the shares of all experts of all layers as one vector per step. Trained
+on a run's own history that is one sequence to learn from, and moetrace's version of it needed
+4,560 steps before it could train and validate a 2,000-step forecast: it ran at none of the
+report's origins on the bundled samples or the SmartMoE trace. This model learns from what a
+run has: each of the L*E share series is put on its own scale (moetrace/predictors/
+lstm_series.py: its departure from its recent level in units of its own noise, its level, how
+much more than sampling noise it moves, how turbulent its layer is), and one LSTM, trained on
+windows of all of them, forecasts for each series a correction to its level for blocks of leads
+(1, 2-3, 4-7, ... buckets ahead), in units of its noise. The data is L*E series x windows, so
+640 steps of history are enough to train on (``MIN_TRAIN`` + ``MIN_VALIDATION`` buckets).
+
+The model is residual around a baseline: the head starts at zero, so the untrained model
+forecasts each series' level (the mean of its last ``BASELINE`` buckets, 100 steps) held
+constant. Training uses only buckets before the origin. The last ``validation_buckets`` (the
+horizon, or half the history when that is shorter) are held out; the model trains on the
+newest windows before them (as many as fill a batch from every series), and early stopping
+keeps the epoch whose forecasts from ``VALIDATION_ORIGINS`` origins in the held-out buckets have
+the lowest error rate (the report's metric, each layer renormalised); epoch 0, the baseline,
+counts. If no epoch beats it the forecast is the baseline and ``fallback`` says so, as it does
+when the history is too short to train. Leads beyond the validated buckets, or beyond the lead
+blocks that had training targets, hold the last such lead's forecast: the model is never run
+further than it was trained and checked. Forecasts are non-negative and sum to 1 per layer and
+step. Seeded and deterministic on CPU (one thread). In a backtest the same object retrains
+once the history has doubled or grown by ``retrain_every`` steps (default 10,000), and at the
+next origin after a training that kept the baseline; in between it keeps its weights and reads
+the new history.
 """
 
 from __future__ import annotations
@@ -27,6 +38,18 @@ import numpy as np
 from moetrace.defaults import HORIZON
 from moetrace.errors import MissingExtraError, ParameterError
 from moetrace.predictors.buckets import bucket_means
+from moetrace.predictors.lstm_series import (
+    BASELINE,
+    BLOCKS,
+    LOOKBACK,
+    N_FEATURES,
+    as_series,
+    block_of,
+    block_targets,
+    block_weights,
+    features,
+    tokens_per_bucket,
+)
 from moetrace.predictors.template import BucketPredictor, HistoryMark
 from moetrace.trace.shares import Loads
 
@@ -38,74 +61,78 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 DEFAULT_BUCKET = 20
 RETRAIN_EVERY = 10_000
-HIDDEN = 64
-WINDOW = 64  # buckets per training sequence
+HIDDEN = 16
+WINDOW = 64  # buckets per training sequence, and of context read before forecasting
+BATCH = 512  # training sequences per epoch (one optimiser step), drawn from every series
 MAX_EPOCHS = 150
-PATIENCE = 10
+PATIENCE = 15
 #: Epochs always trained before early stopping may end training: the first Adam steps of the
-#: correction often make the free-running forecast worse before it gets better (a periodic toy
-#: trace beats the baseline only after about 20 epochs).
+#: correction often make the forecast worse before it gets better.
 MIN_EPOCHS = 30
-MIN_IMPROVEMENT = 1e-3  # relative decrease of the validation loss that counts as progress
-LEARNING_RATE = 1e-3
-VALIDATION = 0.15
-CONTEXT = 512  # buckets of history the model reads before forecasting
-#: Buckets averaged into the baseline (100 steps at the default bucket): the untrained model
-#: forecasts with a sliding-window average over them, which on the simulated samples was as
-#: good as any window from 20 to 200 steps and better than the last bucket alone.
-BASELINE = 5
-CLIP = 10.0  # noise-scaled departures beyond this are clipped (robust to outliers)
-#: Buckets of (recent) history trained on: 10,000 steps at the default bucket, so a long
-#: transient start does not dominate what the model learns about the current state.
+MIN_IMPROVEMENT = 1e-3  # relative decrease of the validation error that counts as progress
+LEARNING_RATE = 3e-3
+#: Largest correction of a forecast, in log-share units (a factor of e**3 either way).
+MAX_LOG_CORRECTION = 3.0
+#: Buckets of (recent) history trained and validated on: 10,000 steps at the default bucket,
+#: so a long transient start does not dominate what the model learns about the current state.
 TRAIN_BUCKETS = 500
-#: Fewest buckets to train on besides the validation rollout: with less (a short or sampled
-#: history), the model is not trained and forecasts with its baseline, saying so
-MIN_TRAIN = 2 * WINDOW
+#: Fewest buckets trained on before the validation buckets, and fewest validated (unless the
+#: horizon is shorter): with less history the model is not trained and forecasts with its
+#: baseline, saying so. 32 buckets are 640 steps at the default bucket.
+MIN_TRAIN = 16
+MIN_VALIDATION = 16
+#: Origins the validation forecasts start from (the first at the end of the training buckets)
+VALIDATION_ORIGINS = 4
 #: the horizon validated on when none is given (training steps): predict's default
 DEFAULT_HORIZON = HORIZON
-EPS = 1e-9
 
 
-def moving_baseline(series: np.ndarray, m: int = BASELINE) -> np.ndarray:
-    """(n, F) bucket shares -> (n, F): at each bucket the mean of it and the m - 1 before it
-    (fewer at the start): the forecast the untrained model makes for the next bucket."""
-    c = np.cumsum(np.vstack([np.zeros((1, series.shape[1])), series]), axis=0)
-    lo = np.maximum(np.arange(1, len(series) + 1) - m, 0)
-    return (c[1:] - c[lo]) / (np.arange(1, len(series) + 1) - lo)[:, None]
+def validation_buckets(n: int, horizon: int) -> int:
+    """Buckets held out at the end of ``n`` for early stopping: the horizon, or half the
+    history when that is shorter, but at least MIN_VALIDATION (or the horizon, if shorter)."""
+    return min(horizon, max(MIN_VALIDATION, n // 2))
 
 
-class ShareLSTM(nn.Module):
-    """(B, T, L*E) shares and their baselines -> (B, T, L, E) next-bucket shares, softmax per
-    layer of log(baseline) + the LSTM's correction (zero before training).
+def min_buckets_to_train(horizon: int) -> int:
+    """Fewest buckets of history the model trains on for ``horizon`` buckets."""
+    return MIN_TRAIN + min(horizon, MIN_VALIDATION)
 
-    The inputs are each share's departure from its baseline in units of that series' noise
-    (``scale``, the spread of those departures on the training data, so a cold expert's
-    moves count as much as a hot one's) and its level relative to a uniform share. The
-    correction is in the same units (a head output of 1 moves a share by about one noise
-    level), so the first optimiser steps make corrections of the size of the noise, not of
-    the share.
-    """
 
-    def __init__(self, n_layers: int, n_experts: int, scale: np.ndarray, level: np.ndarray,
-                 hidden: int = HIDDEN):
+class SeriesLSTM(nn.Module):
+    """(B, T, N_FEATURES) features of B series -> (B, T, BLOCKS) corrections of each series'
+    level for each lead block, in units of its noise (zero before training).
+
+    Features are standardised with the training data's per-feature mean and spread
+    (``center``, ``scale``) before the LSTM reads them."""
+
+    def __init__(self, center: np.ndarray, scale: np.ndarray, hidden: int = HIDDEN):
         super().__init__()
-        self.n_layers, self.n_experts = n_layers, n_experts
-        features = n_layers * n_experts
+        self.register_buffer("center", torch.as_tensor(center, dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
-        # d log(share) = d share / share: a noise level in log-share units
-        self.register_buffer("unit", torch.as_tensor(scale / np.maximum(level, 1e-6),
-                                                     dtype=torch.float32))
-        self.lstm = nn.LSTM(2 * features, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, features)
+        self.lstm = nn.LSTM(N_FEATURES, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, BLOCKS)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        #: buckets ahead the forecast was validated over; later leads hold the last of them
+        self.validated = 1
+        #: lead blocks trained (with targets); later blocks hold the last of them
+        self.blocks = 1
+        #: per epoch, epoch 0 (the untrained model, the baseline) first; empty: not trained
+        self.validation_losses: list[float] = []
+        self.best_epoch = 0
 
-    def forward(self, shares, baseline, state=None):
-        b, t, _ = shares.shape
-        departure = ((shares - baseline) / self.scale).clamp(-CLIP, CLIP)
-        out, state = self.lstm(torch.cat([departure, shares * self.n_experts - 1.0], -1), state)
-        logits = torch.log(baseline + EPS) + self.head(out) * self.unit
-        return torch.softmax(logits.view(b, t, self.n_layers, self.n_experts), dim=-1), state
+    def forward(self, x):
+        out, _ = self.lstm((x - self.center) / self.scale)
+        return self.head(out)
+
+
+def corrected(correction, level, noise):
+    """Forecast shares from corrections (noise units) of a level: level x exp(correction x
+    noise / level), so a small correction c moves the share by about c noise levels; the
+    log-share change is at most MAX_LOG_CORRECTION. Works on tensors of matching shape."""
+    unit = torch.clamp(noise / torch.clamp(level, min=1e-12), max=1.0)
+    return level * torch.exp(torch.clamp(correction * unit, -MAX_LOG_CORRECTION,
+                                         MAX_LOG_CORRECTION))
 
 
 @contextmanager
@@ -128,112 +155,163 @@ def _deterministic(seed: int):
         torch.set_num_threads(threads)
 
 
-def _windows(stop: int) -> list[int]:
-    """Starts of overlapping training windows of WINDOW inputs whose targets end before stop."""
-    length = min(WINDOW, stop - 1)
-    starts = list(range(0, stop - length, max(1, length // 2)))
-    if starts[-1] != stop - 1 - length:
-        starts.append(stop - 1 - length)
-    return starts
+def _starts(stop: int, length: int) -> np.ndarray:
+    """Starts of overlapping windows of ``length`` buckets ending at or before ``stop``."""
+    starts = np.arange(0, stop - length + 1, max(1, length // 2))
+    return starts if starts[-1] == stop - length else np.r_[starts, stop - length]
 
 
-def noise_scale(series: np.ndarray) -> np.ndarray:
-    """(n, F) -> (F,): the RMS departure of each series from its moving baseline (its noise
-    level), floored so that a flat series does not divide by zero."""
-    rms = np.sqrt(((series - moving_baseline(series)) ** 2).mean(axis=0))
-    return np.maximum(rms, 1e-6)
+def forecast_series(model: SeriesLSTM, feats: np.ndarray, level: np.ndarray,
+                    noise: np.ndarray, n_layers: int, k: int) -> np.ndarray:
+    """Read the last WINDOW buckets of (S, n, F) features, forecast k buckets: (L, k, E)
+    shares, each layer renormalised; leads beyond ``model.validated`` hold its forecast."""
+    return forecasts_from(model, feats, level, noise, n_layers, [feats.shape[1]], k)[0]
 
 
-def validation_buckets(n: int, horizon: int) -> int:
-    """Buckets of the validation rollout: 15% of the series, and never shorter than the
-    horizon the forecast is for (a model that wins over 7 buckets can run off over 100)."""
-    return max(int(round(n * VALIDATION)), horizon, 1)
+def forecasts_from(model: SeriesLSTM, feats: np.ndarray, level: np.ndarray,
+                   noise: np.ndarray, n_layers: int, origins: list[int],
+                   k: int | list[int]) -> list[np.ndarray]:
+    """:func:`forecast_series` from each of ``origins`` (reading the WINDOW buckets before
+    it) over ``k`` buckets (one number, or one per origin), the LSTM run once for all."""
+    ks = [k] * len(origins) if isinstance(k, int) else k
+    contexts = [feats[:, max(0, o - WINDOW):o] for o in origins]
+    with torch.no_grad():
+        if len({c.shape[1] for c in contexts}) == 1:  # one LSTM call for every origin
+            batch = torch.as_tensor(np.concatenate(contexts), dtype=torch.float32)
+            corrections = model(batch)[:, -1].double().split(feats.shape[0])
+        else:  # an origin within WINDOW buckets of the start reads a shorter context
+            corrections = [model(torch.as_tensor(c, dtype=torch.float32))[:, -1].double()
+                           for c in contexts]
+        out = []
+        for o, c, steps in zip(origins, corrections, ks):
+            blocks = corrected(c, torch.as_tensor(level[:, o - 1:o]),
+                               torch.as_tensor(noise[:, o - 1:o])).numpy()
+            leads = np.minimum(block_of(np.minimum(np.arange(1, steps + 1), model.validated)),
+                               model.blocks - 1)
+            out.append(_per_layer(blocks[:, leads], n_layers))
+    return out
 
 
-def train_model(series: np.ndarray, n_layers: int, n_experts: int,
-                progress=None, horizon: int = 1) -> ShareLSTM:
-    """Fit on the last TRAIN_BUCKETS of (n, L*E) bucket shares; early stopping on the error of
-    a forecast rolled out over their last ``validation_buckets`` (at least the ``horizon``
-    in buckets; epoch 0, the untrained model, is the baseline forecast)."""
-    series = series[-max(TRAIN_BUCKETS, MIN_TRAIN + horizon):]
-    n = len(series)
-    split = min(n - 1, max(2, n - validation_buckets(n, horizon)))
-    data = torch.as_tensor(series, dtype=torch.float32)
-    base = torch.as_tensor(moving_baseline(series), dtype=torch.float32)
-    model = ShareLSTM(n_layers, n_experts, noise_scale(series[:split]),
-                      series[:split].mean(axis=0))
-    starts = _windows(split)
-    length = min(WINDOW, split - 1)
-    x = torch.stack([data[s:s + length] for s in starts])
-    xb = torch.stack([base[s:s + length] for s in starts])
-    y = torch.stack([data[s + 1:s + length + 1] for s in starts])
-    y = y.view(*y.shape[:2], n_layers, n_experts)
-    # each (window, layer) weighs the same, relative to the baseline's error there: a few
-    # windows of fast transient moves (errors thousands of times the stable state's) would
-    # otherwise decide what the model learns
-    base_error = (xb.view_as(y) - y).pow(2).sum(dim=(1, 3)).clamp_min(1e-30)
-    target_val = data[split:].view(-1, n_layers, n_experts)
+def _per_layer(series: np.ndarray, n_layers: int) -> np.ndarray:
+    """(L*E, k) shares -> (L, k, E), every layer and step summing to 1."""
+    n_series, k = series.shape
+    out = series.reshape(n_layers, n_series // n_layers, k).transpose(0, 2, 1)
+    return out / out.sum(axis=-1, keepdims=True)
+
+
+def validation_origins(n: int, held: int) -> list[int]:
+    """Where the validation forecasts start: VALIDATION_ORIGINS buckets spread over the first
+    half of the last ``held`` of ``n``, the first right after the training buckets. One
+    forecast is one draw of the future, and the best of many epochs on one draw is often luck."""
+    gap = max(1, held // (2 * VALIDATION_ORIGINS))
+    return [o for o in range(n - held, n - held + VALIDATION_ORIGINS * gap, gap) if o < n]
+
+
+def validation_error(model: SeriesLSTM, feats: np.ndarray, level: np.ndarray,
+                     noise: np.ndarray, x: np.ndarray, n_layers: int,
+                     origins: list[int]) -> float:
+    """Error rate of the forecasts from each of ``origins`` (reading only the buckets before
+    it) over the rest of the (S, n) shares ``x``, as they are used (each layer renormalised):
+    per origin the mean over layers and buckets of the sum over experts of |f - a|, then the
+    mean over origins."""
+    n = x.shape[1]
+    forecasts = forecasts_from(model, feats, level, noise, n_layers, origins,
+                               [n - o for o in origins])
+    return float(np.mean([np.abs(f - _per_layer(x[:, o:], n_layers)).sum(axis=-1).mean()
+                          for o, f in zip(origins, forecasts)]))
+
+
+def train_model(x: np.ndarray, tokens: np.ndarray, horizon: int, seed: int = 0,
+                progress=None) -> SeriesLSTM:
+    """Fit on (S, n) bucket shares (the last TRAIN_BUCKETS are used): windows drawn from every
+    series before the last ``validation_buckets`` (n, horizon), early stopping on the error
+    rate of the forecast from there over those buckets. Call inside ``_deterministic``."""
+    x = x[:, -TRAIN_BUCKETS:]
+    n_series, n = x.shape
+    n_layers = len(tokens)
+    held = validation_buckets(n, horizon)
+    split = n - held
+    feats, level, noise = features(x, tokens)
+    train_feats = feats[:, :split]
+    flat = train_feats.reshape(-1, N_FEATURES)
+    model = SeriesLSTM(flat.mean(axis=0), np.maximum(flat.std(axis=0), 1e-6))
+    model.validated = held
+
+    targets, known = block_targets(x, split)
+    length = min(WINDOW, split)
+    # the newest windows, as many as it takes to fill a batch from every series: the recent
+    # past says most about the near future (a transient start would otherwise teach moves
+    # the stable state never makes)
+    starts = _starts(split, length)[-max(1, -(-BATCH // n_series)):]
+    pairs = np.stack(np.meshgrid(np.arange(n_series), starts, indexing="ij"), -1).reshape(-1, 2)
+    # each bucket forecasts every lead block it has a target for, weighted by how much of the
+    # horizon's error that block makes; a block with targets at fewer than a quarter of a
+    # window's buckets is not trained, and its leads hold the last trained block's forecast
+    trained = known[starts[0]:].sum(axis=0) >= max(1, length // 4)
+    model.blocks = max(1, int(trained.sum()))
+    weight = known * block_weights(horizon)[None]  # (split, BLOCKS)
+    weight[:, model.blocks:] = 0
+    # each (layer, window) counts the same, relative to the baseline's error there: windows of
+    # fast transient moves (errors hundreds of times the stable state's) would otherwise
+    # decide what the model learns about a stable one
+    base_error = np.abs(level[:, :split, None] - targets) * weight[None]  # (S, split, BLOCKS)
+    c = np.concatenate([np.zeros((n_series, 1)), np.cumsum(base_error.sum(-1), 1)], 1)
+    per_window = (c[:, starts + length] - c[:, starts]).reshape(n_layers, -1, len(starts))
+    scale = np.maximum(per_window.mean(axis=1), 1e-12)  # (L, windows)
+    n_experts = n_series // n_layers
+    norm = torch.as_tensor(scale[pairs[:, 0] // n_experts, np.searchsorted(starts, pairs[:, 1])],
+                           dtype=torch.float32)
+    weight = torch.as_tensor(weight, dtype=torch.float32)
+    tensors = [torch.as_tensor(a, dtype=torch.float32) for a in (
+        train_feats, targets, level[:, :split, None], noise[:, :split, None])]
+    rng = np.random.default_rng(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    origins = validation_origins(n, held)
 
     def validation_loss() -> float:
-        """Error of a forecast from the split over the whole validation slice, as in use."""
         model.eval()
-        pred = torch.as_tensor(rollout(model, series[:split], n - split), dtype=torch.float32)
-        return ((pred - target_val) * n_experts).pow(2).mean().item()
+        return validation_error(model, feats, level, noise, x, n_layers, origins)
 
-    # epoch 0 is the untrained model (the baseline forecast): training must beat it to count
     best, best_state, waited = validation_loss(), copy.deepcopy(model.state_dict()), 0
-    model.validation_losses = [best]  # per epoch, epoch 0 first: what training achieved
+    model.validation_losses = [best]
     for epoch in range(MAX_EPOCHS):
         model.train()
+        pick = rng.choice(len(pairs), size=min(BATCH, len(pairs)), replace=False)
+        rows, cols = pairs[pick, :1], pairs[pick, 1:] + np.arange(length)[None]
+        f, y, lev, sd = (t[rows, cols] for t in tensors)
         optimizer.zero_grad()
-        pred, _ = model(x, xb)
-        ((pred - y).pow(2).sum(dim=(1, 3)) / base_error).mean().backward()
+        error = (corrected(model(f), lev, sd) - y).abs() * weight[cols]
+        (error.sum(dim=(1, 2)) / norm[pick]).mean().backward()
         optimizer.step()
         val = validation_loss()
         model.validation_losses.append(val)
         if val < best * (1 - MIN_IMPROVEMENT):
             best, best_state, waited = val, copy.deepcopy(model.state_dict()), 0
+            model.best_epoch = epoch + 1
         else:
             waited += 1
         if progress:
             progress(epoch + 1, MAX_EPOCHS)
         if waited >= PATIENCE and epoch + 1 >= MIN_EPOCHS:
             break
+    best_epoch, losses = model.best_epoch, model.validation_losses
     model.load_state_dict(best_state)
+    model.best_epoch, model.validation_losses = best_epoch, losses
     model.eval()
     return model
 
 
-def rollout(model: ShareLSTM, context: np.ndarray, k: int) -> np.ndarray:
-    """Read (n, L*E) context buckets, then forecast k buckets by feeding forecasts back (the
-    baseline slides over them too, so an untrained model is a recursive sliding average)."""
-    out = np.empty((k, model.n_layers, model.n_experts))
-    recent = list(context[-BASELINE:])
-    with torch.no_grad():
-        pred, state = model(torch.as_tensor(context[None], dtype=torch.float32),
-                            torch.as_tensor(moving_baseline(context)[None], dtype=torch.float32))
-        step = pred[:, -1:]
-        for j in range(k):
-            out[j] = step[0, 0].double().numpy()
-            if j + 1 < k:
-                recent = (recent + [out[j].reshape(-1)])[-BASELINE:]
-                base = torch.as_tensor(np.mean(recent, axis=0)[None, None], dtype=torch.float32)
-                step, state = model(step.reshape(1, 1, -1), base, state)
-    return out
-
-
 class LSTMPredictor(BucketPredictor):
-    """One multivariate LSTM (all experts of all layers), trained on history or --train-trace."""
+    """One LSTM shared by every (layer, expert) series, trained on history or --train-trace."""
 
     name = "lstm"
     default_bucket = DEFAULT_BUCKET
-    min_buckets = 16
+    min_buckets = BASELINE  # the baseline's window: a forecast needs at least that
 
     def __init__(self, options=None, *, retrain_every: int = RETRAIN_EVERY, **inputs):
         super().__init__(options, **inputs)
         self.retrain_every = retrain_every
-        self.model: ShareLSTM | None = None
+        self.model: SeriesLSTM | None = None
         self._trained_on: HistoryMark | None = None
         self._why: str | None = None
 
@@ -245,35 +323,34 @@ class LSTMPredictor(BucketPredictor):
                 f"lstm: the training trace has {train.n_layers} layers x {train.n_experts} "
                 f"experts but the trace to forecast has {n_layers} x {n_experts}")
         if not self._can_reuse(history):
-            source = bucket_means(train, self.step_bucket) if train is not None else buckets
-            if source.shape[1] < self.min_buckets:
-                raise ParameterError(f"lstm: the training trace needs at least "
-                                     f"{self.min_buckets * self.bucket} steps")
+            learn = train if train is not None else history
+            source = as_series(bucket_means(train, self.step_bucket) if train is not None
+                               else buckets)
+            tokens = tokens_per_bucket(learn, self.step_bucket)
             horizon = max(1, -(-max(self.options.horizons or (DEFAULT_HORIZON,))
                                // self.step_bucket))
-            need = MIN_TRAIN + validation_buckets(source.shape[1], horizon)
-            if source.shape[1] < need:
-                with _deterministic(self.options.seed):
-                    self.model = ShareLSTM(n_layers, n_experts,
-                                           noise_scale(self._flat(source)),
-                                           self._flat(source).mean(axis=0))
-                self.model.eval()
-                self._why = (f"too little history to train and validate on the horizon (it "
-                             f"needs {(MIN_TRAIN + horizon) * self.step_bucket:,} steps): "
-                             f"forecast with its {BASELINE * self.step_bucket}-step "
-                             "moving-average baseline")
-            else:
-                with _deterministic(self.options.seed):
-                    self.model = train_model(self._flat(source), n_layers, n_experts,
+            need = min_buckets_to_train(horizon)
+            with _deterministic(self.options.seed):
+                if source.shape[1] < need:
+                    self.model = _untrained(source, tokens)
+                    what = "the training trace has" if train is not None else "it has"
+                    self._why = (f"too little history to train: {what} "
+                                 f"{source.shape[1] * self.step_bucket:,} steps and needs "
+                                 f"{need * self.step_bucket:,} ({MIN_TRAIN} buckets of "
+                                 f"{self.step_bucket} steps to train on and "
+                                 f"{min(horizon, MIN_VALIDATION)} to validate on): forecast "
+                                 f"with its {BASELINE * self.step_bucket}-step moving average")
+                else:
+                    self.model = train_model(source, tokens, horizon, self.options.seed,
                                              lambda done, total: self._report(
-                                                 "lstm: training", done, total), horizon)
-                losses = self.model.validation_losses
-                self._why = None if int(np.argmin(losses)) > 0 else (
-                    "training never beat its baseline on the validation rollout: forecast "
-                    f"with its {BASELINE * self.step_bucket}-step moving-average baseline")
+                                                 "lstm: training", done, total))
+                    self._why = None if self.model.best_epoch > 0 else (
+                        "training never beat its baseline on the validation forecast: "
+                        f"forecast with its {BASELINE * self.step_bucket}-step moving average")
             self._trained_on = HistoryMark.of(history)
         self.fallback = self._why
-        self._context = self._flat(buckets[:, -CONTEXT:])
+        x = as_series(buckets[:, -(WINDOW + LOOKBACK):])
+        self._context = (x, tokens_per_bucket(history, self.step_bucket))
 
     def _can_reuse(self, history: Loads) -> bool:
         """Weights from a separate training trace always serve (same layers and experts);
@@ -283,13 +360,20 @@ class LSTMPredictor(BucketPredictor):
             return False
         if self.train is not None:
             return (history.layers, history.n_experts) == (mark.layers, mark.n_experts)
+        if self._why is not None:  # the baseline is no model to keep: any new data retrains
+            return mark.growth(history) == 0
         return mark.still_fresh(history, self.retrain_every)
 
-    @staticmethod
-    def _flat(buckets: np.ndarray) -> np.ndarray:
-        """(L, n, E) -> (n, L*E): one feature vector per bucket."""
-        return np.ascontiguousarray(buckets.transpose(1, 0, 2).reshape(buckets.shape[1], -1))
-
     def _forecast_buckets(self, k: int) -> np.ndarray:
+        x, tokens = self._context
+        feats, level, noise = features(x, tokens)
         with _deterministic(self.options.seed):
-            return rollout(self.model, self._context, k).transpose(1, 0, 2)
+            return forecast_series(self.model, feats, level, noise, len(tokens), k)
+
+
+def _untrained(x: np.ndarray, tokens: np.ndarray) -> SeriesLSTM:
+    """The model before training (its forecast is the baseline), standardised on ``x``."""
+    flat = features(x, tokens)[0].reshape(-1, N_FEATURES)
+    model = SeriesLSTM(flat.mean(axis=0), np.maximum(flat.std(axis=0), 1e-6))
+    model.eval()
+    return model

@@ -11,8 +11,7 @@ below are imported on first use rather than with the package.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from moetrace.lazy import lazy_exports
 
 from moetrace.errors import MissingExtraError
 
@@ -32,15 +31,11 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'moetrace.record' has no attribute {name!r}")
-    try:
-        module = importlib.import_module(_LAZY[name])
-    except ModuleNotFoundError as exc:
-        if exc.name != "torch":
-            raise
-        raise MissingExtraError("torch", "record", "recording a training run") from None
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
+def _missing_torch(exc: ModuleNotFoundError) -> Exception | None:
+    """The recorder needs torch: say which extra installs it."""
+    if exc.name != "torch":
+        return None
+    return MissingExtraError("torch", "record", "recording a training run")
+
+
+__getattr__, __dir__ = lazy_exports("moetrace.record", _LAZY, missing=_missing_torch)

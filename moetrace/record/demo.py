@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from moetrace.defaults import FLUSH_EVERY
 from moetrace.errors import ParameterError
 from moetrace.output import check_output
 from moetrace.record.demo_model import DemoConfig, DemoMoEGPT, TopKRouter
@@ -85,7 +86,7 @@ def learning_rate(step: int, steps: int, peak: float) -> float:
 
 
 def train_demo(out: str | Path | None, *, steps: int = 3000, seed: int = 0,
-               config: DemoConfig = DemoConfig(), lr: float = 3e-3, flush_every: int = 100,
+               config: DemoConfig = DemoConfig(), lr: float = 3e-3, flush_every: int = FLUSH_EVERY,
                threads: int = 1, corpus: torch.Tensor | None = None,
                progress: Progress | None = None, force: bool = False,
                every: int = 1) -> DemoResult:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from moetrace.defaults import FLUSH_EVERY
 from moetrace.errors import MoetraceError, ParameterError
 from moetrace.record import autorecord
 from moetrace.record.recorder import eval_dir, recorded_ranks, recording_in_place
@@ -62,7 +63,7 @@ def _wait(proc: subprocess.Popen) -> int:
     return 128 - code if code < 0 else code
 
 
-def record_command(command: Sequence[str], out_dir: str | Path, *, flush_every: int = 100,
+def record_command(command: Sequence[str], out_dir: str | Path, *, flush_every: int = FLUSH_EVERY,
                    count_eval: bool = False, every: int = 1, force: bool = False,
                    stdout: int | IO | None = None) -> RecordedRun:
     """Run ``command`` with recording on into ``out_dir``; read back what it recorded.

@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from moetrace.defaults import FLUSH_EVERY
 from moetrace.errors import (
     MoetraceError,
     OutputError,
@@ -362,7 +363,8 @@ class TraceRecorder:
     about and retried, and :attr:`steps_lost` says what could not be kept.
     """
 
-    def __init__(self, out_dir: str | Path, *, flush_every: int = 100, rank: int | None = None,
+    def __init__(self, out_dir: str | Path, *, flush_every: int = FLUSH_EVERY,
+                 rank: int | None = None,
                  metadata: TraceMetadata | None = None, count_eval: bool = False,
                  every: int = 1, first_step: int = 0, append: bool = False):
         if flush_every < 1:

@@ -14,6 +14,7 @@ class Heading:
 @dataclass(frozen=True)
 class Paragraph:
     text: str
+    lead: bool = False  # the report's first sentence, which a page shows first and larger
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Table:
     headers: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     caption: str = ""
+    name: str = ""  # a class the HTML gives the table's container (its own layout rules)
 
 
 @dataclass(frozen=True)

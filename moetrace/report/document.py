@@ -21,9 +21,34 @@ def _steps(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
 
 
-def _spread(row: dict, metric: str) -> str:
-    lo, hi = row.get(f"{metric}_p10"), row.get(f"{metric}_p90")
-    return "" if lo is None or hi is None else f" ({pct(lo)}–{pct(hi)})"
+def with_interval(row: dict, metric: str = "error_rate") -> str:
+    """A centre with its 95% interval over origins: "1.32% (1.27–1.38%)"."""
+    centre, lo, hi = row.get(metric), row.get(f"{metric}_lower"), row.get(f"{metric}_upper")
+    if centre is None:
+        return "—"
+    if lo is None or hi is None:
+        return f"{pct(centre)} (one origin)"
+    return f"{pct(centre)} ({pct(lo)[:-1]}–{pct(hi)})"
+
+
+def credited(name: str, cell: dict) -> str:
+    """A predictor's name with the origins of the cell at which it did not make its own
+    forecast: "lstm (fell back 12/12)"."""
+    count = cell.get("fell_back", {}).get(name, 0)
+    return f"{name} (fell back {count}/{cell['origins']})" if count else name
+
+
+def against_best(cell: dict) -> str:
+    """The paired verdicts of a cell, grouped: "worse: naive, sw_avg; no clear difference:
+    arima", or why the cell names no best."""
+    if not cell["ranked"]:
+        return cell["reason"] or "—"
+    groups = []
+    for verdict in ("better", "no clear difference", "worse"):
+        names = [credited(n, cell) for n, v in cell["verdicts"].items() if v == verdict]
+        if names:
+            groups.append(f"{verdict}: {', '.join(names)}")
+    return "; ".join(groups) or "no other predictor"
 
 
 def report_blocks(doc: dict) -> list[Block]:
@@ -31,7 +56,7 @@ def report_blocks(doc: dict) -> list[Block]:
     name = doc["trace"]["path"].rstrip("/").split("/")[-1]
     return [
         Heading(1, f"moetrace report: {name}"),
-        Paragraph(_summary(doc)),
+        Paragraph(doc["headline"], lead=True),
         *_bottom_line_section(doc),
         *_calibration_section(doc),
         *_placement_section(doc),
@@ -54,59 +79,47 @@ def _times(value: float | None, base: float | None) -> str:
 
 def bottom_line_rows(doc: dict) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
     """The bottom-line table (headers, rows), shared by the report and the terminal."""
-    headers = ("horizon", "state", "best", "error rate: median (p10–p90)", "window error",
-               "vs naive", "reference", "x reference", "tie with")
+    headers = ("horizon", "state", "origins", "pairs", "best", "error rate (95% interval)",
+               "constant bound", "noise floor", "vs naive", "the others against the best")
     rows = []
     for b in doc["bottom_line"]:
-        gain = b["gain_over_naive"]
-        vs_naive = "—" if gain is None else (f"{gain * 100:.0f}% better" if gain > 0.0005 else
-                                            f"{-gain * 100:.0f}% worse" if gain < -0.0005 else
-                                            "same")
-        which = "look-ahead" if b["lookahead"] is not None and (
-            b["noise_floor"] is None or b["lookahead"] >= b["noise_floor"]) else "floor"
-        rows.append((f"{b['horizon']:,}", b["state"], b["best"],
-                     f"{pct(b['error_rate_median'])} ({pct(b['error_rate_p10'])}–"
-                     f"{pct(b['error_rate_p90'])})", pct(b["window_error"]), vs_naive,
-                     f"{pct(b['reference'])} ({which})" if b["reference"] else "—",
-                     "—" if b["times_reference"] is None else f"{b['times_reference']:.2f}x",
-                     ", ".join(b["ties"]) or "none"))
+        rows.append((f"{b['horizon']:,}", b["state"], str(b["origins"]), str(b["pairs"]),
+                     credited(b["best"], b) if b["best"] else "—",
+                     with_interval(b), pct(b["constant_bound"]), pct(b["noise_floor"]),
+                     versus_naive(b), against_best(b)))
     return headers, rows
 
 
+def versus_naive(cell: dict) -> str:
+    """The best's error against naive's, as a relative change ("26% lower")."""
+    gain = cell["gain_over_naive"]
+    if gain is None or cell["best"] == "naive":
+        return "—"
+    return (f"{gain * 100:.0f}% lower" if gain > 0.0005 else
+            f"{-gain * 100:.0f}% higher" if gain < -0.0005 else "same")
+
+
 def note_lines(doc: dict) -> list[str]:
-    """One line per predictor worse than naive somewhere, or that fell back, and why; one
-    per default the report shrank for a short trace."""
+    """One line per predictor clearly worse than naive somewhere, one per predictor and
+    reason it fell back (with the number of origins), one per default the report shrank for
+    a short trace, one per predictor left out."""
     lines = [f"note: {text}" for text in doc["parameters"].get("shrunk", [])]
     for n in doc["notes"]:
-        parts = []
         if n["worse_than_naive"]:
-            where = ", ".join(f"{w['times_naive']:.2f}x at {w['horizon']:,} steps "
-                              f"({w['state']})" for w in n["worse_than_naive"])
-            parts.append(f"more than 1.25x naive's error ({where}): {n['reason']}")
-        if n["fallbacks"]:
-            parts.append(f"fell back at {n['fallbacks']} of {n['fits']} origins: "
-                         + "; ".join(n["fallback_reasons"]))
-        lines.append(f"{n['predictor']}: " + "; ".join(parts))
+            where = ", ".join(f"{w['horizon']:,} steps ({w['state']}, "
+                              f"{w['mean_difference'] * 100:+.2f} points)"
+                              for w in n["worse_than_naive"])
+            lines.append(f"{n['predictor']}: clearly worse than naive at {where}: "
+                         f"{n['reason']}")
+        for f in n["fallbacks"]:
+            what, reason = "fell back", f["reason"]
+            if reason.startswith("not fitted: "):
+                what, reason = "could not be fitted", reason[len("not fitted: "):]
+            lines.append(f"{n['predictor']} {what} at {f['origins']} of {n['of']} origins: "
+                         f"{reason}")
     for item in doc["parameters"].get("skipped", []):
         lines.append(f"{item['predictor']} was not run: {item['reason']}")
     return lines
-
-
-def _summary(doc: dict) -> str:
-    parts = []
-    for b in doc["bottom_line"]:
-        if b["state"] == "all" and any(x["horizon"] == b["horizon"] and x["state"] == "stable"
-                                       for x in doc["bottom_line"]):
-            continue
-        tie = f" (a tie with {', '.join(b['ties'])})" if b["ties"] else ""
-        ref = f", {b['times_reference']:.2f}x what no forecaster can beat here" \
-            if b["times_reference"] else ""
-        parts.append(f"{b['horizon']:,} steps ahead, {b['state']} state: {b['best']}{tie}, "
-                     f"error rate {pct(b['error_rate_median'])}{ref}")
-    text = "; ".join(parts) + "." if parts else "No origin could be scored."
-    return ("How well can each expert's load share be predicted ahead in this run? " + text +
-            " Error rate: the per-step sum over experts of |forecast share - actual share| "
-            "(fractions shown as percent), median over the backtest origins.")
 
 
 def _bottom_line_section(doc: dict) -> list[Block]:
@@ -114,14 +127,18 @@ def _bottom_line_section(doc: dict) -> list[Block]:
     notes = note_lines(doc)
     blocks: list[Block] = [
         Heading(2, "Bottom line"),
-        Paragraph("Per horizon and state, the predictor with the lowest median error rate "
-                  "across origins (p10–p90 in brackets). A tie: the best did not beat that "
-                  "predictor at 80% of the origins, so the difference is inside the spread. "
-                  "Window error: the error of the mean share over the horizon, what a "
-                  "placement held for that long pays for. Reference: the higher of the "
-                  "sampling noise floor and the look-ahead bound (a forecast that sees the "
-                  "future); 1.00x would be as good as can be expected on this trace."),
-        Table(headers, tuple(rows)),
+        Table(headers, tuple(rows), name="bottom-line"),
+        Paragraph("Per horizon and state: the predictor with the lowest error rate (the mean "
+                  "over origins of the mean over layers, with its 95% interval) among those "
+                  "that made their own forecasts at half the origins or more, and every other "
+                  "predictor against it on the same (origin, layer) pairs: better or worse "
+                  "only where the 95% interval of the mean paired difference excludes zero. "
+                  "The layers of one origin count as one observation; a cell with fewer than "
+                  "5 origins or 10 pairs names no best. Constant bound: the lowest error rate "
+                  "any forecast held constant over the horizon can score on these pairs "
+                  "(naive's and every plain window mean's are at least that); noise floor: "
+                  "what sampling noise alone gives. \"fell back k/n\": at k of the n origins "
+                  "the predictor forecast with a simpler rule (see the notes)."),
     ]
     if notes:
         blocks += [Paragraph("Notes:"), Bullets(tuple(notes))]
@@ -183,8 +200,9 @@ def _placement_section(doc: dict) -> list[Block]:
             f"{placed['predictors'].get('forecast', 'chosen')} predictor's mean forecast over "
             "the interval), adaptive (state-aware: transient "
             "layers re-planned every quarter interval from recent counts, stable layers only "
-            "when the forecast says a new plan gains) and oracle (the actual mean over the "
-            "interval: the bound for any plan held that long). Balanced: mean / max GPU tokens "
+            "when the forecast says a new plan gains) and oracle (planned in hindsight from "
+            "the actual mean over the interval: a reference, which another policy may beat, "
+            "not a ceiling). Balanced: mean / max GPU tokens "
             "per layer and step (1 = perfect), its mean and 5th percentile; time: modeled MoE "
             "compute over a perfectly balanced step; moves: replicas placed on a GPU that did "
             "not hold them, and their bytes at "
@@ -273,28 +291,38 @@ def _states_section(doc: dict) -> list[Block]:
 
 def _headline_section(doc: dict) -> list[Block]:
     rows = sorted(_rows(doc, layer=None),
-                  key=lambda r: (r["horizon"], _STATE_ORDER[r["state"]],
-                                 r["error_rate_median"] or 0))
+                  key=lambda r: (r["horizon"], _STATE_ORDER[r["state"]], r["error_rate"]))
+    constant = doc["parameters"].get("constant", {})
     table = tuple(
-        (r["predictor"], f"{r['horizon']:,}", r["state"],
-         pct(r["error_rate_median"]) + _spread(r, "error_rate"), pct(r["error_rate"]),
-         pct(r["window_error"]), pct(r["mean_error_ratio"]), pct(r["imbalance_error"]),
-         str(r["origins"]), pct(r["noise_floor"]), pct(r["lookahead"]))
+        (r["predictor"] + (" (constant)" if constant.get(r["predictor"]) else ""),
+         f"{r['horizon']:,}", r["state"], with_interval(r), pct(r["window_error"]),
+         pct(r["mean_error_ratio"]), pct(r["imbalance_error"]), str(r["origins"]),
+         str(r["pairs"]), _share(r["fallback_rate"]), pct(r["constant_bound"]),
+         pct(r["noise_floor"]), pct(r["lookahead"]))
         for r in rows)
     blocks: list[Block] = [
         Heading(2, "Every predictor, horizon and state"),
-        Paragraph("Error rate: the median across origins of the per-origin mean over the "
-                  "layers in that state, with its p10–p90; mean: over every (origin, layer) "
-                  "pair. Origins counts the origins behind a row. Noise floor and look-ahead "
-                  "bound: the two references, averaged over the same pairs (docs/metrics.md)."),
-        Table(("predictor", "horizon", "state", "error rate: median (p10–p90)", "mean",
-               "window error", "mean error ratio", "imbalance error", "origins",
-               "noise floor", "look-ahead bound"), table),
+        Paragraph("Every figure is the mean over origins of the mean over the layers in that "
+                  "state there (the error rate with its 95% interval over origins); origins "
+                  "and pairs count the (origin, layer) pairs behind a row; fell back: the "
+                  "share of the origins at which the predictor forecast with a simpler rule. "
+                  "The constant bound is a true lower bound for the predictors marked "
+                  "(constant), whose every forecast here was held constant over the horizon; "
+                  "the noise floor and the look-ahead reference (the error of a centred "
+                  "moving average of the actual shares, which sees the future but can be "
+                  "beaten) are references, over the same pairs (docs/metrics.md)."),
+        Table(("predictor", "horizon", "state", "error rate (95% interval)", "window error",
+               "mean error ratio", "imbalance error", "origins", "pairs", "fell back",
+               "constant bound", "noise floor", "look-ahead reference"), table),
     ]
     for fig in doc["figures"]:
         if fig["file"].startswith("figures/error_vs_origin"):
             blocks.append(Image(fig["file"], fig["caption"]))
     return blocks
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.0f}%"
 
 
 def _layer_section(doc: dict) -> list[Block]:
@@ -336,6 +364,12 @@ def _paper_section(doc: dict) -> list[Block]:
             found = _rows(doc, predictor=fig["predictor"], horizon=fig["horizon"],
                           state="stable", layer=None)
             ours = found[0] if found else None
+        if ours and (ours["fallback_rate"] or 0) > 0.5:  # not the predictor the paper ran
+            moved = f"— (fell back at {ours['fallback_rate'] * 100:.0f}% of origins)"
+            rows.append((fig["model"], fig["predictor"], f"{fig['horizon']:,}",
+                         f"{fig['qualifier']} {fig['error'] * 100:g}% ({fig['note']})",
+                         moved, "—", pct(ours["noise_floor"]), "—"))
+            continue
         rows.append((fig["model"], fig["predictor"], f"{fig['horizon']:,}",
                      f"{fig['qualifier']} {fig['error'] * 100:g}% ({fig['note']})",
                      pct(ours["error_rate"]) if ours else "—",
@@ -346,8 +380,10 @@ def _paper_section(doc: dict) -> list[Block]:
         Heading(2, "Next to the paper"),
         Paragraph(f"{paper['caveat']} Source: {paper['citation']}. This trace is compared with "
                   f"the paper's {mine} setup (the one with the nearest number of experts); "
-                  "moetrace's figures are from this trace, stable state, mean over layers; the "
-                  "other setup's rows are shown for reference only."),
+                  "moetrace's figures are from this trace, stable state, the rows' centre; a "
+                  "predictor that fell back at more than half the origins is not the one the "
+                  "paper ran and gets no figure; the other setup's rows are shown for "
+                  "reference only."),
         Table(("paper's model", "predictor", "horizon", "the paper's figure (its own trace)",
                "this trace: error rate", "this trace: mean error ratio", "noise floor",
                "error rate / noise floor"),
@@ -379,11 +415,22 @@ def _method_section(doc: dict) -> list[Block]:
             "(what a placement held for H steps pays for);",
             "imbalance error: mean over the H steps of |r(f) - r(a)| / r(a), r = max/mean load;",
             "noise floor: per-step error rate that sampling noise alone gives (moetrace analyze);",
-            f"look-ahead bound: the error rate of a forecast that sees the future, each step "
-            f"predicted by the mean of the actual shares {p['lookahead_radius']:,} steps on "
-            "either side (itself left out); real routing noise is overdispersed, so on real "
-            "traces it is the higher, truer reference.",
+            "constant bound: per expert, the median of its actual shares over the horizon is "
+            "the constant with the least summed absolute error, so the sum of those least "
+            "errors over the H steps bounds the error rate of every forecast held constant "
+            "over the horizon (naive, a plain window mean) from below;",
+            f"look-ahead reference (no bound): the error rate of a forecast that sees the "
+            f"future, each step predicted by the mean of the actual shares "
+            f"{p['lookahead_radius']:,} steps on either side (itself left out); a longer "
+            "average of the past can beat it where the shares hold still.",
         )),
+        Paragraph("Aggregation: each figure is computed per (origin, layer) pair, averaged over "
+                  "the layers of each origin, then over origins (the centre), with a 95% "
+                  "interval of that mean over origins (Student's t, with a Newey-West variance "
+                  "over origins whose horizons overlap). Two predictors are compared on the "
+                  "same pairs: the mean paired difference and its interval, likewise; a "
+                  "difference counts only when its interval excludes zero, and a cell needs 5 "
+                  "origins and 10 pairs to name a best."),
         Paragraph(f"Parameters: predictors {', '.join(p['predictors'])}; horizons "
                   f"{', '.join(str(h) for h in p['horizons'])}; state labels {p['states']} "
                   f"(state window {p['state_window']:,} steps); window "

@@ -101,9 +101,13 @@ def error_vs_origin(result: BacktestResult, horizon: int, steps: np.ndarray,
     floor = origin_floor(result, floors)
     if floor is not None:
         ax.plot(result.origins[fits], floor[fits], ls="--", color="black", label="noise floor")
+    if horizon in result.constant_bound:
+        bound = nanmean_rows(result.constant_bound[horizon][fits])
+        ax.plot(result.origins[fits], bound, ls="-.", color="black", label="constant bound")
     if horizon in result.lookahead:
-        bound = nanmean_rows(result.lookahead[horizon][fits])
-        ax.plot(result.origins[fits], bound, ls=":", color="black", label="look-ahead bound")
+        reference = nanmean_rows(result.lookahead[horizon][fits])
+        ax.plot(result.origins[fits], reference, ls=":", color="grey",
+                label="look-ahead reference")
     ax.set_xlim(first, last)
     _scale(ax, np.concatenate(shown) if shown else np.array([]))
     ax.set_xlabel("origin step (last step the predictor sees)")
@@ -149,7 +153,7 @@ def forecast_vs_actual(result: BacktestResult, loads: Loads, experts: int = 4) -
 
 def error_by_layer(result: BacktestResult, rows: list[Row]) -> Figure:
     """Error rate per layer for every predictor, one panel per horizon and state, with the
-    noise floor and the look-ahead bound."""
+    noise floor and the constant bound."""
     states = [s for s in ("stable", "transient") if result.stable is not None] or ["all"]
     panels = [(h, s) for h in result.horizons for s in states]
     fig = _figure(figsize=(9, 2.9 * len(panels) + 0.6))
@@ -158,7 +162,7 @@ def error_by_layer(result: BacktestResult, rows: list[Row]) -> Figure:
     x = np.arange(len(result.layers))
     width = 0.8 / len(result.predictors)
     for ax, (h, state) in zip(axes, panels):
-        refs: dict[str, list] = {"noise floor": [], "look-ahead bound": []}
+        refs: dict[str, list] = {"noise floor": [], "constant bound": []}
         values_all = []
         for k, name in enumerate(result.predictors):
             found = [find(rows, predictor=name, horizon=h, state=state, layer=layer)
@@ -170,8 +174,8 @@ def error_by_layer(result: BacktestResult, rows: list[Row]) -> Figure:
             if k == 0:
                 refs["noise floor"] = [np.nan if r is None or r.noise_floor is None
                                        else r.noise_floor for r in found]
-                refs["look-ahead bound"] = [np.nan if r is None or r.lookahead is None
-                                            else r.lookahead for r in found]
+                refs["constant bound"] = [np.nan if r is None or r.constant_bound is None
+                                          else r.constant_bound for r in found]
         for (label, ref), marker in zip(refs.items(), ("_", "x")):
             ref = np.asarray(ref, dtype=float)
             if np.isfinite(ref).any():
@@ -258,7 +262,9 @@ def write_figures(directory: Path, result: BacktestResult, loads: Loads, rows: l
         made.append((f"error_vs_origin_{h}.png",
                      error_vs_origin(result, h, loads.steps, stable_from, floors),
                      f"Error rate at each origin, {h:,}-step horizon, mean over layers; shading: "
-                     "model state at that step; dashed: noise floor; dotted: look-ahead bound."))
+                     "model state at that step; dashed: noise floor; dash-dotted: constant bound "
+                     "(no forecast held constant over the horizon scores below it); dotted: "
+                     "look-ahead reference."))
     if result.example is not None and result.example.forecasts:
         made.append(("forecast_vs_actual.png", forecast_vs_actual(result, loads),
                      f"Each predictor's forecast from step {result.example.origin:,} against the "
@@ -266,7 +272,7 @@ def write_figures(directory: Path, result: BacktestResult, loads: Loads, rows: l
                      f"{result.layers[result.example.layer]}."))
     made.append(("error_by_layer.png", error_by_layer(result, rows),
                  "Error rate per layer, by horizon and state; bars: predictors; dashes: the "
-                 "layer's noise floor; crosses: its look-ahead bound."))
+                 "layer's noise floor; crosses: its constant bound."))
     figure = calibration(result)
     if figure is not None:
         made.append(("calibration.png", figure,

@@ -31,6 +31,11 @@ figure { margin: 1em 0 2em; }
 figure img { max-width: 100%; height: auto; display: block; }
 figcaption { font-style: italic; font-size: 0.9em; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; white-space: pre-wrap; }
+.bottom-line td { white-space: nowrap; }
+.bottom-line :is(td, th):is(:nth-child(2), :nth-child(5), :last-child) { text-align: left; }
+.bottom-line td:last-child { white-space: normal; min-width: 18em; }
+p.headline { font-size: 1.15em; font-weight: 600; border-left: 4px solid #2c7;
+             padding-left: 0.6em; }
 @media (max-width: 600px) {
   body { margin: 1em auto; padding: 0 0.6em; font-size: 15px; }
   table { font-size: 0.8em; }
@@ -46,7 +51,8 @@ def render_html(blocks: list[Block], root: Path, title: str) -> str:
         if isinstance(block, Heading):
             body.append(f"<h{block.level}>{escape(block.text)}</h{block.level}>")
         elif isinstance(block, Paragraph):
-            body.append(f"<p>{escape(block.text)}</p>")
+            lead = ' class="headline"' if block.lead else ""
+            body.append(f"<p{lead}>{escape(block.text)}</p>")
         elif isinstance(block, Bullets):
             items = "".join(f"<li>{escape(item)}</li>" for item in block.items)
             body.append(f"<ul>{items}</ul>")
@@ -56,7 +62,8 @@ def render_html(blocks: list[Block], root: Path, title: str) -> str:
             rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
                            for row in block.rows)
             thead = f"<thead><tr>{head}</tr></thead>" if any(block.headers) else ""
-            body.append(f'<div class="table"><table>{caption}{thead}'
+            name = f" {escape(block.name)}" if block.name else ""
+            body.append(f'<div class="table{name}"><table>{caption}{thead}'
                         f"<tbody>{rows}</tbody></table></div>")
         elif isinstance(block, Image):
             data = base64.b64encode((root / block.file).read_bytes()).decode("ascii")

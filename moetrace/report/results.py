@@ -1,13 +1,12 @@
-"""The results table: backtest scores averaged per predictor, horizon, state and layer.
+"""The results table: backtest scores per predictor, horizon, state and layer.
 
-One :class:`Row` per (predictor, horizon, state, layer), with ``layer`` None for the average
-over layers. These rows are ``results`` in report.json (schema in docs/report.md).
+One :class:`Row` per (predictor, horizon, state, layer), with ``layer`` None for the layers
+together. These rows are ``results`` in report.json (schema in docs/report.md).
 
-Every error comes with its two references (docs/metrics.md): the sampling **noise floor**
-(what a perfect forecast of the underlying shares still scores) and the **look-ahead bound**
-(what a forecast that sees the future, a centred moving average of the actual shares,
-scores); ``reference`` is the higher of the two, the level no forecaster can be expected to
-beat on this trace.
+Every figure of a row has one centre (moetrace.evidence): the mean over the row's origins of
+the mean over its layers there, with a 95% interval of that mean over origins; the noise floor,
+the constant bound and the look-ahead reference of a row are the same centre over the same
+pairs, so they compare with its error directly (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -17,165 +16,120 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from moetrace.backtest import BacktestResult
+from moetrace.evidence import estimate
 from moetrace.metrics import METRICS
 
 #: Version of report.json's layout; bump when a field changes meaning or disappears.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_NAME = "moetrace.report"
 STATES = ("transient", "stable", "all")
 
 
 @dataclass(frozen=True)
 class Row:
-    """Means over the origins (and layers) behind the row, p10/p90 across origins, all fractions."""
+    """The centre of each metric over the row's (origin, layer) pairs (the mean over origins of
+    the layer mean) with its 95% interval over origins (``_lower``, ``_upper``: None with one
+    origin), and the references on the same pairs; all fractions."""
 
     predictor: str
     horizon: int
     state: str
     layer: int | None
     error_rate: float
+    error_rate_lower: float | None
+    error_rate_upper: float | None
     mean_error_ratio: float | None
+    mean_error_ratio_lower: float | None
+    mean_error_ratio_upper: float | None
     window_error: float
+    window_error_lower: float | None
+    window_error_upper: float | None
     imbalance_error: float
+    imbalance_error_lower: float | None
+    imbalance_error_upper: float | None
     noise_floor: float | None
+    #: the lowest error rate any forecast held constant over the horizon scores on these pairs
+    constant_bound: float | None
+    lookahead: float | None  # the look-ahead reference's error rate (no bound)
     origins: int
-    pairs: int  # (origin, layer) pairs averaged; equals ``origins`` for a single layer
+    pairs: int  # (origin, layer) pairs behind the row; equals ``origins`` for a single layer
     zero_actuals: int  # forecast entries the mean error ratio skipped because a = 0
-    error_rate_p10: float
-    error_rate_p90: float
-    mean_error_ratio_p10: float | None
-    mean_error_ratio_p90: float | None
-    window_error_p10: float
-    window_error_p90: float
-    imbalance_error_p10: float
-    imbalance_error_p90: float
-    #: median across origins of the per-origin error rate (its p10/p90 are the ones above)
-    error_rate_median: float | None = None
-    lookahead: float | None = None  # the look-ahead bound's error rate, same pairs
+    #: share of the cell's origins at which the predictor forecast with a simpler rule or
+    #: could not be fitted (moetrace.backtest.BacktestResult.fell_back)
+    fallback_rate: float | None
+    #: every forecast behind the row was held constant over the horizon: the bound binds it
+    constant: bool
     #: the predictor's own calibration, where it states one (auto): share of experts whose
     #: actual mean share fell inside the forecast interval, and its expected error rate
     coverage: float | None = None
     expected_error: float | None = None
 
-    @property
-    def reference(self) -> float | None:
-        """The higher of the noise floor and the look-ahead bound (None if neither)."""
-        known = [v for v in (self.noise_floor, self.lookahead) if v is not None]
-        return max(known) if known else None
-
     def to_dict(self) -> dict:
-        return {**asdict(self), "reference": self.reference}
-
-
-def state_masks(result: BacktestResult) -> dict[str, np.ndarray]:
-    """(N, L) masks of the (origin, layer) pairs in each state; only "all" if states are unknown."""
-    shape = (len(result.origins), len(result.layers))
-    masks = {"all": np.ones(shape, dtype=bool)}
-    if result.stable is not None:
-        masks["transient"] = ~result.stable
-        masks["stable"] = result.stable.copy()
-    return masks
+        return asdict(self)
 
 
 def summarize(result: BacktestResult,
               noise_floors: dict[str, np.ndarray] | None = None) -> list[Row]:
-    """Rows for every predictor, horizon, state and layer (plus the layer average).
+    """Rows for every predictor, horizon, state and layer (plus the layers together).
 
     ``noise_floors`` maps a state to an (L,) array of per-step error-rate floors (NaN where a
-    layer has no steps in that state). A state/layer with no origins gives no row.
+    layer has no steps in that state). A state/layer with no scored pair gives no row.
     """
     rows = []
-    masks = state_masks(result)
+    masks = result.state_masks()
     for name in result.predictors:
         for h in result.horizons:
             scores = result.scores[(name, h)]
-            extra = {"lookahead": result.lookahead.get(h),
-                     "coverage": scores.metrics.get("coverage"),
-                     "expected_error": scores.metrics.get("expected_error")}
+            references = {"constant_bound": result.constant_bound.get(h),
+                          "lookahead": result.lookahead.get(h),
+                          "coverage": scores.metrics.get("coverage"),
+                          "expected_error": scores.metrics.get("expected_error")}
             for state in STATES:
                 if state not in masks:
                     continue
-                # origins where the horizon fits and the predictor could be fitted
-                mask = masks[state] & scores.fits[:, None] & \
-                    np.isfinite(scores.metrics["error_rate"])
+                cell = masks[state] & scores.fits[:, None]
                 floors = (noise_floors or {}).get(state)
-                rows.extend(_rows(name, h, state, scores.metrics, mask, floors, result.layers,
-                                  extra))
+                extra = {**references, "noise_floor": None if floors is None
+                         else np.broadcast_to(floors, cell.shape)}
+                rows.extend(_rows(result, name, h, state, cell, scores.metrics, extra))
     return rows
 
 
-def _rows(name: str, h: int, state: str, metrics: dict[str, np.ndarray], mask: np.ndarray,
-          floors: np.ndarray | None, layers: tuple[int, ...],
-          extra: dict[str, np.ndarray | None]) -> list[Row]:
+def _rows(result: BacktestResult, name: str, h: int, state: str, cell: np.ndarray,
+          metrics: dict[str, np.ndarray], extra: dict[str, np.ndarray | None]) -> list[Row]:
+    """The row of the layers together, then one per layer, of one predictor in one cell."""
     out = []
-    if mask.any():
-        per_origin = {k: _masked_mean(metrics[k], mask, axis=1) for k in METRICS}
-        pairs_per_layer = mask.sum(axis=0)
-        floor = (None if floors is None
-                 else _finite(np.nansum(floors * pairs_per_layer) / pairs_per_layer.sum()))
-        out.append(_row(name, h, state, None, metrics, mask, per_origin, floor, extra))
-    for pos, layer in enumerate(layers):
-        col = mask[:, pos]
-        if not col.any():
-            continue
-        single = np.zeros_like(mask)
-        single[:, pos] = col
-        per_origin = {k: metrics[k][col, pos] for k in METRICS}
-        floor = None if floors is None else _finite(floors[pos])
-        out.append(_row(name, h, state, layer, metrics, single, per_origin, floor, extra))
+    scored = cell & np.isfinite(metrics["error_rate"])
+    parts = [(None, cell)]
+    for pos, layer in enumerate(result.layers):
+        single = np.zeros_like(cell)
+        single[:, pos] = cell[:, pos]
+        parts.append((layer, single))
+    for layer, part in parts:
+        mask = part & scored
+        if mask.any():
+            out.append(_row(result, name, h, state, layer, part, mask, metrics, extra))
     return out
 
 
-def _row(name, h, state, layer, metrics, mask, per_origin, floor, extra) -> Row:
+def _row(result: BacktestResult, name: str, h: int, state: str, layer: int | None,
+         cell: np.ndarray, mask: np.ndarray, metrics: dict[str, np.ndarray],
+         extra: dict[str, np.ndarray | None]) -> Row:
     values = {}
     for k in METRICS:
-        pooled = metrics[k][mask]
-        values[k] = _finite(np.nanmean(pooled)) if np.isfinite(pooled).any() else None
-        spread = per_origin[k][np.isfinite(per_origin[k])]
-        p10, p50, p90 = np.percentile(spread, [10, 50, 90]) if spread.size else (None,) * 3
-        values[f"{k}_p10"], values[f"{k}_p90"] = _finite(p10), _finite(p90)
-        if k == "error_rate":
-            values["error_rate_median"] = _finite(p50)
+        found = estimate(metrics[k], mask, steps=result.origins, horizon=h, least=0.0)
+        values[k] = _finite(found.centre)
+        values[f"{k}_lower"] = _finite(found.lower)
+        values[f"{k}_upper"] = _finite(found.upper)
     for key, array in extra.items():
-        picked = None if array is None else array[mask]
-        values[key] = None if picked is None or not np.isfinite(picked).any() else \
-            _finite(np.nanmean(picked))
-    return Row(predictor=name, horizon=int(h), state=state, layer=layer, noise_floor=floor,
+        values[key] = None if array is None else _finite(estimate(array, mask).centre)
+    constant = metrics["constant"][mask]
+    return Row(predictor=name, horizon=int(h), state=state, layer=layer,
                origins=int(mask.any(axis=1).sum()), pairs=int(mask.sum()),
-               zero_actuals=int(np.nansum(metrics["zero_actuals"][mask])), **values)
-
-
-def _masked_mean(values: np.ndarray, mask: np.ndarray, axis: int) -> np.ndarray:
-    """Mean of the finite, selected entries along ``axis`` (NaN where there are none)."""
-    keep = mask & np.isfinite(values)
-    total = np.where(keep, values, 0.0).sum(axis=axis)
-    count = keep.sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def per_origin_error(result: BacktestResult, name: str, horizon: int,
-                     state: str) -> np.ndarray:
-    """(N,) the layer-mean error rate of ``name`` at each origin over the layers in
-    ``state`` there (NaN where none is, or the horizon does not fit)."""
-    mask = state_masks(result)[state] & result.scores[(name, horizon)].fits[:, None]
-    return _masked_mean(result.scores[(name, horizon)].metrics["error_rate"], mask, axis=1)
-
-
-def per_origin_reference(result: BacktestResult, horizon: int, state: str,
-                         floors: dict[str, np.ndarray] | None) -> np.ndarray:
-    """(N,) at each origin, the higher of the layer-mean noise floor and the layer-mean
-    look-ahead bound over the layers in ``state`` there: the same averaging as
-    :func:`per_origin_error`, so the two can be compared origin by origin."""
-    fits = next(s.fits for (n, h), s in result.scores.items() if h == horizon)
-    mask = state_masks(result)[state] & fits[:, None]
-    lookahead = _masked_mean(result.lookahead[horizon], mask, axis=1) \
-        if horizon in result.lookahead else np.full(len(fits), np.nan)
-    if floors is None or result.stable is None:
-        return lookahead
-    per_pair = np.where(result.stable, floors["stable"][None, :], floors["transient"][None, :])
-    floor = _masked_mean(per_pair, mask, axis=1)
-    return np.fmax(lookahead, floor)
+               zero_actuals=int(np.nansum(metrics["zero_actuals"][mask])),
+               fallback_rate=result.fallback_rate(name, cell),
+               constant=bool(constant.size and (constant == 1).all()),
+               **values)
 
 
 def _finite(value) -> float | None:

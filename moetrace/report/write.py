@@ -24,7 +24,8 @@ from moetrace.report.figures import write_figures
 from moetrace.report.html import render_html
 from moetrace.report.markdown import render_markdown
 from moetrace.report.results import SCHEMA_NAME, SCHEMA_VERSION, STATES, Row, summarize
-from moetrace.report.verdict import bottom_line, notes
+from moetrace.report.verdict import (bottom_line, fallback_record, headline, notes,
+                                     recommendation)
 from moetrace.trace.shares import Loads
 
 if TYPE_CHECKING:
@@ -60,18 +61,19 @@ def write_report(data, out: str | Path, *, inputs=(), force: bool = False,
         "train_trace": train_trace, "command": command,
         "placement": None if placed is None else {"gpus": placed.cluster.gpus,
                                                   "replicas": placed.slots},
+        "constant": constant_forecasts(result),
     }
     with write_dir(out, inputs=inputs, force=force, command=command) as tmp:
         figures = write_figures(tmp / "figures", result, data.example, rows,
                                 stable_from=analysis.model_stable_from, floors=data.floors,
                                 placement=placed)
+        placement = (None if placed is None else
+                     {**placed.document(str(trace.path)), "skipped": None})
+        if placed is None and data.placement_note:
+            placement = {"skipped": data.placement_note}
         doc = report_document(trace, analysis, result, rows, parameters,
                               [{"file": f"figures/{f.name}", "caption": f.caption}
-                               for f in figures], data.floors)
-        doc["placement"] = (None if placed is None else
-                            {**placed.document(str(trace.path)), "skipped": None})
-        if placed is None and data.placement_note:
-            doc["placement"] = {"skipped": data.placement_note}
+                               for f in figures], data.floors, placement)
         (tmp / "report.json").write_text(dumps(doc))
         blocks = report_blocks(doc)
         (tmp / "report.md").write_text(render_markdown(blocks))
@@ -80,10 +82,24 @@ def write_report(data, out: str | Path, *, inputs=(), force: bool = False,
     return Report(out, doc, rows)
 
 
+def constant_forecasts(result: BacktestResult) -> dict[str, bool]:
+    """Per predictor: whether every forecast it made in this backtest was held constant over
+    the horizon, so that the constant bound binds all of its errors (naive and plain window
+    means are; sw_avg's recursive slide, arima, drift and auto in general are not)."""
+    out = {}
+    for name in result.predictors:
+        flags = np.concatenate([result.scores[(name, h)].metrics["constant"].ravel()
+                                for h in result.horizons])
+        flags = flags[np.isfinite(flags)]
+        out[name] = bool(flags.size and (flags == 1).all())
+    return out
+
+
 def report_document(trace: Trace, analysis: Analysis, result: BacktestResult, rows: list[Row],
-                    parameters: dict, figures: list[dict],
-                    floors: dict[str, np.ndarray]) -> dict:
-    """The report.json document (schema: docs/report.md)."""
+                    parameters: dict, figures: list[dict], floors: dict[str, np.ndarray],
+                    placement: dict | None = None) -> dict:
+    """The report.json document (schema: docs/report.md); ``placement`` is the replay's
+    document (or ``{"skipped": why}``, or None), which the headline reads."""
     steps = trace.steps
     axis = Loads.axis(steps)
     slots = int(np.median(trace.step_totals.get_column("tokens").to_numpy()))
@@ -97,11 +113,15 @@ def report_document(trace: Trace, analysis: Analysis, result: BacktestResult, ro
                    for i, t in enumerate(result.origins)
                    for j, layer in enumerate(result.layers)
                    if np.isfinite(m["expected_error"][i, j]) and np.isfinite(m["error_rate"][i, j])]
+    bottom = bottom_line(result, rows, floors)
+    recommended = recommendation(bottom, placement, result.predictors[0])
     return {
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
         "moetrace_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "headline": headline(recommended, bottom, placement),
+        "recommendation": recommended,
         "trace": {
             "path": trace.path, "model": trace.metadata.model, "n_layers": trace.n_layers,
             "n_experts": trace.n_experts, "top_k": trace.metadata.top_k,
@@ -111,7 +131,7 @@ def report_document(trace: Trace, analysis: Analysis, result: BacktestResult, ro
             "samples_per_horizon": {str(h): axis.horizon_samples(h) for h in result.horizons},
             "checksummed": trace.checksummed,
         },
-        "bottom_line": bottom_line(result, rows, floors),
+        "bottom_line": bottom,
         "notes": notes(result, rows),
         "parameters": parameters,
         "states": {
@@ -132,9 +152,10 @@ def report_document(trace: Trace, analysis: Analysis, result: BacktestResult, ro
                     for i, t in enumerate(result.origins)],
         "results": [row.to_dict() for row in rows],
         "calibration": calibration,
-        "fallbacks": {name: reasons for name, reasons in result.fallbacks.items()},
+        "fallbacks": fallback_record(result),
         "timings": {"backtest_seconds": {k: round(v, 3) for k, v in result.seconds.items()}},
         "paper": {"citation": paper.CITATION, "caveat": paper.CAVEAT,
                   "figures": [f.to_dict() for f in paper.FIGURES]},
         "figures": figures,
+        "placement": placement,
     }

@@ -10,8 +10,7 @@ CLI's help does) does not load numpy and the trace writer.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from moetrace.lazy import lazy_exports
 
 _LAZY = {
     "PRESETS": "moetrace.simulate.config",
@@ -30,15 +29,4 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'moetrace.simulate' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports("moetrace.simulate", _LAZY)

@@ -113,6 +113,13 @@ class Analysis:
                         for k in first.step_stats},
             online_stable=online)
 
+    def floors(self) -> dict[str, np.ndarray]:
+        """State (transient, stable, all) -> (L,) the per-step error-rate noise floor of each
+        layer in that state (NaN where the layer never is)."""
+        return {state: np.array([layer.noise_floor[state].value if state in layer.noise_floor
+                                 else np.nan for layer in self.layers])
+                for state in STATES}
+
     def labels(self, states: str = "hindsight") -> np.ndarray:
         """(L, T) stable labels: ``hindsight`` (the segmentation of the whole trace) or
         ``online`` (what a live job believed at each step)."""

@@ -8,15 +8,16 @@ tokens routed to that expert at that step. Metadata is JSON under the Parquet ke
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import polars as pl
 
 METADATA_KEY = "moetrace"
-#: Parquet key of the integrity record moetrace writes beside the metadata (see Integrity).
+#: Parquet keys of the integrity records moetrace writes beside the metadata
+#: (moetrace.trace.integrity): the metadata's CRC and page checksums, and the whole file's CRC.
 INTEGRITY_KEY = "moetrace.integrity"
+CHECKSUM_KEY = "moetrace.checksum"
 FORMAT_VERSION = 1
 
 #: Limits of the reader (docs/trace-format.md): ids are dense 0..N-1 indices below these, and
@@ -66,35 +67,3 @@ class TraceMetadata:
         extra = dict(raw.pop("extra", None) or {})
         extra.update({k: raw.pop(k) for k in list(raw) if k not in known})
         return cls(**raw, extra=extra)
-
-
-@dataclass(frozen=True)
-class Integrity:
-    """What a moetrace-written file says about its own integrity.
-
-    ``page_checksums``: every data page carries a CRC32 (verified on read).
-    ``metadata_crc32``: the CRC32 of the ``moetrace`` metadata JSON, whose footer has no
-    checksum of its own, so a flipped bit there is detected too.
-    """
-
-    page_checksums: bool
-    metadata_crc32: int
-
-    @classmethod
-    def of(cls, metadata_json: str) -> "Integrity":
-        return cls(True, zlib.crc32(metadata_json.encode()))
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> "Integrity":
-        raw = json.loads(text)
-        if not isinstance(raw, dict) or set(raw) != {"page_checksums", "metadata_crc32"} \
-                or not isinstance(raw["page_checksums"], bool) \
-                or not isinstance(raw["metadata_crc32"], int):
-            raise ValueError("not an integrity record")
-        return cls(raw["page_checksums"], raw["metadata_crc32"])
-
-    def matches(self, metadata_json: bytes | None) -> bool:
-        return zlib.crc32(metadata_json or b"") == self.metadata_crc32

@@ -26,6 +26,7 @@ def describe(trace: Trace) -> dict[str, Any]:
         "experts_per_layer": trace.n_experts,
         "ranks_summed": trace.has_rank,
         "checksummed": trace.checksummed,
+        "integrity": trace.integrity,
         "steps": {
             "first": int(steps[0]),
             "last": int(steps[-1]),

@@ -1,8 +1,10 @@
 """Writing canonical traces: whole files or row-group streams, atomically and checksummed.
 
-Every file moetrace writes carries Parquet page checksums (CRC32 of every data page) and an
-integrity record with the CRC32 of its metadata (``moetrace.integrity``), so the reader
-detects a corrupted file instead of reading different numbers from it.
+Every file moetrace writes carries Parquet page checksums (CRC32 of every data page), an
+integrity record with the CRC32 of its metadata (``moetrace.integrity``) and the CRC32 of the
+whole file (``moetrace.checksum``, sealed once Parquet has closed the file), so the reader
+detects a corrupted file instead of reading different numbers from it
+(moetrace.trace.integrity).
 """
 
 from __future__ import annotations
@@ -16,24 +18,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moetrace.output import write_file
+from moetrace.trace.integrity import file_metadata, seal
 from moetrace.trace.schema import (
     EXPERT,
-    INTEGRITY_KEY,
     LAYER,
-    METADATA_KEY,
     RANK,
     SCHEMA,
     SCHEMA_WITH_RANK,
     STEP,
     TOKENS,
-    Integrity,
     TraceMetadata,
 )
-
-
-def file_metadata(metadata_json: str) -> dict[str, str]:
-    """The key-value metadata of a moetrace Parquet file: metadata and its integrity record."""
-    return {METADATA_KEY: metadata_json, INTEGRITY_KEY: Integrity.of(metadata_json).to_json()}
 
 
 def _arrow_schema(metadata: TraceMetadata, with_rank: bool) -> pa.Schema:
@@ -66,8 +61,8 @@ class TraceWriter:
         self._with_rank = with_rank
         self._schema = _arrow_schema(metadata, with_rank)
         self._atomic = write_file(self.path, inputs=inputs, force=force)
-        tmp = self._atomic.__enter__()
-        self._writer = parquet_writer(tmp, self._schema, compression)
+        self._tmp = Path(self._atomic.__enter__())
+        self._writer = parquet_writer(self._tmp, self._schema, compression)
 
     def write(self, frame: pl.DataFrame) -> None:
         table = _conform(frame, self._with_rank).replace_schema_metadata(self._schema.metadata)
@@ -75,6 +70,11 @@ class TraceWriter:
 
     def close(self) -> None:
         self._writer.close()
+        try:
+            seal(self._tmp)
+        except BaseException as exc:
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         self._atomic.__exit__(None, None, None)
 
     def abort(self, exc: BaseException | None = None) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moetrace.defaults import STALL_STEPS
 from moetrace.errors import MoetraceError, first_line
 
 PART = re.compile(r"^part-(\d+)\.parquet$")
@@ -82,7 +83,7 @@ def read_part(rank: int, index: int, file: Path) -> Part:
 class Merger:
     """Steps every rank has reported, summed over ranks, in order, each once."""
 
-    stall_steps: int = 2000  # steps the others may run ahead before a silent rank is left out
+    stall_steps: int = STALL_STEPS  # steps others may run ahead before a silent rank is left out
     buffers: dict[int, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
     last: dict[int, int] = field(default_factory=dict)  # rank -> last step it reported
     expected: set[int] = field(default_factory=set)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moetrace.defaults import REPLAN_INTERVAL, STATE_WINDOW
+from moetrace.defaults import POLL_SECONDS, REPLAN_INTERVAL, STALL_STEPS, STATE_WINDOW
 from moetrace.jsondoc import dumps
 from moetrace.output import write_file
 from moetrace.watch.follow import Follower, Merger
@@ -27,8 +27,9 @@ def watch(root: str | Path, *, on_update: Callable[[dict[str, Any], list[dict]],
           on_problem: Callable[[str], None] = lambda line: None,
           plan: PlanSettings | None = None, plan_out: str | Path | None = None,
           until_step: int | None = None, until_idle: float | None = None,
-          poll: float = 1.0, window: int = STATE_WINDOW, horizon: int = REPLAN_INTERVAL,
-          stall_steps: int = 2000,
+          poll: float = POLL_SECONDS, window: int = STATE_WINDOW,
+          horizon: int = REPLAN_INTERVAL,
+          stall_steps: int = STALL_STEPS,
           sleep: Callable[[float], None] = time.sleep) -> WatchResult:
     """Follow the recording under ``root`` until ``until_step`` is merged, ``until_idle``
     seconds pass without new data, or Ctrl-C. ``on_update(snapshot, events)`` after each
