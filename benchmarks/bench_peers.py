@@ -16,17 +16,17 @@ and hindsight states (``moetrace.pipeline.backtest`` with the defaults, placemen
   signal for it). It needs the ``statsforecast`` package, which moetrace never imports; without
   it the peer is left out with a line saying so.
 
-Per trace, horizon and state it prints auto's and each peer's mean per-step error rate over
-the same (origin, layer) pairs and the paired verdict of auto against the peer: the mean
-paired difference (auto - peer) with a 95% interval from a bootstrap that resamples whole
-origins (the layers of one origin are not independent); "better" or "worse" only when the
-interval excludes zero, "too few origins" below :data:`MIN_ORIGINS`. The 49 trailing means are
-summarised (the best of them, and every one auto is worse than). Then auto's 80% intervals:
-coverage over every forecast, its spread over layers and experts, expected against realised
-error (moetrace.calibrate), and the one-line calibration verdict a report ends with.
-
-The paired comparison is this benchmark's own; once ``moetrace.evidence`` (the report's
-paired verdicts) is on main it should call that instead, so that both say the same.
+Per trace, horizon and state it prints auto's and each peer's error rate over the same
+(origin, layer) pairs, with the report's centre (the mean over origins of the layer mean,
+moetrace.evidence.estimate), and the paired verdict of auto against the peer, the very
+comparison the report's bottom line makes (moetrace.evidence.compare): the mean paired
+difference (auto - peer) with its 95% interval over origins (the layers of one origin are one
+observation; origins whose horizons overlap are not independent); "better" or "worse" only
+when the interval excludes zero, "too few origins to rank" below the report's minimum
+evidence (5 origins, 10 pairs). The 49 trailing means are summarised (the best of them, and
+every one auto is worse than). Then auto's 80% intervals: coverage over every forecast, its
+spread over layers and experts, expected against realised error (moetrace.calibrate), and
+the one-line calibration verdict a report ends with.
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ SHOWN = (2, 5, 10, 20, 50)  # trailing means printed whatever their verdict
 ALPHAS = (0.2, 0.3)
 ETS_BUCKET = 20  # training steps per bucket of the ETS peer
 ETS_BUCKETS = 250  # buckets of history it is fitted on
-MIN_ORIGINS = 5
-RESAMPLES = 2000
 STATES = ("stable", "transient")
 SAMPLES = ("gpt3-350m-sim.parquet", "gpt3-125m-sim.parquet", "demo-real.parquet",
            "demo-sampled")
@@ -141,23 +139,16 @@ def trailing_means(loads, origins: np.ndarray, horizons, windows) -> dict:
     return out
 
 
-def paired(diff: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> dict:
-    """Mean of ``diff`` (origins, layers) over the pairs in ``mask``, with a 95% interval
-    from a bootstrap over whole origins, and the verdict it supports."""
-    use = mask & np.isfinite(diff)
-    per_origin = use.sum(axis=1)
-    keep = per_origin > 0
-    sums, counts = np.where(use, diff, 0.0).sum(axis=1)[keep], per_origin[keep]
-    origins, pairs = int(keep.sum()), int(counts.sum())
-    out = {"origins": origins, "pairs": pairs,
-           "mean": float(sums.sum() / pairs) if pairs else float("nan")}
-    if origins < MIN_ORIGINS:
-        return {**out, "lo": float("nan"), "hi": float("nan"), "verdict": "too few origins"}
-    pick = rng.integers(0, origins, size=(RESAMPLES, origins))
-    means = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
-    lo, hi = np.quantile(means, [0.025, 0.975])
-    verdict = "worse" if lo > 0 else "better" if hi < 0 else "no clear difference"
-    return {**out, "lo": float(lo), "hi": float(hi), "verdict": verdict}
+def paired(auto: np.ndarray, peer: np.ndarray, mask: np.ndarray, origins: np.ndarray,
+           horizon: int) -> dict:
+    """auto against a peer on their common pairs of ``mask``: the report's own paired
+    comparison (moetrace.evidence.compare, with the overlap of the origins' horizons), its
+    verdict about auto, "too few origins to rank" below the report's minimum evidence."""
+    from moetrace.evidence import TOO_FEW, compare
+
+    c = compare(auto, peer, mask, steps=origins, horizon=horizon)
+    return {"origins": c.origins, "pairs": c.pairs, "mean": c.mean_difference,
+            "lo": c.lower, "hi": c.upper, "verdict": c.verdict if c.enough else TOO_FEW}
 
 
 def coverage_line(scores, mask: np.ndarray) -> str:
@@ -181,11 +172,12 @@ def coverage_line(scores, mask: np.ndarray) -> str:
     return line
 
 
-def compare(label: str, path: str, rng: np.random.Generator) -> dict:
+def run(label: str, path: str) -> dict:
     """Print the peers table of one trace; returns per cell the peers auto is worse than
     and auto's stable coverage."""
     from moetrace.backtest import backtest
     from moetrace.calibrate import calibration_verdict, state_coverage
+    from moetrace.evidence import estimate
     from moetrace.pipeline import backtest as report_backtest
 
     t0 = time.perf_counter()
@@ -221,13 +213,14 @@ def compare(label: str, path: str, rng: np.random.Generator) -> dict:
             mask = (result.stable if state == "stable" else ~result.stable) & np.isfinite(a)
             if not mask.any():
                 continue
-            rows = {name: (float(np.nanmean(e[h][mask])), paired(a - e[h], mask, rng))
+            rows = {name: (estimate(e[h], mask).centre,
+                           paired(a, e[h], mask, result.origins, h))
                     for name, e in errors.items()}
             worse = [name for name, (_, v) in rows.items() if v["verdict"] == "worse"]
             best_mean = min((n for n in rows if n.startswith("mean(")), key=lambda n: rows[n][0])
             any_v = next(iter(rows.values()))[1]
             print(f"\n  {h:,} steps, {state}: {any_v['origins']} origins, {any_v['pairs']} pairs;"
-                  f" auto {100 * float(np.mean(a[mask])):.3f}%; auto worse than: "
+                  f" auto {100 * estimate(a, mask).centre:.3f}%; auto worse than: "
                   f"{', '.join(worse) or 'none'}")
             shown = [n for n in rows if not n.startswith("mean(")]
             shown += [f"mean({w})" for w in SHOWN] + [best_mean]
@@ -238,7 +231,9 @@ def compare(label: str, path: str, rng: np.random.Generator) -> dict:
                       f"[{100 * v['lo']:+7.3f}, {100 * v['hi']:+7.3f}]  {v['verdict']}{tag}")
             print(f"    auto: {coverage_line(auto, mask)}")
             c = state_coverage(result, "auto", h, state)
-            summary[(h, state)] = (worse, None if c is None else c.pooled, any_v["origins"])
+            better = sum(v["verdict"] == "better" for _, v in rows.values())
+            summary[(h, state)] = (worse, None if c is None else c.pooled, any_v["origins"],
+                                   f"{better}/{len(rows)}")
     print(f"\n  calibration: {calibration_verdict(result)}")
     return summary
 
@@ -270,18 +265,18 @@ def suite(tmp: str) -> list[tuple[str, str]]:
 def main(runs: int = 1, only: list[str] | None = None) -> None:
     """``runs`` is ignored: the figures are errors and coverages, not timings (one run).
     ``only``: run the traces whose label contains one of these."""
-    rng = np.random.default_rng(0)
     cells = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, path in suite(tmp):
             if not only or any(o in label for o in only):
-                cells[label] = compare(label, path, rng)
-    print("\n## peers: summary (a verdict needs 5 origins; coverage: every forecast counted)")
+                cells[label] = run(label, path)
+    print("\n## peers: summary (a verdict needs 5 origins and 10 pairs; better: the peers auto "
+          "is clearly better than; coverage: every forecast counted)")
     for label, per in cells.items():
-        for (h, state), (worse, cov, origins) in per.items():
+        for (h, state), (worse, cov, origins, better) in per.items():
             cov = "" if cov is None else f"coverage {100 * cov:5.1f}%"
-            print(f"  {label[:34]:<34} {h:>6,} {state:<9} {origins:>2} origins  auto worse "
-                  f"than: {', '.join(worse) or 'none':<20} {cov}")
+            print(f"  {label[:34]:<34} {h:>6,} {state:<9} {origins:>2} origins  better "
+                  f"{better:>5}  worse than: {', '.join(worse) or 'none':<20} {cov}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import numpy as np
 
 from moetrace.backtest import BacktestResult, Scores, backtest
 from moetrace.errors import ParameterError
+from moetrace.evidence import MIN_ORIGINS, estimate
 from moetrace.metrics import nanmean_rows
 from moetrace.predictors.base import Predictor, Uncertainty
 from moetrace.predictors.inner import conformal_interval
@@ -32,8 +33,6 @@ ORIGINS = 4
 LEVEL = 0.8
 #: coverage within this of the level is "calibrated" (80% intervals: 75% to 85%)
 TOLERANCE = 0.05
-#: fewest origins a coverage verdict rests on (as the paired verdicts of the report)
-MIN_ORIGINS = 5
 
 
 def inner_targets(history: Loads, horizon: int, origins: int = ORIGINS) -> np.ndarray:
@@ -84,12 +83,15 @@ class Coverage:
     origins: int
     forecasts: int  # (origin, layer) forecasts counted: every scored one
     stated: int  # of them with an interval (the others count as not covered)
-    pooled: float  # share of (forecast, expert) cases whose actual mean fell inside
+    #: share of experts whose actual mean fell inside, with the report's centre
+    #: (moetrace.evidence.estimate: the mean over origins of the per-origin layer mean), so
+    #: it is report.json's ``coverage`` of the same cell
+    pooled: float
     stated_pooled: float | None  # the same over the forecasts with an interval only
     layers: tuple[float, float]  # lowest and highest coverage of one layer
     experts: tuple[float, float] | None  # 10th and 90th percentile over (layer, expert)
-    expected_error: float | None  # mean stated expected error rate over the forecasts
-    realised_error: float | None  # mean realised error rate over the same forecasts
+    expected_error: float | None  # stated expected error rate over them (the same centre)
+    realised_error: float | None  # realised error rate over the same forecasts (the same)
     rank_correlation: float | None  # Spearman's, expected against realised, across them
 
     @property
@@ -104,7 +106,8 @@ def coverage_of(scores: Scores, mask: np.ndarray, level: float = LEVEL) -> Cover
     """The coverage of every forecast in ``mask`` ((origins, layers) bool, for example one
     state's pairs) by a predictor's ``scores`` at one horizon; None if the predictor states
     no uncertainty or no forecast is in ``mask``. A forecast without an interval counts as
-    not covered (moetrace.backtest); ``stated_pooled`` shows the others alone."""
+    not covered (moetrace.backtest); ``stated_pooled`` shows the others alone. Every centre
+    is the report's (:func:`moetrace.evidence.estimate`)."""
     m = scores.metrics
     if "stated" not in m or scores.inside is None:
         return None
@@ -121,6 +124,7 @@ def coverage_of(scores: Scores, mask: np.ndarray, level: float = LEVEL) -> Cover
     both = stated & np.isfinite(m["expected_error"])
     expected = m["expected_error"][both]
     realised = m["error_rate"][both]
+    centre = lambda values, where: float(estimate(values, where).centre)  # noqa: E731
     rho = None
     if both.sum() >= 3 and np.ptp(expected) > 0 and np.ptp(realised) > 0:
         from scipy.stats import spearmanr
@@ -128,13 +132,13 @@ def coverage_of(scores: Scores, mask: np.ndarray, level: float = LEVEL) -> Cover
         rho = float(spearmanr(expected, realised).statistic)
     return Coverage(
         level=level, origins=int(scored.any(axis=1).sum()), forecasts=int(scored.sum()),
-        stated=int(stated.sum()), pooled=float(m["coverage"][scored].mean()),
-        stated_pooled=float(m["coverage"][stated].mean()) if stated.any() else None,
+        stated=int(stated.sum()), pooled=centre(m["coverage"], scored),
+        stated_pooled=centre(m["coverage"], stated) if stated.any() else None,
         layers=(min(per_layer), max(per_layer)),
         experts=(float(np.quantile(per_expert, 0.1)), float(np.quantile(per_expert, 0.9)))
         if per_expert.size else None,
-        expected_error=float(expected.mean()) if expected.size else None,
-        realised_error=float(realised.mean()) if realised.size else None,
+        expected_error=centre(m["expected_error"], both) if both.any() else None,
+        realised_error=centre(m["error_rate"], both) if both.any() else None,
         rank_correlation=rho)
 
 

@@ -74,16 +74,37 @@ def test_coverage_counts_every_forecast_one_without_an_interval_as_not_covered()
     c = coverage_of(result.scores[("stated", 10)], np.ones((6, 2), dtype=bool))
     assert c.forecasts == 12 and c.stated == 9 and c.origins == 6
     assert c.pooled == pytest.approx(expected.mean())
-    assert c.stated_pooled == pytest.approx((0.25 * 8 + 1) / 9)
+    # the report's centre: the mean over origins of the per-origin layer mean (origin 2 had
+    # an interval for layer 0 only, origin 0 none)
+    assert c.stated_pooled == pytest.approx((0.25 * 4 + (1 + 0.25) / 2) / 5)
     assert c.layers == (pytest.approx(expected[:, 1].mean()),
                         pytest.approx(expected[:, 0].mean()))
     per_expert = np.concatenate([inside[:, 0].mean(axis=0), inside[:, 1].mean(axis=0)])
     assert c.experts == (pytest.approx(np.quantile(per_expert, 0.1)),
                          pytest.approx(np.quantile(per_expert, 0.9)))
     # expected error 0.01 x fit number where stated, realised 0 (a perfect forecast)
-    assert c.expected_error == pytest.approx(np.mean([0.02, 0.02, 0.03, 0.04, 0.04, 0.05,
-                                                      0.05, 0.06, 0.06]))
+    assert c.expected_error == pytest.approx(np.mean([0.02, 0.03, 0.04, 0.05, 0.06]))
     assert c.realised_error == 0.0 and c.error_ratio is None
+
+
+def test_the_pooled_coverage_is_the_report_rows_coverage_of_the_same_cell():
+    """One figure per quantity: with a layer in its transient at the first three origins the
+    stable cell has one pair there and two later; the coverage summarised is the report's
+    centre (mean over origins of the layer mean, 0.271 here), not the mean over pairs
+    (0.306)."""
+    from moetrace.report.results import summarize
+
+    loads = constant_loads()
+    stable = np.ones((2, 120), dtype=bool)
+    stable[1, :45] = False  # layer 1 transient at origins 19, 29, 39
+    result = backtest(loads, [Stated()], [10], origins=[19, 29, 39, 49, 59, 69],
+                      stable=stable, min_history=1, lookahead_radius=None)
+    c = state_coverage(result, "stated", 10)
+    assert c.forecasts == 9
+    assert c.pooled == pytest.approx((0 + 0.25 + 0.25 + 0.25 + 0.25 + 0.625) / 6)
+    row = next(r for r in summarize(result) if r.state == "stable" and r.layer is None)
+    assert row.coverage == pytest.approx(c.pooled)
+    assert f"{100 * c.pooled:.0f}% at 10 steps" in calibration_verdict(result, "stated")
 
 
 def test_a_predictor_that_states_no_uncertainty_has_no_coverage():
