@@ -108,7 +108,7 @@ def peers() -> list:
     try:
         import statsforecast  # noqa: F401
     except ImportError:
-        print("  (ets left out: statsforecast is not installed; pip install "moetrace[bench]")")
+        print("  (ets left out: statsforecast is not installed; pip install 'moetrace[bench]')")
     else:
         made.append(Ets())
     return made
