@@ -145,13 +145,13 @@ def movement(buckets: np.ndarray, positions: np.ndarray, w: int,
 def decay(buckets: np.ndarray, origins: np.ndarray, w: int, start: np.ndarray,
           cap: float = 4.0, transient_cap: float = 32.0) -> np.ndarray:
     """(O, L) how much larger a residual made at each inner origin would be made now, from
-    how much the shares moved just before (:func:`movement`, lag w). For the stable layers
-    (``start`` >= 0) one factor per origin: the median over them of (movement now) /
-    (movement then), bounded by ``cap`` either way, 1 where none has both. For a transient
-    layer its own ratio (at a shorter lag, half the origin's buckets, where w does not fit
-    before it; bounded by ``transient_cap``: a layer that has just settled, which the online
-    detector confirms only later, moves a tenth as much as in its transient), the stable
-    layers' where it has none.
+    how much the shares moved just before (:func:`movement`, lag w): each layer's own
+    (movement now) / (movement then), 1 where it has not both. A stable layer's (``start``
+    >= 0) is bounded by ``cap`` either way; a transient layer's is taken at a shorter lag
+    (half the origin's buckets) where w does not fit before the origin, and bounded by
+    ``transient_cap`` (a layer that has just settled, which the online detector confirms only
+    later, moves a tenth as much as in its transient). Each layer's factor is its own, so a
+    forecast of a chunk of layers is that of the whole trace (moetrace/scale).
 
     On real training the shares' drift slows for thousands of steps after the transient
     (SmartMoE's real trace: the error of a 100-step mean over the next 1,000 steps halves
@@ -160,19 +160,13 @@ def decay(buckets: np.ndarray, origins: np.ndarray, w: int, start: np.ndarray,
     g = movement(buckets, np.r_[buckets.shape[1], origins], w, start)
     ratio = np.log(g[:1]) - np.log(g[1:])  # (O, L)
     stable = start >= 0
-    pooled = np.zeros(len(origins))
-    for i in range(len(origins)):
-        use = np.isfinite(ratio[i]) & stable
-        if use.any():
-            pooled[i] = np.clip(np.median(ratio[i, use]), -np.log(cap), np.log(cap))
     lags = np.maximum(1, np.minimum(w, origins // 2))  # a transient layer: a shorter lag
     for lag in np.unique(lags[lags < w]):  # where w does not fit before the origin
         at = lags == lag
         g = movement(buckets, np.r_[buckets.shape[1], origins[at]], int(lag), start)
         ratio[at] = np.where(stable[None, :], ratio[at], np.log(g[:1]) - np.log(g[1:]))
-    own = np.clip(np.where(np.isfinite(ratio), ratio, pooled[:, None]),
-                  -np.log(transient_cap), np.log(transient_cap))
-    return np.exp(np.where(stable[None, :], pooled[:, None], own))
+    bound = np.where(stable, np.log(cap), np.log(transient_cap))[None, :]
+    return np.exp(np.clip(np.nan_to_num(ratio, nan=0.0), -bound, bound))
 
 
 def expected_step_error(residuals: np.ndarray, recent: np.ndarray) -> np.ndarray:
