@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 #: Every benchmark module, in the order a trace flows through moetrace.
-BENCHMARKS = ["cli", "simulate", "read", "analyze", "predict", "report", "placement", "record", "watch", "fuzz", "real", "scale"]
+BENCHMARKS = ["cli", "simulate", "read", "analyze", "predict", "report", "peers", "placement", "record", "watch", "fuzz", "real", "scale"]
 #: Run when no name is given.
 DEFAULT = [name for name in BENCHMARKS if name != "scale"]
 

@@ -39,6 +39,10 @@ class Scores:
     #: with ``keep_means``: each expert's mean forecast and mean actual share over the
     #: horizon, (N, L, E) each (NaN where not scored), what intervals are calibrated from
     means: tuple[np.ndarray, np.ndarray] | None = None
+    #: for a predictor that states its uncertainty: (N, L, E) 1 where the expert's actual mean
+    #: share over the horizon fell inside its interval, 0 where it fell outside or the
+    #: forecast came without an interval, NaN where not scored (see :func:`_calibration`)
+    inside: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,8 @@ class BacktestResult:
         first = parts[0]
         join = lambda arrays: np.concatenate(arrays, axis=1)  # noqa: E731
         scores = {key: Scores(s.fits, {m: join([p.scores[key].metrics[m] for p in parts])
-                                       for m in s.metrics}, s.steps_scored)
+                                       for m in s.metrics}, s.steps_scored,
+                              inside=_join_inside([p.scores[key] for p in parts]))
                   for key, s in first.scores.items()}
         stable = (None if any(p.stable is None for p in parts)
                   else join([p.stable for p in parts]))
@@ -316,6 +321,7 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
     means = {key: (np.full((n, n_layers, loads.n_experts), np.nan),
                    np.full((n, n_layers, loads.n_experts), np.nan))
              for key in metrics} if keep_means else {}
+    inside = {key: np.full((n, n_layers, loads.n_experts), np.nan) for key in metrics}
     fits = {h: grid + h <= last for h in horizons}
     example_at = int(np.nonzero(fits[horizons[-1]])[0][-1]) if fits[horizons[-1]].any() else n - 1
     example = Example(int(grid[example_at]), example_layer,
@@ -347,7 +353,10 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
                 ahead = steps[rows] - t - 1
                 values = score(forecast[:, ahead], shares[:, rows])
                 values["constant"] = held[:, ahead].all(axis=1).astype(np.float64)
-                values.update(_calibration(model.uncertainty(h), shares[:, rows]))
+                stated = _calibration(model.uncertainty(h), shares[:, rows])
+                if stated is not None:
+                    inside[(name, h)][i] = stated.pop("inside")
+                    values.update(stated)
                 for key, value in values.items():
                     metrics[(name, h)][key][i] = value
                 scored[(name, h)][i] = rows.stop - rows.start
@@ -363,7 +372,8 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
     if failed and all(all(r and r.startswith("not fitted") for r in fallbacks[name])
                       for name in names):
         raise next(iter(failed.values()))  # no predictor at any origin: nothing to report
-    scores = {key: Scores(fits[key[1]], metrics[key], scored[key], means.get(key))
+    scores = {key: Scores(fits[key[1]], metrics[key], scored[key], means.get(key),
+                          _every_forecast(metrics[key], inside[key]))
               for key in metrics}
     bound, lookahead = _references(loads, grid, horizons, fits, None if lookahead_radius is None
                                    else loads.samples(lookahead_radius))
@@ -371,6 +381,18 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
                           example, min_history, lookahead,
                           LOOKAHEAD_RADIUS if lookahead_radius is None else lookahead_radius,
                           fallbacks, bound)
+
+
+def _join_inside(parts: list[Scores]) -> np.ndarray | None:
+    """Per-expert coverage over chunks of layers; a chunk where the predictor stated none
+    (its ``inside`` None) is NaN there."""
+    known = [p.inside for p in parts if p.inside is not None]
+    if not known:
+        return None
+    experts = known[0].shape[2]
+    return np.concatenate([p.inside if p.inside is not None else
+                           np.full(p.metrics["error_rate"].shape + (experts,), np.nan)
+                           for p in parts], axis=1)
 
 
 def _references(loads: Loads, grid: np.ndarray, horizons: tuple[int, ...],
@@ -394,20 +416,40 @@ def _references(loads: Loads, grid: np.ndarray, horizons: tuple[int, ...],
 
 def _empty(n: int, n_layers: int) -> dict[str, np.ndarray]:
     names = ("error_rate", "mean_error_ratio", "window_error", "imbalance_error", "zero_actuals",
-             "constant", "coverage", "expected_error")
+             "constant", "coverage", "stated", "expected_error")
     return {k: np.full((n, n_layers), np.nan) for k in names}
 
 
-def _calibration(uncertainty, actual: np.ndarray) -> dict[str, np.ndarray]:
-    """For a predictor that states its own uncertainty: per layer, the share of experts whose
-    actual mean share over the horizon fell inside the interval, and the expected error."""
+def _calibration(uncertainty, actual: np.ndarray) -> dict[str, np.ndarray] | None:
+    """For a forecast whose predictor stated its uncertainty (None otherwise): per layer
+    ``coverage``, the share of experts whose actual mean share over the horizon fell inside
+    the interval; ``stated``, 1 where the layer had an interval and 0 where it had none (its
+    bounds NaN: too little history to calibrate from), whose coverage is 0: a forecast
+    without an interval covers nothing; ``expected_error``; and ``inside`` (L, E) per
+    expert."""
     if uncertainty is None:
-        return {}
+        return None
     mean = actual.mean(axis=1)  # (L, E)
-    inside = (mean >= uncertainty.lower) & (mean <= uncertainty.upper)
-    known = np.isfinite(uncertainty.lower).all(axis=1)  # a layer without a calibration: NaN
-    return {"coverage": np.where(known, inside.mean(axis=1), np.nan),
-            "expected_error": uncertainty.expected_error}
+    known = np.isfinite(uncertainty.lower).all(axis=1) & np.isfinite(uncertainty.upper).all(
+        axis=1)
+    inside = (mean >= uncertainty.lower) & (mean <= uncertainty.upper) & known[:, None]
+    return {"coverage": inside.mean(axis=1), "stated": known.astype(np.float64),
+            "expected_error": uncertainty.expected_error, "inside": inside.astype(np.float64)}
+
+
+def _every_forecast(metrics: dict[str, np.ndarray], inside: np.ndarray) -> np.ndarray | None:
+    """Coverage counts every forecast: a predictor that stated its uncertainty at any
+    forecast of the backtest is held to all of them, so a scored (origin, layer) where it
+    stated none (``uncertainty`` None: too little history) counts as stated 0 and covered 0,
+    in ``metrics`` (updated in place) and the per-expert ``inside`` returned (None for a
+    predictor that never states one: its coverage stays NaN)."""
+    if np.isnan(metrics["stated"]).all():
+        return None
+    missing = np.isfinite(metrics["error_rate"]) & np.isnan(metrics["stated"])
+    metrics["stated"][missing] = 0.0
+    metrics["coverage"][missing] = 0.0
+    inside[missing] = 0.0
+    return inside
 
 
 def _check_origins(grid: np.ndarray, steps: np.ndarray, horizons: tuple[int, ...]) -> np.ndarray:

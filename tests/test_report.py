@@ -200,6 +200,25 @@ def test_the_bottom_line_follows_its_json_contract(trace, tmp_path):
         body.index("<h2>Bottom line</h2>") < body.index("<table>")
 
 
+def test_the_calibration_section_ends_in_its_verdict_on_the_rows_coverage(trace, tmp_path):
+    """The one-line calibration verdict is in report.json, ends the calibration section of
+    report.md, and quotes the coverage of the report's own rows (every forecast counted)."""
+    report = build_report(trace, tmp_path / "r", predictors=["naive", "auto"],
+                          horizons=(100, 200), n_origins=6, min_history=200, placement=None)
+    doc = report.document
+    assert list(doc["calibration_verdict"]) == ["auto"]  # naive states no interval
+    line = doc["calibration_verdict"]["auto"]
+    state = re.search(r"intervals, (\w+) state", line).group(1)
+    assert state in ("stable", "transient")
+    for h in (100, 200):
+        row = next(r for r in doc["results"] if r["predictor"] == "auto" and r["horizon"] == h
+                   and r["state"] == state and r["layer"] is None)
+        assert f"{100 * row['coverage']:.0f}% at {h:,} steps" in line
+    md = (tmp_path / "r" / "report.md").read_text()
+    section = md.split("## Can the forecast's own confidence be believed?")[1].split("\n## ")[0]
+    assert section.strip().endswith(line)
+
+
 def test_the_headline_says_what_re_planning_buys_in_modeled_seconds_and_the_setting(
         trace, tmp_path):
     from moetrace.display import format_seconds

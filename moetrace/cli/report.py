@@ -154,6 +154,8 @@ def _render(result: Report) -> None:
                   "least error of any forecast held constant over the horizon", style="dim")
     for line in unranked + note_lines(doc):
         console.print(safe(line), style="dim")
+    for line in doc["calibration_verdict"].values():
+        console.print(safe(line), style="dim")
     console.print(f"report written to [bold]{safe(result.path)}[/] "
                   f"(report.html, report.md, report.json, figures/)", soft_wrap=True)
 

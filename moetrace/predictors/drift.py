@@ -23,7 +23,7 @@ from moetrace.defaults import HORIZON
 from moetrace.predictors.buckets import normalize_shares
 from moetrace.predictors.inner import (
     Rule,
-    bucket_errors,
+    evaluate,
     inner_origins,
     masked_mean,
     valid_origins,
@@ -48,7 +48,7 @@ def level_and_slope(buckets: np.ndarray, level_b: int, trend_b: int,
     n_layers, n, _ = buckets.shape
     first = np.zeros(n_layers, dtype=np.int64)
     if start is not None:
-        first = np.where((start >= 0) & (start < n - 1), start, 0)
+        first = np.where((start >= 0) & (start < n), start, 0)  # a bucket since it: enough
     m = np.clip(np.minimum(level_b, n - first), 1, None)  # (L,)
     t = np.clip(np.minimum(trend_b, n - first), 1, None)
     if (m == m[0]).all() and (t == t[0]).all():  # one window for all layers: slices
@@ -112,8 +112,8 @@ def choose(candidates: list[tuple[str, Rule]], buckets: np.ndarray, k: int,
     if len(origins) == 0:
         return np.full(buckets.shape[0], fallback), nothing
     valid = valid_origins(origins, start)
-    errors = np.stack([masked_mean(bucket_errors(rule, buckets, origins, k), valid)
-                       for _, rule in candidates])
+    errors = np.stack([masked_mean(e, valid) for e in
+                       evaluate([rule for _, rule in candidates], buckets, origins, k)[0]])
     if allowed is not None:
         errors = np.where(allowed, errors, np.inf)
     known = ~np.isnan(errors).any(axis=0)

@@ -18,7 +18,6 @@ from collections.abc import Callable
 import numpy as np
 
 from moetrace.metrics import error_rate
-from moetrace.trace.shares import Loads
 
 #: rule(buckets up to an origin (L, m, E), k) -> forecast of the next k buckets (L, k, E)
 Rule = Callable[[np.ndarray, int], np.ndarray]
@@ -48,16 +47,25 @@ def valid_origins(origins: np.ndarray, start: np.ndarray | None) -> np.ndarray:
     return (start[None, :] < 0) | (origins[:, None] > start[None, :])
 
 
-def bucket_errors(rule: Rule, buckets: np.ndarray, origins: np.ndarray,
-                  k: int) -> np.ndarray:
-    """(O, L) mean over the k horizon buckets of sum_e |forecast - actual| at each inner
-    origin: the bucket-level error, which ranks rules by how well they follow the shares
-    (per-step sampling noise is the same for every rule and averages out of bucket means)."""
-    out = np.empty((len(origins), buckets.shape[0]))
+def evaluate(rules: list[Rule], buckets: np.ndarray, origins: np.ndarray,
+             k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every rule at every inner origin: (C, O, L) bucket-level errors, the mean over the k
+    horizon buckets of sum_e |forecast - actual|, which rank rules by how well they follow
+    the shares (per-step sampling noise is the same for every rule and averages out of
+    bucket means); (C, O, L, E) each rule's mean forecast over the horizon; and (O, L, E)
+    the actual mean share over it."""
+    errors = np.empty((len(rules), len(origins), buckets.shape[0]))
+    means = np.empty((len(rules), len(origins), buckets.shape[0], buckets.shape[2]))
+    actual = np.empty((len(origins), buckets.shape[0], buckets.shape[2]))
     for i, o in enumerate(origins):
-        forecast = rule(buckets[:, :o], k)
-        out[i] = error_rate(forecast, buckets[:, o:o + k])
-    return out
+        ahead = buckets[:, o:o + k]
+        actual[i] = ahead.mean(axis=1)
+        past = buckets[:, :o]
+        for c, rule in enumerate(rules):
+            forecast = rule(past, k)
+            errors[c, i] = error_rate(forecast, ahead)
+            means[c, i] = forecast.mean(axis=1)
+    return errors, means, actual
 
 
 def mean_residuals(rule: Rule, buckets: np.ndarray, origins: np.ndarray,
@@ -71,6 +79,27 @@ def mean_residuals(rule: Rule, buckets: np.ndarray, origins: np.ndarray,
     return forecasts, actuals
 
 
+def binomial_scale(f: np.ndarray) -> np.ndarray:
+    """sqrt(f (1 - f)): the scale a share's residual is measured in (a hot expert's mean share
+    moves more than a cold one's), never 0."""
+    return np.sqrt(np.clip(f * (1.0 - f), 1e-12, None))
+
+
+def score_quantiles(scores: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``scores`` (L, N) (NaN: no score), its (1 - level) / 2 and (1 + level) / 2
+    quantiles, interpolated; NaN for a row without scores. No finite-sample correction: the
+    scores of one layer are correlated (its experts share the layer's drift, neighbouring
+    inner horizons overlap), so the correction's guarantee does not hold for them, while
+    its widening (to the largest score of 16 or fewer) does."""
+    tail = (1.0 - level) / 2.0
+    lo = np.full(scores.shape[0], np.nan)
+    hi = np.full(scores.shape[0], np.nan)
+    known = np.isfinite(scores).any(axis=1)
+    if known.any():
+        lo[known], hi[known] = np.nanquantile(scores[known], [tail, 1.0 - tail], axis=1)
+    return lo, hi
+
+
 def conformal_interval(forecast: np.ndarray, past_forecast: np.ndarray,
                        past_actual: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Per layer and expert, bounds of the mean share over the horizon around ``forecast``
@@ -78,45 +107,83 @@ def conformal_interval(forecast: np.ndarray, past_forecast: np.ndarray,
     (O, L, E) forecasts and actuals of the same rule.
 
     The nonconformity score is the residual over the share's binomial scale
-    sqrt(f (1 - f)), pooled over the inner origins and the layer's experts (so a layer of
-    128 experts and 8 origins has 1,024 scores); the bounds are the lower and upper
-    (1 - level) / 2 quantiles of those scores, finite-sample corrected, scaled back per
-    expert and clipped to [0, 1]."""
-    def scale(f: np.ndarray) -> np.ndarray:
-        return np.sqrt(np.clip(f * (1.0 - f), 1e-12, None))
-
-    scores = (past_actual - past_forecast) / scale(past_forecast)  # (O, L, E); NaN: unused
-    pooled = scores.transpose(1, 0, 2).reshape(scores.shape[1], -1)  # (L, O*E)
-    n = np.maximum(np.isfinite(pooled).sum(axis=1), 1)  # scores per layer
-    tail = (1.0 - level) / 2.0
-    lo_q = np.clip(np.floor(tail * (n + 1)) / n - 1e-12, 0.0, 1.0)
-    hi_q = np.clip(np.ceil((1.0 - tail) * (n + 1)) / n, 0.0, 1.0)
-    lo = np.array([np.nanquantile(row, q) if np.isfinite(row).any() else np.nan
-                   for row, q in zip(pooled, lo_q)])[:, None]
-    hi = np.array([np.nanquantile(row, q) if np.isfinite(row).any() else np.nan
-                   for row, q in zip(pooled, hi_q)])[:, None]
-    s = scale(forecast)  # a layer with no past error to learn from gets NaN bounds
-    return np.clip(forecast + lo * s, 0.0, 1.0), np.clip(forecast + hi * s, 0.0, 1.0)
+    (:func:`binomial_scale`), pooled over the inner origins and the layer's experts (so a
+    layer of 128 experts and 8 origins has 1,024 scores); the bounds are its quantiles
+    (:func:`score_quantiles`), scaled back per expert and clipped to [0, 1]."""
+    scores = (past_actual - past_forecast) / binomial_scale(past_forecast)  # NaN: unused
+    lo, hi = score_quantiles(scores.transpose(1, 0, 2).reshape(scores.shape[1], -1), level)
+    return bounds(forecast, lo, hi)
 
 
-def row_buckets(loads: Loads, bucket: int, n: int) -> np.ndarray:
-    """The bucket of each row of ``loads`` (as moetrace/predictors/buckets.bucket_means
-    aligns them: bucket n-1 ends at the last step); rows before bucket 0 get -1."""
-    index = n - 1 - (int(loads.steps[-1]) - loads.steps) // bucket
-    return np.maximum(index, -1)
+def bounds(forecast: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray,
+                                                                         np.ndarray]:
+    """(L, E) bounds ``forecast`` + (L,) score quantiles times each expert's scale, clipped
+    to [0, 1] (NaN for a layer without quantiles: no past error to learn from)."""
+    s = binomial_scale(forecast)
+    return (np.clip(forecast + lo[:, None] * s, 0.0, 1.0),
+            np.clip(forecast + hi[:, None] * s, 0.0, 1.0))
 
 
-def expected_error(rule: Rule, loads: Loads, buckets: np.ndarray, origins: np.ndarray,
-                   k: int, bucket: int, valid: np.ndarray | None = None) -> np.ndarray:
-    """(L,) the mean per-step error rate (the report's headline metric: every step's shares,
-    sampling noise included) the rule had at the inner origins valid for each layer."""
-    index = row_buckets(loads, bucket, buckets.shape[1])
-    errors = np.empty((len(origins), buckets.shape[0]))
-    for i, o in enumerate(origins):
-        rows = np.flatnonzero((index >= o) & (index < o + k))
-        forecast = rule(buckets[:, :o], k)[:, index[rows] - o]  # (L, rows, E)
-        errors[i] = error_rate(forecast, loads.shares[:, rows])
-    return masked_mean(errors, valid)
+def movement(buckets: np.ndarray, positions: np.ndarray, w: int,
+             start: np.ndarray) -> np.ndarray:
+    """(P, L) how much each layer's shares moved just before each position (buckets seen):
+    the median over experts of |mean of the last w buckets - mean of the w before| on the
+    binomial scale; NaN where the 2w buckets do not fit, or reach back before a stable
+    layer's onset ``start`` (-1: transient, no limit)."""
+    cum = np.concatenate([np.zeros_like(buckets[:, :1]), np.cumsum(buckets, axis=1)], axis=1)
+    out = np.full((len(positions), buckets.shape[0]), np.nan)
+    for i, x in enumerate(positions):
+        if x - 2 * w < 0:
+            continue
+        recent = (cum[:, x] - cum[:, x - w]) / w
+        before = (cum[:, x - w] - cum[:, x - 2 * w]) / w
+        g = np.median(np.abs(recent - before) / binomial_scale(recent), axis=1)
+        out[i] = np.where((x - 2 * w >= np.maximum(start, 0)) & (g > 0), g, np.nan)
+    return out
+
+
+def decay(buckets: np.ndarray, origins: np.ndarray, w: int, start: np.ndarray,
+          cap: float = 4.0, transient_cap: float = 32.0) -> np.ndarray:
+    """(O, L) how much larger a residual made at each inner origin would be made now, from
+    how much the shares moved just before (:func:`movement`, lag w): each layer's own
+    (movement now) / (movement then), 1 where it has not both. A stable layer's (``start``
+    >= 0) is bounded by ``cap`` either way; a transient layer's is taken at a shorter lag
+    (half the origin's buckets) where w does not fit before the origin, and bounded by
+    ``transient_cap`` (a layer that has just settled, which the online detector confirms only
+    later, moves a tenth as much as in its transient). Each layer's factor is its own, so a
+    forecast of a chunk of layers is that of the whole trace (moetrace/scale).
+
+    On real training the shares' drift slows for thousands of steps after the transient
+    (SmartMoE's real trace: the error of a 100-step mean over the next 1,000 steps halves
+    about every 1,000 steps), so the past residuals an interval is calibrated from overstate
+    today's; a stationary trace gives ratios around 1."""
+    g = movement(buckets, np.r_[buckets.shape[1], origins], w, start)
+    ratio = np.log(g[:1]) - np.log(g[1:])  # (O, L)
+    stable = start >= 0
+    lags = np.maximum(1, np.minimum(w, origins // 2))  # a transient layer: a shorter lag
+    for lag in np.unique(lags[lags < w]):  # where w does not fit before the origin
+        at = lags == lag
+        g = movement(buckets, np.r_[buckets.shape[1], origins[at]], int(lag), start)
+        ratio[at] = np.where(stable[None, :], ratio[at], np.log(g[:1]) - np.log(g[1:]))
+    bound = np.where(stable, np.log(cap), np.log(transient_cap))[None, :]
+    return np.exp(np.clip(np.nan_to_num(ratio, nan=0.0), -bound, bound))
+
+
+def expected_step_error(residuals: np.ndarray, recent: np.ndarray) -> np.ndarray:
+    """(L,) expected per-step error rate of a forecast whose error of the mean share over
+    the horizon is distributed as the rows of ``residuals`` (O, L, E; NaN: none) and whose
+    steps scatter around that mean as the rows of ``recent`` (L, R, E: the history's last
+    steps minus their mean): the mean over residuals and steps of sum_e |r - n|."""
+    out = np.zeros(residuals.shape[1])
+    count = np.zeros(residuals.shape[1])
+    for r in residuals:
+        known = np.isfinite(r).all(axis=1)
+        if known.any():
+            err = np.abs(np.nan_to_num(r)[:, None, :] - recent).sum(axis=-1).mean(axis=1)
+            out += np.where(known, err, 0.0)
+            count += known
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, out / np.maximum(count, 1), np.nan)
 
 
 def masked_mean(values: np.ndarray, valid: np.ndarray | None) -> np.ndarray:

@@ -164,7 +164,8 @@ def _calibration_section(doc: dict) -> list[Block]:
                   "80% intervals of each expert's mean share over the horizon and each layer's "
                   "expected error rate, both from the history's own past errors. Coverage: "
                   "the share of (origin, layer, expert) cases whose actual mean share fell "
-                  "inside the interval (80% is calibrated). Expected against realised: mean "
+                  "inside the interval, over every forecast: one made without an interval "
+                  "counts as not covered (80% is calibrated). Expected against realised: mean "
                   "error rates, and their rank correlation across (origin, layer) pairs "
                   "(1: the forecast knew when it would be wrong)."),
         Table(("predictor", "horizon", "state", "coverage (target 80%)", "expected error",
@@ -173,6 +174,7 @@ def _calibration_section(doc: dict) -> list[Block]:
     for fig in doc["figures"]:
         if fig["file"].startswith("figures/calibration"):
             blocks.append(Image(fig["file"], fig["caption"]))
+    blocks += [Paragraph(line) for line in doc.get("calibration_verdict", {}).values()]
     return blocks
 
 

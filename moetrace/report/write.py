@@ -16,6 +16,7 @@ import numpy as np
 
 from moetrace import __version__
 from moetrace.backtest import BacktestResult
+from moetrace.calibrate import calibration_verdict
 from moetrace.jsondoc import dumps
 from moetrace.output import write_dir
 from moetrace.report import paper
@@ -107,6 +108,20 @@ def constant_forecasts(result: BacktestResult) -> dict[str, bool]:
     return out
 
 
+def calibration_verdicts(result: BacktestResult) -> dict[str, str]:
+    """Per predictor that states its uncertainty, the one line the calibration section ends
+    with (moetrace.calibrate.calibration_verdict): its intervals judged in the stable state;
+    where it made no forecast there, in the transient one; without states, over all pairs."""
+    out = {}
+    for name in result.predictors:
+        for state in ("stable", "transient", "all"):
+            line = calibration_verdict(result, name, state)
+            if line is not None:
+                out[name] = line
+                break
+    return out
+
+
 def report_document(trace: Trace, analysis: Analysis, result: BacktestResult, rows: list[Row],
                     parameters: dict, figures: list[dict], floors: dict[str, np.ndarray],
                     placement: dict | None = None) -> dict:
@@ -164,6 +179,7 @@ def report_document(trace: Trace, analysis: Analysis, result: BacktestResult, ro
                     for i, t in enumerate(result.origins)],
         "results": [row.to_dict() for row in rows],
         "calibration": calibration,
+        "calibration_verdict": calibration_verdicts(result),
         "fallbacks": fallback_record(result),
         "timings": {"backtest_seconds": {k: round(v, 3) for k, v in result.seconds.items()}},
         "paper": {"citation": paper.CITATION, "caveat": paper.CAVEAT,
