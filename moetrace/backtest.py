@@ -8,7 +8,9 @@ trace are skipped). Settings are checked before any predictor runs.
 
 from __future__ import annotations
 
+import sys
 import time
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -165,7 +167,9 @@ class BacktestResult:
                                          np.zeros(n, dtype=np.int64),
                                          None if s.means is None else tuple(
                                              np.full((n,) + x.shape[1:], np.nan)
-                                             for x in s.means))
+                                             for x in s.means),
+                                         None if s.inside is None else
+                                         np.full((n,) + s.inside.shape[1:], np.nan))
                 into = scores[(name, h)]
                 into[0][rows] = s.fits
                 for m, values in s.metrics.items():
@@ -174,6 +178,8 @@ class BacktestResult:
                 if into[3] is not None and s.means is not None:
                     for target, values in zip(into[3], s.means):
                         target[rows] = values
+                if into[4] is not None and s.inside is not None:
+                    into[4][rows] = s.inside
             for name in part.predictors:
                 seconds[name] = seconds.get(name, 0.0) + part.seconds[name]
                 reasons = fallbacks.setdefault(name, [None] * n)
@@ -485,3 +491,16 @@ def _check_forecast(forecast: np.ndarray, name: str, origin: int, shape: tuple) 
     if forecast.shape != shape:
         raise InternalError(f"predictor '{name}' at origin {origin} forecast shape "
                             f"{forecast.shape}, expected {shape} (layers, horizon, experts)")
+
+
+class _Module(types.ModuleType):
+    """This module, callable as its :func:`backtest`: ``moetrace.backtest`` is the function
+    of the public API, but once anything imports this module (``from moetrace.backtest
+    import BacktestResult``) Python binds the name ``moetrace.backtest`` to the module, and
+    ``moetrace.backtest(loads, ...)`` would stop working depending on what ran before."""
+
+    def __call__(self, *args, **kwargs) -> BacktestResult:
+        return backtest(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _Module

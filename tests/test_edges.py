@@ -165,3 +165,24 @@ def test_tables_fit_80_columns_and_never_cut_a_number(args):
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80, "\n".join(lines)
     assert "…" not in result.stdout
+
+
+def test_moetrace_backtest_is_callable_whatever_was_imported_before():
+    """README's `moetrace.backtest(loads, ...)` works after `moetrace.backtest` the module was
+    imported (Python then binds the package attribute to the module)."""
+    import subprocess
+    import sys
+
+    code = ("import moetrace.backtest, moetrace\n"
+            "from moetrace.simulate import make_config, simulate_counts\n"
+            "import numpy as np\n"
+            "config = make_config('gpt3-125m', steps=600, layers=1)\n"
+            "counts, _ = simulate_counts(config, 0)\n"
+            "loads = moetrace.Loads(np.arange(600), counts, (0,))\n"
+            "result = moetrace.backtest(loads, ['naive'], [100], min_history=200)\n"
+            "from moetrace import backtest\n"
+            "assert backtest(loads, ['naive'], [100], min_history=200).summary().height > 0\n"
+            "print(type(result).__name__)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "BacktestResult"

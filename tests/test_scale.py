@@ -444,6 +444,10 @@ def _same_backtest(parts, whole):
         for metric, values in scores.metrics.items():
             assert np.array_equal(parts.scores[key].metrics[metric], values, equal_nan=True), \
                 (key, metric)
+        # coverage of every forecast (auto states intervals): what the calibration verdict reads
+        assert (parts.scores[key].inside is None) == (scores.inside is None), key
+        if scores.inside is not None:
+            assert np.array_equal(parts.scores[key].inside, scores.inside, equal_nan=True), key
     assert parts.lookahead.keys() == whole.lookahead.keys()
     for h, values in whole.lookahead.items():
         assert np.array_equal(parts.lookahead[h], values, equal_nan=True)

@@ -15,6 +15,7 @@ executor, not a second code path (Ray's task idiom: ``ray.remote`` over the func
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import sys
@@ -193,7 +194,10 @@ class Ray:
                 if done is not None:
                     done(finished, len(tasks))
             for i in range(len(refs)):
-                result, refs[i] = ray.get(refs[i]), None
+                # a copy the command owns: ray.get's arrays are views of Ray's object store,
+                # which is unmapped when the command's own connection shuts down below, and a
+                # result outlives it (one chunk's result is the merged result as it is)
+                result, refs[i] = copy.deepcopy(ray.get(refs[i])), None
                 yield result
         finally:
             if started:
