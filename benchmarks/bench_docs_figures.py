@@ -21,9 +21,12 @@ printed with its command where the docs show it.
 from __future__ import annotations
 
 import argparse
+import atexit
 import difflib
+import functools
 import os
 import re
+import shutil
 import sys
 import tempfile
 import textwrap
@@ -61,15 +64,18 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
+@functools.cache
 def _smartmoe() -> Path:
     """SmartMoE's trace: an imported Parquet file as given, or the raw folder imported once
-    into a temporary file."""
+    per run into a temporary directory (removed at exit)."""
     given = Path(os.environ["MOETRACE_SMARTMOE"])
     if given.is_file():
         return given
-    out = Path(tempfile.mkdtemp(prefix="moetrace-figures-")) / "smartmoe.parquet"
     from moetrace.record.importers import import_trace
 
+    tmp = tempfile.mkdtemp(prefix="moetrace-figures-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    out = Path(tmp) / "smartmoe.parquet"
     import_trace("smartmoe", given, out)
     return out
 
