@@ -8,7 +8,6 @@ together). :class:`PlacementPlan` is the plan it records.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 
 from moetrace.errors import ParameterError
 from moetrace.placement.cluster import Cluster, Layout
+from moetrace.placement.formats import load
 
 SCHEMA = "moetrace.plan"
 SCHEMA_VERSION = 1
@@ -136,11 +136,7 @@ class PlanFile:
 def read_plan(source: str | Path | dict[str, Any]) -> PlanFile:
     """A ``moetrace.plan`` document (a path to its JSON, or the parsed object) as a
     :class:`PlanFile`; a ParameterError names the file and what does not fit the schema."""
-    path = None if isinstance(source, dict) else Path(source)
-    try:
-        doc = source if path is None else json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ParameterError(f"cannot read a plan document ({exc})", path=path) from None
+    doc, path = load(source, "a plan document")
 
     def bad(problem: str) -> ParameterError:
         return ParameterError(f"not a {SCHEMA} version {SCHEMA_VERSION} document: {problem}",

@@ -52,6 +52,17 @@ def vllm_ascend_map(phy2log: np.ndarray, gpus: int) -> dict[str, Any]:
                            for layer in range(layers)]}
 
 
+def load(source: str | Path | dict[str, Any], what: str) -> tuple[Any, Path | None]:
+    """A JSON document given as a path to its file or already parsed (vllm-ascend maps here,
+    plans in ``document``), with its path (None for a parsed one); a file that cannot be read
+    or parsed is a ParameterError naming it and what was expected."""
+    path = None if isinstance(source, dict) else Path(source)
+    try:
+        return (source if path is None else json.loads(path.read_text())), path
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ParameterError(f"cannot read {what} ({exc})", path=path) from None
+
+
 def read_vllm_ascend_map(source: str | Path | dict[str, Any], n_experts: int
                          ) -> np.ndarray:
     """``phy2log [L, R]`` of a vllm-ascend expert map, read as its loader reads it: layer i
@@ -59,11 +70,7 @@ def read_vllm_ascend_map(source: str | Path | dict[str, Any], n_experts: int
     the same number of slots), every slot an expert below ``n_experts`` and every expert
     somewhere (the loader maps each expert to the slots holding it). A ParameterError says
     what does not fit."""
-    path = None if isinstance(source, dict) else Path(source)
-    try:
-        doc = source if path is None else json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ParameterError(f"cannot read an expert map ({exc})", path=path) from None
+    doc, path = load(source, "an expert map")
 
     def bad(problem: str) -> ParameterError:
         return ParameterError(f"not a vllm-ascend expert map: {problem}", path=path)
