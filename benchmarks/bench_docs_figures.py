@@ -64,6 +64,37 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
+def _table(head: str, rows: list[str]) -> str:
+    """A Markdown table: ``head``'s columns (``|``-separated), a rule, the rows."""
+    columns = head.count("|") - 1
+    return f"{head}\n|{' --- |' * columns}\n" + "\n".join(rows) + "\n"
+
+
+#: The committed samples the tables run on: label -> file.
+SAMPLE_FILES = {"demo-real": "demo-real.parquet",
+                "gpt3-350m-sim sample": "gpt3-350m-sim.parquet",
+                "gpt3-125m-sim sample": "gpt3-125m-sim.parquet"}
+VERDICT_ORDER = ("better", "no clear difference", "worse")
+
+
+def _grouped(verdicts: dict[str, str]) -> dict[str, list[str]]:
+    """Predictor -> verdict as verdict -> predictors, in :data:`VERDICT_ORDER`."""
+    said: dict[str, list[str]] = {}
+    for name, verdict in verdicts.items():
+        said.setdefault(verdict, []).append(name)
+    return {v: said[v] for v in VERDICT_ORDER if v in said}
+
+
+def _against(result, subject: str, others, errors: dict, cell: np.ndarray, h: int) -> str:
+    """``subject``'s paired verdict against each of ``others`` on ``cell``, in words."""
+    from moetrace.evidence import compare
+
+    said = _grouped({name: compare(errors[subject], errors[name], cell, steps=result.origins,
+                                   horizon=h).verdict for name in others})
+    return "; ".join(f"{v} {'from' if v == 'no clear difference' else 'than'} "
+                     f"{', '.join(names)}" for v, names in said.items())
+
+
 @functools.cache
 def _smartmoe() -> Path:
     """SmartMoE's trace: an imported Parquet file as given, or the raw folder imported once
@@ -136,8 +167,10 @@ def simulation_realism() -> str:
 # --- docs/analysis.md: segmentation against the simulator's truth -------------------------
 
 #: (preset, label, steps, seeds) of the accuracy table.
-SEGMENTATION = (("gpt3-125m", "125M (6 x 16)", 10_000, 4), ("gpt3-350m", "350M (12 x 128)", 6_000, 3),
-                ("gpt3-125m", "125M (6 x 16)", 3_000, 8), ("gpt3-350m", "350M (12 x 128)", 2_000, 8))
+SEGMENTATION = (("gpt3-125m", "125M (6 x 16)", 10_000, 4),
+                ("gpt3-350m", "350M (12 x 128)", 6_000, 3),
+                ("gpt3-125m", "125M (6 x 16)", 3_000, 8),
+                ("gpt3-350m", "350M (12 x 128)", 2_000, 8))
 
 
 def analysis_accuracy() -> str:
@@ -167,67 +200,50 @@ def analysis_accuracy() -> str:
         rows.append(f"| {label}, {steps:,} | {seeds} | {near:.0%} | {100 * worst:.1f}% | "
                     f"{median:+.0f} steps | {100 * min(right):.1f}% / "
                     f"{100 * np.mean(right):.1f}% |")
-    return ("| preset (layers x experts), steps | seeds | layers with boundary within 5% of "
-            "length | worst boundary error (of length) | median offset (detected - true) | "
-            "labels right, worst trace / mean |\n| --- | --- | --- | --- | --- | --- |\n"
-            + "\n".join(rows) + "\n")
+    return _table("| preset (layers x experts), steps | seeds | layers with boundary within 5% "
+                  "of length | worst boundary error (of length) | median offset (detected - "
+                  "true) | labels right, worst trace / mean |", rows)
 
 
 # --- docs/predictors.md: auto against the other predictors ----------------------------------
 
 ACCURACY = ("auto", "drift", "sw_avg", "naive")
-VERDICT_ORDER = ("better", "no clear difference", "worse")
 
 
 def accuracy_rows(label: str, trace, predictors=ACCURACY) -> list[str]:
     """Table rows of one trace: per ranked (horizon, state) cell the centre of every predictor
     on the cell's pairs, the constant bound, and auto's paired verdict against each other."""
-    from moetrace.evidence import compare, enough, estimate
+    from moetrace.evidence import enough, estimate
     from moetrace.pipeline import backtest
 
     result = backtest(trace, predictors=list(predictors), placement=None).result
-    rows = []
+    rows, masks = [], result.state_masks()
     for h in result.horizons:
-        masks = result.state_masks()
+        errors = {name: result.scores[(name, h)].metrics["error_rate"] for name in predictors}
         for state in ("stable", "transient"):
-            pairs = masks[state]
-            scores = {name: result.scores[(name, h)] for name in predictors}
-            cell = pairs & scores["auto"].fits[:, None]
-            errors = {name: s.metrics["error_rate"] for name, s in scores.items()}
+            cell = masks[state] & result.scores[(predictors[0], h)].fits[:, None]
             origins, n_pairs = int(cell.any(axis=1).sum()), int(cell.sum())
             if not enough(origins, n_pairs):
                 continue
             centres = [_pct(estimate(errors[name], cell).centre) for name in predictors]
             bound = estimate(result.constant_bound[h], cell).centre
-            verdicts: dict[str, list[str]] = {}
-            for name in predictors[1:]:
-                verdict = compare(errors["auto"], errors[name], cell, steps=result.origins,
-                                  horizon=h).verdict
-                verdicts.setdefault(verdict, []).append(name)
-            said = "; ".join(f"{verdict} {'than' if verdict in ('better', 'worse') else 'from'}"
-                             f" {', '.join(verdicts[verdict])}" for verdict in VERDICT_ORDER
-                             if verdict in verdicts)
+            said = _against(result, predictors[0], predictors[1:], errors, cell, h)
             rows.append(f"| {label} | {h:,} | {state} | {origins} / {n_pairs} | "
                         f"{' | '.join(centres)} | {_pct(bound)} | {said} |")
     return rows
 
 
 _ACCURACY_HEAD = ("| trace | horizon | state | origins / pairs | auto | drift | sw_avg | naive | "
-                  "constant bound | auto against (paired) |\n"
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+                  "constant bound | auto against (paired) |")
 
 
 def predictors_accuracy_samples() -> str:
-    rows = []
-    for label, name in (("demo-real", "demo-real.parquet"),
-                        ("gpt3-350m-sim sample", "gpt3-350m-sim.parquet"),
-                        ("gpt3-125m-sim sample", "gpt3-125m-sim.parquet")):
-        rows += accuracy_rows(label, SAMPLES / name)
-    return _ACCURACY_HEAD + "\n".join(rows) + "\n"
+    return _table(_ACCURACY_HEAD, [row for label, name in SAMPLE_FILES.items()
+                                   for row in accuracy_rows(label, SAMPLES / name)])
 
 
 def predictors_accuracy_smartmoe() -> str:
-    return _ACCURACY_HEAD + "\n".join(accuracy_rows("SmartMoE, real", _smartmoe())) + "\n"
+    return _table(_ACCURACY_HEAD, accuracy_rows("SmartMoE, real", _smartmoe()))
 
 
 # --- docs/predictors.md: sw_avg's window ---------------------------------------------------
@@ -265,13 +281,10 @@ def sw_avg_windows() -> str:
         path = simulate_trace(Path(tmp) / "3.parquet", preset="gpt3-350m", steps=20_000,
                               seed=1, layers=3)
         table += rows("gpt3-350m, 3 layers x 20,000 steps", path)
-    for label, name in (("gpt3-350m-sim sample", "gpt3-350m-sim.parquet"),
-                        ("gpt3-125m-sim sample", "gpt3-125m-sim.parquet"),
-                        ("demo-real", "demo-real.parquet")):
-        table += rows(label, SAMPLES / name)
+    for label in ("gpt3-350m-sim sample", "gpt3-125m-sim sample", "demo-real"):
+        table += rows(label, SAMPLES / SAMPLE_FILES[label])
     head = " | ".join(f"w = {w:,}" + (" (default)" if w == 1000 else "") for w in WINDOWS)
-    return (f"| trace | horizon | {head} |\n| --- | --- |{' --- |' * len(WINDOWS)}\n"
-            + "\n".join(table) + "\n")
+    return _table(f"| trace | horizon | {head} |", table)
 
 
 # --- docs/predictors.md: the paper's predictors -------------------------------------------
@@ -316,25 +329,24 @@ def predictors_paper() -> str:
             path = simulate_trace(Path(tmp) / f"{seed}.parquet", preset="gpt3-350m",
                                   steps=20_000, seed=seed, layers=layers)
             rows += paper_rows(label, path)
-    for label, name in (("gpt3-350m-sim sample", "gpt3-350m-sim.parquet"),
-                        ("gpt3-125m-sim sample", "gpt3-125m-sim.parquet"),
-                        ("demo-real", "demo-real.parquet")):
-        rows += paper_rows(label, SAMPLES / name)
-    return ("| trace | horizon, state | origins, pairs | naive | sw_avg | arima | lstm | "
-            "constant bound |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
-            + "\n".join(rows) + "\n")
+    for label in ("gpt3-350m-sim sample", "gpt3-125m-sim sample", "demo-real"):
+        rows += paper_rows(label, SAMPLES / SAMPLE_FILES[label])
+    return _table("| trace | horizon, state | origins, pairs | naive | sw_avg | arima | lstm | "
+                  "constant bound |", rows)
 
 
 # --- docs/predictors.md: where the LSTM runs, wins and loses -------------------------------
 
 LSTM_OTHERS = ("naive", "sw_avg", "auto")
+_LSTM_HEAD = ("| trace (origins run) | horizon, state | origins, pairs | lstm | naive | sw_avg | "
+              "auto | lstm against (paired) |")
 
 
 def lstm_rows(label: str, trace) -> list[str]:
     """Rows of one trace: the LSTM against naive, sw_avg and auto on the pairs of the origins
     where it made its own forecast (every predictor on the same pairs, the report's centre),
     with its paired verdict against each ("-" below the minimum evidence)."""
-    from moetrace.evidence import compare, enough, estimate
+    from moetrace.evidence import enough, estimate
     from moetrace.pipeline import backtest
 
     result = backtest(trace, predictors=["lstm", *LSTM_OTHERS], placement=None).result
@@ -350,16 +362,8 @@ def lstm_rows(label: str, trace) -> list[str]:
             if not pairs:
                 continue
             centres = [_pct(estimate(errors[name], cell).centre) for name in errors]
-            if enough(origins, pairs):
-                said = {}
-                for name in LSTM_OTHERS:
-                    verdict = compare(errors["lstm"], errors[name], cell, steps=result.origins,
-                                      horizon=h).verdict
-                    said.setdefault(verdict, []).append(name)
-                verdicts = "; ".join(f"{v} {'than' if v != 'no clear difference' else 'from'} "
-                                     f"{', '.join(said[v])}" for v in VERDICT_ORDER if v in said)
-            else:
-                verdicts = "too few to rank"
+            verdicts = (_against(result, "lstm", LSTM_OTHERS, errors, cell, h)
+                        if enough(origins, pairs) else "too few to rank")
             rows.append(f"| {first} | {h:,} {state} | {origins}, {pairs} | "
                         f"{' | '.join(centres)} | {verdicts} |")
             first = ""
@@ -373,31 +377,36 @@ def predictors_lstm() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         six = simulate_trace(Path(tmp) / "350m6k.parquet", preset="gpt3-350m", steps=6000)
         rows += lstm_rows("350M 12 x 128 x 6,000", six)
-    rows += lstm_rows("demo-real", SAMPLES / "demo-real.parquet")
-    rows += lstm_rows("gpt3-350m-sim sample", SAMPLES / "gpt3-350m-sim.parquet")
-    return ("| trace (origins run) | horizon, state | origins, pairs | lstm | naive | sw_avg | "
-            "auto | lstm against (paired) |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
-            + "\n".join(rows) + "\n")
+    for label in ("demo-real", "gpt3-350m-sim sample"):
+        rows += lstm_rows(label, SAMPLES / SAMPLE_FILES[label])
+    return _table(_LSTM_HEAD, rows)
 
 
 def predictors_lstm_smartmoe() -> str:
-    return ("| trace (origins run) | horizon, state | origins, pairs | lstm | naive | sw_avg | "
-            "auto | lstm against (paired) |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
-            + "\n".join(lstm_rows("SmartMoE, real", _smartmoe())) + "\n")
+    return _table(_LSTM_HEAD, lstm_rows("SmartMoE, real", _smartmoe()))
 
 
 # --- docs/placement.md: benchmarks/placement_figures.py's tables --------------------------
 
 
+@functools.cache
+def _placement_cases() -> list:
+    """benchmarks/placement_figures.py's cases (SmartMoE's included), its presets simulated
+    once per run into a directory removed at exit, so that the tables share their replays."""
+    from benchmarks import placement_figures
+
+    tmp = tempfile.mkdtemp(prefix="moetrace-figures-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return placement_figures.traces(str(_smartmoe()), Path(tmp))
+
+
 def _placement(name: str) -> Callable[[], str]:
-    """A table of benchmarks/placement_figures.py over its cases (SmartMoE's included)."""
+    """A table of benchmarks/placement_figures.py over its cases."""
 
     def make() -> str:
         from benchmarks import placement_figures
 
-        with tempfile.TemporaryDirectory() as tmp:
-            cases = placement_figures.traces(str(_smartmoe()), Path(tmp))
-            return placement_figures.TABLES[name][1](cases)
+        return placement_figures.TABLES[name][1](_placement_cases())
 
     return make
 
@@ -426,13 +435,10 @@ def importing_smartmoe() -> str:
         if not row["ranked"]:
             lines.append(head + f"{row['reason']}.")
             continue
-        said = {}
-        for name, verdict in row["verdicts"].items():
-            said.setdefault(verdict, []).append(name)
-        parts = [f"{verdict} than the best: {', '.join(said[verdict])}"
-                 if verdict != "no clear difference"
-                 else f"no clear difference from it: {', '.join(said[verdict])}"
-                 for verdict in VERDICT_ORDER if verdict in said]
+        parts = [f"no clear difference from it: {', '.join(names)}"
+                 if verdict == "no clear difference"
+                 else f"{verdict} than the best: {', '.join(names)}"
+                 for verdict, names in _grouped(row["verdicts"]).items()]
         fell = {name: n for name, n in row["fell_back"].items() if n}
         fallback = ("; fell back: " + ", ".join(f"{name} at {n} of {row['origins']} origins"
                                                  for name, n in fell.items())) if fell else ""
