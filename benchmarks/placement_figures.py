@@ -18,6 +18,7 @@ Every figure is a ``moetrace.pipeline`` call, the same as the command named besi
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,15 @@ from moetrace.placement import Cluster, make_policies, replay
 ROOT = Path(__file__).resolve().parents[1]
 SMARTMOE_EXPERT = 2 * 1024 * 4096  # assumed: the trace does not say its model
 POLICIES = ["static", "window", "forecast", "adaptive", "hindsight"]
+
+
+@functools.cache
+def _replayed(path: str, gpus: int, redundant: int, policies: tuple[str, ...],
+              extra: tuple = (), **cluster):
+    """``moetrace replay`` of ``path`` (once per process for the same settings: the planner
+    and seconds tables read the same replay)."""
+    return pipeline.replay(path, Cluster(gpus=gpus, redundant=redundant, **cluster),
+                           list(policies), **dict(extra))
 
 
 def _overall(result) -> dict[str, dict]:
@@ -73,8 +83,8 @@ def planner_table(cases) -> str:
     for label, path, gpus, redundant, extra in cases:
         rows = {}
         for planner in ("eplb", "balanced"):
-            result = pipeline.replay(path, Cluster(gpus=gpus, redundant=redundant,
-                                                   planner=planner), POLICIES, **extra)
+            result = _replayed(path, gpus, redundant, tuple(POLICIES), tuple(extra.items()),
+                               planner=planner)
             rows[planner] = _overall(result)
             slots = result.slots
         for planner in ("eplb", "balanced"):
@@ -93,7 +103,7 @@ def planner_table(cases) -> str:
 def moves_table(cases) -> str:
     out = []
     out.append("| trace | GPUs, slots | policy | moves | from scratch (same re-plans) | "
-          "from-scratch replay: moves | balancedness | from scratch |")
+               "from-scratch replay: moves | balancedness | from scratch |")
     out.append("|---|---|---|---|---|---|---|---|")
     for label, path, gpus, redundant, extra in cases:
         little = pipeline.replay(path, Cluster(gpus=gpus, redundant=redundant),
@@ -104,8 +114,8 @@ def moves_table(cases) -> str:
         a, b = _overall(little), _overall(fresh)
         for name in ("window", "forecast", "hindsight"):
             out.append(f"| {label} | {gpus}, {little.slots} | {name} | {a[name]['moves']:,} | "
-                  f"{a[name]['moves_from_scratch']:,} | {b[name]['moves']:,} | "
-                  f"{_pct(a[name]['balancedness'])} | {_pct(b[name]['balancedness'])} |")
+                       f"{a[name]['moves_from_scratch']:,} | {b[name]['moves']:,} | "
+                       f"{_pct(a[name]['balancedness'])} | {_pct(b[name]['balancedness'])} |")
     return "\n".join(out) + "\n"
 
 
@@ -114,21 +124,23 @@ def seconds_table(cases) -> str:
     out.append("| trace | GPUs, slots | policy | compute saved | moves | move | net | per step |")
     out.append("|---|---|---|---|---|---|---|---|")
     for label, path, gpus, redundant, extra in cases:
-        result = pipeline.replay(path, Cluster(gpus=gpus, redundant=redundant), POLICIES,
-                                 **extra)
+        result = _replayed(path, gpus, redundant, tuple(POLICIES), tuple(extra.items()),
+                           planner="balanced")
         rows = _overall(result)
         for name in POLICIES[1:]:
             r = rows[name]
             if r["net_seconds_saved"] is None:
                 continue
             out.append(f"| {label} | {gpus}, {result.slots} | {name} | "
-                  f"{_sec(r['compute_seconds_saved'])} | {r['moves']:,} | "
-                  f"{_sec(r['move_seconds'])} | {_sec(r['net_seconds_saved'])} | "
-                  f"{_sec(r['net_seconds_saved_per_step'])} |")
+                       f"{_sec(r['compute_seconds_saved'])} | {r['moves']:,} | "
+                       f"{_sec(r['move_seconds'])} | {_sec(r['net_seconds_saved'])} | "
+                       f"{_sec(r['net_seconds_saved_per_step'])} |")
     return "\n".join(out) + "\n"
 
 
 def recommend_table(cases) -> str:
+    from moetrace.placement.recommend import describe
+
     out = []
     out.append("| trace | GPUs | recommendation | net saved | runner-up | static bal. |")
     out.append("|---|---|---|---|---|---|")
@@ -138,13 +150,12 @@ def recommend_table(cases) -> str:
             continue
         seen.add((label, gpus))
         found = pipeline.recommend(path, Cluster(gpus=gpus), **extra)
-        from moetrace.placement.recommend import describe
-
         choice, runner = found.choice(), found.runner_up()
-        out.append(f"| {label} | {gpus} | {describe(choice)} | {_sec(choice['net_seconds_saved'])} "
-              f"| {'-' if runner is None else describe(runner)} "
-              f"({_sec(None if runner is None else runner['net_seconds_saved'])}) | "
-              f"{_pct(found.static_row()['balancedness'])} |")
+        out.append(f"| {label} | {gpus} | {describe(choice)} | "
+                   f"{_sec(choice['net_seconds_saved'])} "
+                   f"| {'-' if runner is None else describe(runner)} "
+                   f"({_sec(None if runner is None else runner['net_seconds_saved'])}) | "
+                   f"{_pct(found.static_row()['balancedness'])} |")
     return "\n".join(out) + "\n"
 
 
@@ -180,7 +191,7 @@ def random_traces(draws: int, seed: int = 7) -> str:
     for name, diffs in below.items():
         diffs = np.array(diffs)
         out.append(f"| {name} | {(diffs < -1e-6).sum()} of {len(diffs)} | {100 * diffs.min():+.2f} "
-              f"points | {100 * diffs.mean():+.2f} points |")
+                   f"points | {100 * diffs.mean():+.2f} points |")
     return "\n".join(out) + "\n"
 
 
