@@ -192,3 +192,23 @@ def test_a_layer_stable_for_less_than_a_horizon_has_an_interval_and_a_sound_expe
         realised = np.abs(model.forecast(1000)[0] - future).sum(-1).mean()
         assert 0.5 * realised <= u.expected_error[0] <= 2 * realised, origin
     assert 0.75 <= np.mean(inside) <= 0.95
+
+
+def test_a_window_rule_is_the_mean_of_its_window_and_reads_nothing_before_it():
+    """window(b): per layer the mean of the last b buckets, from a stable layer's onset
+    bucket once the origin is past it; buckets before the window are never read (NaN there
+    changes nothing), so a call costs the window, not the history (the replay's re-plans)."""
+    from moetrace.predictors.auto import window_rule
+
+    rng = np.random.default_rng(3)
+    buckets = rng.random((3, 40, 5))
+    start = np.array([-1, 36, 10])  # transient; stable from bucket 36; stable long before
+    seen = buckets.copy()
+    seen[:, :30] = np.nan  # before every layer's window of 10
+    out = window_rule(10, start)(seen, 4)
+    assert out.shape == (3, 4, 5) and np.isfinite(out).all()
+    np.testing.assert_allclose(out[0, 0], buckets[0, 30:].mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(out[1, 2], buckets[1, 36:].mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(out[2, 3], buckets[2, 30:].mean(axis=0), rtol=1e-12)
+    # two windows starting at the same bucket agree to the last bit (an exact tie)
+    assert (window_rule(4, start)(buckets, 1)[1] == window_rule(8, start)(buckets, 1)[1]).all()

@@ -83,7 +83,9 @@ DETECTOR_CELLS = 1 << 20
 
 def window_rule(window_b: int, start: np.ndarray | None) -> Rule:
     """Mean of the last ``window_b`` buckets (flat), never before bucket ``start[l]`` of
-    layer l (where it became stable; -1 or None: no limit) once the origin is past it."""
+    layer l (where it became stable; -1 or None: no limit) once the origin is past it.
+    Only the last ``window_b`` buckets are read, so a call costs the window, not the history
+    (the replay re-plans with auto every interval of a 100,000-step trace)."""
     def rule(buckets: np.ndarray, k: int) -> np.ndarray:
         m = buckets.shape[1]
         first = np.full(buckets.shape[0], max(0, m - window_b))
@@ -91,9 +93,13 @@ def window_rule(window_b: int, start: np.ndarray | None) -> Rule:
             settled = (start >= 0) & (start < m)
             first = np.where(settled, np.maximum(first, start), first)
         first = np.minimum(first, m - 1)
-        cum = np.concatenate([np.zeros_like(buckets[:, :1]), np.cumsum(buckets, axis=1)], axis=1)
-        rows = np.arange(buckets.shape[0])
-        level = (cum[:, m] - cum[rows, first]) / (m - first)[:, None]
+        lo = int(first.min())  # >= m - window_b: the window's buckets and none before
+        inside = np.arange(lo, m)[None, :, None] >= first[:, None, None]
+        # a running sum from each layer's first bucket (zeros before it add nothing), so two
+        # windows that start at the same bucket give the same level to the last bit and tie
+        # exactly in the ranking (moetrace.predictors.inner), whatever their length
+        total = np.cumsum(np.where(inside, buckets[:, lo:], 0.0), axis=1)[:, -1]
+        level = total / (m - first)[:, None]
         return np.repeat(level[:, None, :], k, axis=1)
     return rule
 
