@@ -24,6 +24,12 @@ Rule = Callable[[np.ndarray, int], np.ndarray]
 
 #: inner origins used at most (more only cost time: the choice is already stable)
 ORIGINS = 8
+#: positions, evenly spaced from the oldest inner origin to the history's end, at which
+#: :func:`decay` measures a layer's movement to fit its trend
+TREND_POSITIONS = 16
+#: the weight of that trend in :func:`decay`'s log-ratio, against the ratio measured at the
+#: origin alone (chosen among 1, 0.75 and 0.5 on the docs' traces: docs/predictors.md)
+TREND_WEIGHT = 0.5
 
 
 def inner_origins(n: int, k: int, count: int = ORIGINS, min_history: int = 2) -> np.ndarray:
@@ -145,28 +151,68 @@ def movement(buckets: np.ndarray, positions: np.ndarray, w: int,
 def decay(buckets: np.ndarray, origins: np.ndarray, w: int, start: np.ndarray,
           cap: float = 4.0, transient_cap: float = 32.0) -> np.ndarray:
     """(O, L) how much larger a residual made at each inner origin would be made now, from
-    how much the shares moved just before (:func:`movement`, lag w): each layer's own
-    (movement now) / (movement then), 1 where it has not both. A stable layer's (``start``
-    >= 0) is bounded by ``cap`` either way; a transient layer's is taken at a shorter lag
-    (half the origin's buckets) where w does not fit before the origin, and bounded by
-    ``transient_cap`` (a layer that has just settled, which the online detector confirms only
-    later, moves a tenth as much as in its transient). Each layer's factor is its own, so a
-    forecast of a chunk of layers is that of the whole trace (moetrace/scale).
+    how much the shares moved just before (:func:`movement`, lag w). Per layer, the log of
+    the factor averages (weight :data:`TREND_WEIGHT`) two estimates of the same thing: the
+    log-ratio of its movement now to its movement at the origin, and its trend's, the
+    least-squares slope of log movement over :data:`TREND_POSITIONS` positions from the oldest
+    origin to now times the distance (:func:`movement_trend`; where the trend cannot be
+    fitted, the ratio alone; where only the ratio is unknown, 1 in its place). The ratio
+    alone is noisy (two measurements of a median over experts), the trend alone assumes a
+    steady slowing. A stable layer's (``start`` >= 0) factor is bounded by ``cap`` either
+    way; a transient layer's is the ratio alone, taken at a shorter lag (half the origin's
+    buckets) where w does not fit before the origin, and bounded by ``transient_cap`` (a
+    layer that has just settled, which the online detector confirms only later, moves a
+    tenth as much as in its transient). Each layer's factor is its own, so a forecast of a
+    chunk of layers is that of the whole trace (moetrace/scale).
 
     On real training the shares' drift slows for thousands of steps after the transient
     (SmartMoE's real trace: the error of a 100-step mean over the next 1,000 steps halves
     about every 1,000 steps), so the past residuals an interval is calibrated from overstate
-    today's; a stationary trace gives ratios around 1."""
-    g = movement(buckets, np.r_[buckets.shape[1], origins], w, start)
+    today's; a stationary trace gives factors around 1."""
+    n = buckets.shape[1]
+    g = movement(buckets, np.r_[n, origins], w, start)
     ratio = np.log(g[:1]) - np.log(g[1:])  # (O, L)
+    slope = movement_trend(buckets, origins, w, start)  # (L,)
+    trend = slope[None, :] * (n - origins[:, None])
+    ratio = np.where(np.isfinite(trend), TREND_WEIGHT * trend +
+                     (1.0 - TREND_WEIGHT) * np.nan_to_num(ratio, nan=0.0), ratio)
     stable = start >= 0
     lags = np.maximum(1, np.minimum(w, origins // 2))  # a transient layer: a shorter lag
     for lag in np.unique(lags[lags < w]):  # where w does not fit before the origin
         at = lags == lag
-        g = movement(buckets, np.r_[buckets.shape[1], origins[at]], int(lag), start)
+        g = movement(buckets, np.r_[n, origins[at]], int(lag), start)
         ratio[at] = np.where(stable[None, :], ratio[at], np.log(g[:1]) - np.log(g[1:]))
     bound = np.where(stable, np.log(cap), np.log(transient_cap))[None, :]
     return np.exp(np.clip(np.nan_to_num(ratio, nan=0.0), -bound, bound))
+
+
+def movement_trend(buckets: np.ndarray, origins: np.ndarray, w: int,
+                   start: np.ndarray) -> np.ndarray:
+    """(L,) per layer the least-squares slope, per bucket, of the log of its movement
+    (:func:`movement`, lag w) at :data:`TREND_POSITIONS` positions evenly spaced from the
+    oldest of ``origins`` (at least 2w) to the history's end; NaN for a layer with fewer
+    than 3 positions where its movement is known (a stable layer's only after its onset)."""
+    n = buckets.shape[1]
+    out = np.full(buckets.shape[0], np.nan)
+    if len(origins) == 0:
+        return out
+    first = max(2 * w, int(origins.min()))
+    positions = np.unique(np.linspace(first, n, TREND_POSITIONS).astype(np.int64))
+    if len(positions) < 3:
+        return out
+    with np.errstate(divide="ignore"):
+        y = np.log(movement(buckets, positions, w, start))  # (P, L)
+    known = np.isfinite(y)
+    count = known.sum(axis=0)
+    x = np.where(known, positions[:, None].astype(np.float64), 0.0)
+    fit = count >= 3
+    mx = x.sum(axis=0)[fit] / count[fit]
+    my = np.where(known, y, 0.0).sum(axis=0)[fit] / count[fit]
+    dx = np.where(known[:, fit], positions[:, None] - mx, 0.0)
+    dy = np.where(known[:, fit], y[:, fit] - my, 0.0)
+    sxx = (dx * dx).sum(axis=0)
+    out[fit] = np.where(sxx > 0, (dx * dy).sum(axis=0) / np.where(sxx > 0, sxx, 1.0), np.nan)
+    return out
 
 
 def expected_step_error(residuals: np.ndarray, recent: np.ndarray) -> np.ndarray:
