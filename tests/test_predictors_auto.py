@@ -212,3 +212,23 @@ def test_a_window_rule_is_the_mean_of_its_window_and_reads_nothing_before_it():
     np.testing.assert_allclose(out[2, 3], buckets[2, 30:].mean(axis=0), rtol=1e-12)
     # two windows starting at the same bucket agree to the last bit (an exact tie)
     assert (window_rule(4, start)(buckets, 1)[1] == window_rule(8, start)(buckets, 1)[1]).all()
+
+
+def test_the_movement_trend_recovers_a_steady_slowing_and_shrinks_old_residuals():
+    """Shares settling exponentially (rate r per bucket): the fitted slope of log movement is
+    -r, and decay() scales a residual made at an older origin down by about exp(-r d)
+    averaged in log with the measured ratio (which is the same here), bounded by its cap."""
+    from moetrace.predictors.inner import TREND_POSITIONS, decay, movement_trend
+
+    r, n = 0.01, 400
+    base = np.array([0.4, 0.3, 0.2, 0.1])
+    amp = np.array([0.02, -0.01, -0.005, -0.005])
+    t = np.arange(n)[:, None]
+    buckets = (base + amp * np.exp(-r * t))[None]  # (1, n, 4), rows sum to 1
+    origins = np.array([360, 300, 240])
+    slope = movement_trend(buckets, origins, 10, np.array([-1]))
+    assert TREND_POSITIONS >= 3 and abs(slope[0] + r) < 0.05 * r
+    factor = decay(buckets, origins, 10, np.array([0]), cap=100.0)[:, 0]
+    np.testing.assert_allclose(np.log(factor), -r * (n - origins), rtol=0.05)
+    # a stable layer whose onset leaves fewer than 3 positions: no trend
+    assert np.isnan(movement_trend(buckets, origins, 10, np.array([395]))[0])
