@@ -58,6 +58,18 @@ class Figure:
     tier: str
     make: Callable[[], str]
     needs: str | None = None
+    #: a package the maker imports that moetrace does not install (None: none)
+    module: str | None = None
+
+    def missing(self) -> str | None:
+        """Why the figure cannot be made here (None: it can)."""
+        import importlib.util
+
+        if self.needs and not os.environ.get(self.needs):
+            return f"{self.needs} is not set"
+        if self.module and importlib.util.find_spec(self.module) is None:
+            return f"{self.module} is not installed: pip install 'moetrace[bench]'"
+        return None
 
 
 def _pct(value: float) -> str:
@@ -386,6 +398,17 @@ def predictors_lstm_smartmoe() -> str:
     return _table(_LSTM_HEAD, lstm_rows("SmartMoE, real", _smartmoe()))
 
 
+def predictors_peers() -> str:
+    """auto against the simple peers on every trace of the suite (benchmarks/bench_peers.py:
+    its cells, as the docs' table)."""
+    from benchmarks import bench_peers
+
+    with tempfile.TemporaryDirectory() as tmp:
+        found = {label: bench_peers.cells(path)[0]
+                 for label, path in bench_peers.suite(tmp, str(_smartmoe()))}
+    return bench_peers.table(found)
+
+
 # --- docs/placement.md: benchmarks/placement_figures.py's tables --------------------------
 
 
@@ -465,6 +488,8 @@ FIGURES: dict[str, Figure] = {
                                            predictors_accuracy_smartmoe, "MOETRACE_SMARTMOE"),
     "predictors-paper": Figure("docs/predictors.md", COMMAND, predictors_paper),
     "predictors-lstm": Figure("docs/predictors.md", COMMAND, predictors_lstm),
+    "predictors-peers": Figure("docs/predictors.md", COMMAND, predictors_peers,
+                               "MOETRACE_SMARTMOE", "statsforecast"),
     "predictors-lstm-smartmoe": Figure("docs/predictors.md", COMMAND, predictors_lstm_smartmoe,
                                        "MOETRACE_SMARTMOE"),
     **{f"placement-{name}": Figure("docs/placement.md", COMMAND, _placement(name),
@@ -511,8 +536,8 @@ def run(names: list[str], check: bool) -> int:
     differ = 0
     for name in names or list(FIGURES):
         figure = FIGURES[name]
-        if figure.needs and not os.environ.get(figure.needs):
-            print(f"{name}: skipped ({figure.needs} is not set)")
+        if figure.missing():
+            print(f"{name}: skipped ({figure.missing()})")
             continue
         if name not in known:
             print(f"{name}: no block in {figure.file}")

@@ -31,10 +31,13 @@ the one-line calibration verdict a report ends with.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
+import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -172,11 +175,44 @@ def coverage_line(scores, mask: np.ndarray) -> str:
     return line
 
 
-def run(label: str, path: str) -> dict:
-    """Print the peers table of one trace; returns per cell the peers auto is worse than
-    and auto's stable coverage."""
+@dataclass
+class Cell:
+    """One (horizon, state) cell of a trace: auto's error (the report's centre) and, per peer,
+    its error and auto's paired verdict against it (:func:`paired`), and auto's coverage."""
+
+    horizon: int
+    state: str
+    auto: float
+    peers: dict  # name -> (error, paired(...))
+    coverage: object  # moetrace.calibrate.Coverage, or None
+
+    @property
+    def evidence(self) -> dict:
+        """Origins and pairs of the cell (every peer is scored on the same ones)."""
+        return next(iter(self.peers.values()))[1]
+
+    @property
+    def ranked(self) -> bool:
+        from moetrace.evidence import TOO_FEW
+
+        return self.evidence["verdict"] != TOO_FEW
+
+    @property
+    def worse(self) -> list[str]:
+        return [name for name, (_, v) in self.peers.items() if v["verdict"] == "worse"]
+
+    @property
+    def best_mean(self) -> str:
+        """The trailing mean of 2-50 with the lowest error in the cell."""
+        return min((n for n in self.peers if n.startswith("mean(")),
+                   key=lambda n: self.peers[n][0])
+
+
+def cells(path: str) -> tuple[list[Cell], dict, object, object]:
+    """Every (horizon, state) cell of the trace at ``path`` with enough forecasts to score;
+    also the seconds each stage took, the backtest result and the trace."""
     from moetrace.backtest import backtest
-    from moetrace.calibrate import calibration_verdict, state_coverage
+    from moetrace.calibrate import state_coverage
     from moetrace.evidence import estimate
     from moetrace.pipeline import backtest as report_backtest
 
@@ -202,44 +238,125 @@ def run(label: str, path: str) -> dict:
               for name in engine.predictors if not name.startswith("mean(")}
     errors.update({f"mean({w})": {h: means[(w, h)] for h in result.horizons}
                    for w in WINDOWS})
-    print(f"\n## peers: {label} ({data.trace.n_layers} layers x {data.trace.n_experts} experts, "
-          f"{len(result.origins)} origins; seconds: "
-          + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ")")
-    summary = {}
+    out = []
     for h in result.horizons:
-        auto = result.scores[("auto", h)]
-        a = auto.metrics["error_rate"]
+        a = result.scores[("auto", h)].metrics["error_rate"]
         for state in STATES:
             mask = (result.stable if state == "stable" else ~result.stable) & np.isfinite(a)
             if not mask.any():
                 continue
-            rows = {name: (estimate(e[h], mask).centre,
-                           paired(a, e[h], mask, result.origins, h))
-                    for name, e in errors.items()}
-            worse = [name for name, (_, v) in rows.items() if v["verdict"] == "worse"]
-            best_mean = min((n for n in rows if n.startswith("mean(")), key=lambda n: rows[n][0])
-            any_v = next(iter(rows.values()))[1]
-            print(f"\n  {h:,} steps, {state}: {any_v['origins']} origins, {any_v['pairs']} pairs;"
-                  f" auto {100 * estimate(a, mask).centre:.3f}%; auto worse than: "
-                  f"{', '.join(worse) or 'none'}")
-            shown = [n for n in rows if not n.startswith("mean(")]
-            shown += [f"mean({w})" for w in SHOWN] + [best_mean]
-            for name in dict.fromkeys(shown + worse):
-                error, v = rows[name]
-                tag = "  (best trailing mean)" if name == best_mean else ""
-                print(f"    {name:<10} {100 * error:7.3f}%   auto - peer {100 * v['mean']:+7.3f} "
-                      f"[{100 * v['lo']:+7.3f}, {100 * v['hi']:+7.3f}]  {v['verdict']}{tag}")
-            print(f"    auto: {coverage_line(auto, mask)}")
-            c = state_coverage(result, "auto", h, state)
-            better = sum(v["verdict"] == "better" for _, v in rows.values())
-            summary[(h, state)] = (worse, None if c is None else c.pooled, any_v["origins"],
-                                   f"{better}/{len(rows)}")
+            out.append(Cell(h, state, float(estimate(a, mask).centre),
+                            {name: (float(estimate(e[h], mask).centre),
+                                    paired(a, e[h], mask, result.origins, h))
+                             for name, e in errors.items()},
+                            state_coverage(result, "auto", h, state)))
+    return out, seconds, result, data.trace
+
+
+def run(label: str, path: str) -> list[Cell]:
+    """Print the peers table of one trace; returns its cells."""
+    from moetrace.calibrate import calibration_verdict
+
+    found, seconds, result, trace = cells(path)
+    print(f"\n## peers: {label} ({trace.n_layers} layers x {trace.n_experts} experts, "
+          f"{len(result.origins)} origins; seconds: "
+          + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ")")
+    for cell in found:
+        mask = (result.stable if cell.state == "stable" else ~result.stable) & \
+            np.isfinite(result.scores[("auto", cell.horizon)].metrics["error_rate"])
+        v = cell.evidence
+        print(f"\n  {cell.horizon:,} steps, {cell.state}: {v['origins']} origins, "
+              f"{v['pairs']} pairs; auto {100 * cell.auto:.3f}%; auto worse than: "
+              f"{', '.join(cell.worse) or 'none'}")
+        shown = [n for n in cell.peers if not n.startswith("mean(")]
+        shown += [f"mean({w})" for w in SHOWN] + [cell.best_mean]
+        for name in dict.fromkeys(shown + cell.worse):
+            error, v = cell.peers[name]
+            tag = "  (best trailing mean)" if name == cell.best_mean else ""
+            print(f"    {name:<10} {100 * error:7.3f}%   auto - peer {100 * v['mean']:+7.3f} "
+                  f"[{100 * v['lo']:+7.3f}, {100 * v['hi']:+7.3f}]  {v['verdict']}{tag}")
+        print(f"    auto: {coverage_line(result.scores[('auto', cell.horizon)], mask)}")
     print(f"\n  calibration: {calibration_verdict(result)}")
-    return summary
+    return found
 
 
-def suite(tmp: str) -> list[tuple[str, str]]:
-    """(label, path) of every trace the benchmark runs on."""
+#: the docs table's name of each trace of the suite, in the table's order
+DOC_LABELS = {"SmartMoE (real)": "SmartMoE (real)",
+              "gpt3-350m 12 layers x 6,000 steps": "350M, 12 x 6,000",
+              "gpt3-350m-sim.parquet": "350M sample", "gpt3-125m-sim.parquet": "125M sample",
+              "demo-real.parquet": "demo-real", "demo-sampled": "demo-sampled"}
+#: auto's paired verdict against a peer, in one letter (b: auto better, W: auto worse)
+CODES = {"better": "b", "no clear difference": "=", "worse": "W"}
+TABLE_HEAD = ("| trace | horizon | state | origins / pairs | auto | last | ewma(0.2) | ewma(0.3) "
+              "| ets | best trailing mean | auto worse than | coverage |")
+
+
+def table(found: dict[str, list[Cell]]) -> str:
+    """The docs' table of the suite's cells (``found``: suite label -> cells), the cells too
+    few origins to judge, and every peer auto is clearly worse than, with its figures."""
+    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    code = lambda v: CODES.get(v["verdict"], "?")  # noqa: E731
+    order = [label for label in DOC_LABELS if label in found]
+    rows, few, misses = [], [], []
+    for label in order:
+        name = DOC_LABELS[label]
+        for c in found[label]:
+            where = f"{name}, {c.horizon:,} steps, {c.state}"
+            if not c.ranked:
+                few.append(f"{where} ({c.evidence['origins']} origin"
+                           f"{'s' if c.evidence['origins'] != 1 else ''})")
+                continue
+            cols = [f"{pct(c.peers[p][0])} {code(c.peers[p][1])}"
+                    for p in ("last", "ewma(0.2)", "ewma(0.3)", "ets")]
+            best = c.best_mean
+            cov = "n/a" if c.coverage is None else f"{100 * c.coverage.pooled:.1f}%"
+            rows.append(f"| {name} | {c.horizon:,} | {c.state} | {c.evidence['origins']} / "
+                        f"{c.evidence['pairs']} | {pct(c.auto)} | {' | '.join(cols)} | "
+                        f"{best} {pct(c.peers[best][0])} {code(c.peers[best][1])} | "
+                        f"{', '.join(c.worse) or 'none'} | {cov} |")
+            for peer in c.worse:
+                error, v = c.peers[peer]
+                misses.append(f"{where}: auto {pct(c.auto)} against {peer} {pct(error)}; "
+                              f"difference {100 * v['mean']:+.3f} points, 95% interval "
+                              f"{100 * v['lo']:+.3f} to {100 * v['hi']:+.3f}")
+    fill = functools.partial(textwrap.fill, width=95, break_on_hyphens=False)
+    text = TABLE_HEAD + "\n|" + " --- |" * (TABLE_HEAD.count("|") - 1) + "\n"
+    text += "\n".join(rows) + "\n"
+    if few:
+        text += "\n" + fill("Left out, too few origins to judge: " + "; ".join(few) + ".") + "\n"
+    text += "\nPeers auto is clearly worse than:" + (" none.\n" if not misses else "\n\n" + "".join(
+        fill(m, initial_indent="- ", subsequent_indent="  ") + "\n" for m in misses))
+    return text + "\n" + intervals_table(found)
+
+
+INTERVALS_HEAD = ("| trace | horizon | state | forecasts (with an interval) | coverage | per layer "
+                  "| per expert, p10-p90 | expected / realised error | rank correlation |")
+
+
+def intervals_table(found: dict[str, list[Cell]]) -> str:
+    """auto's 80% intervals in every judged cell (:func:`table`'s): coverage over every
+    forecast, its spread over layers and experts, and the expected error against the
+    realised one (moetrace.calibrate.coverage_of)."""
+    rows = []
+    for label in (label for label in DOC_LABELS if label in found):
+        for c in found[label]:
+            v = c.coverage
+            if not c.ranked or v is None:
+                continue
+            num = lambda x, f: "n/a" if x is None else f.format(x)  # noqa: E731
+            spread = lambda p: "n/a" if p is None else \
+                f"{100 * p[0]:.0f}-{100 * p[1]:.0f}%"  # noqa: E731
+            rows.append(f"| {DOC_LABELS[label]} | {c.horizon:,} | {c.state} | {v.forecasts:,} "
+                        f"({v.stated:,}) | {100 * v.pooled:.1f}% | {spread(v.layers)} | "
+                        f"{spread(v.experts)} | {num(v.error_ratio, '{:.2f}x')} | "
+                        f"{num(v.rank_correlation, '{:.2f}')} |")
+    return (INTERVALS_HEAD + "\n|" + " --- |" * (INTERVALS_HEAD.count("|") - 1) + "\n" +
+            "\n".join(rows) + "\n")
+
+
+def suite(tmp: str, smartmoe: str | None = None) -> list[tuple[str, str]]:
+    """(label, path) of every trace the benchmark runs on (``smartmoe``: SmartMoE's trace
+    or ``moe_trace/`` folder; default ``MOETRACE_SMARTMOE``)."""
     from moetrace.simulate import simulate_trace
 
     here = Path(__file__).resolve().parent.parent / "sample_traces"
@@ -247,7 +364,7 @@ def suite(tmp: str) -> list[tuple[str, str]]:
     sim = os.path.join(tmp, "gpt3-350m-6000.parquet")
     simulate_trace(sim, preset="gpt3-350m", steps=6000, seed=0)
     out.append(("gpt3-350m 12 layers x 6,000 steps", sim))
-    src = os.environ.get("MOETRACE_SMARTMOE")
+    src = smartmoe or os.environ.get("MOETRACE_SMARTMOE")
     if src and Path(src).is_dir() and any(Path(src).glob("table_iter*")):
         from moetrace.record.importers import import_trace
 
@@ -265,18 +382,20 @@ def suite(tmp: str) -> list[tuple[str, str]]:
 def main(runs: int = 1, only: list[str] | None = None) -> None:
     """``runs`` is ignored: the figures are errors and coverages, not timings (one run).
     ``only``: run the traces whose label contains one of these."""
-    cells = {}
+    found = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, path in suite(tmp):
             if not only or any(o in label for o in only):
-                cells[label] = run(label, path)
+                found[label] = run(label, path)
     print("\n## peers: summary (a verdict needs 5 origins and 10 pairs; better: the peers auto "
           "is clearly better than; coverage: every forecast counted)")
-    for label, per in cells.items():
-        for (h, state), (worse, cov, origins, better) in per.items():
-            cov = "" if cov is None else f"coverage {100 * cov:5.1f}%"
-            print(f"  {label[:34]:<34} {h:>6,} {state:<9} {origins:>2} origins  better "
-                  f"{better:>5}  worse than: {', '.join(worse) or 'none':<20} {cov}")
+    for label, per in found.items():
+        for c in per:
+            better = sum(v["verdict"] == "better" for _, v in c.peers.values())
+            cov = "" if c.coverage is None else f"coverage {100 * c.coverage.pooled:5.1f}%"
+            print(f"  {label[:34]:<34} {c.horizon:>6,} {c.state:<9} "
+                  f"{c.evidence['origins']:>2} origins  better {better:>2}/{len(c.peers)}  "
+                  f"worse than: {', '.join(c.worse) or 'none':<20} {cov}")
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ def _tier(tier: str) -> list[str]:
 
 
 def _current(name):
-    needs = figures.FIGURES[name].needs
-    if needs and not os.environ.get(needs):
-        pytest.skip(f"{needs} is not set")
+    missing = figures.FIGURES[name].missing()
+    if missing:
+        pytest.skip(missing)
     assert figures.FIGURES[name].make() == figures.documented()[name][1], (
         f"docs differ from the run: python -m benchmarks docs-figures {name}")
 
@@ -84,3 +84,38 @@ def test_the_command_runs_from_the_benchmarks_entry(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "benchmarks", "docs-figures", "nope"],
                          capture_output=True, text=True, cwd=figures.ROOT)
     assert bad.returncode == 2 and "unknown figure nope" in bad.stderr
+
+
+def test_the_peers_table_shows_verdicts_the_cells_left_out_and_every_miss():
+    """benchmarks/bench_peers.py's docs table from hand-made cells: a letter per verdict, the
+    best trailing mean, a cell below the minimum evidence listed as left out (no row), and
+    each peer auto is worse than with its figures."""
+    from types import SimpleNamespace
+
+    from benchmarks import bench_peers as peers
+    from moetrace.evidence import TOO_FEW
+
+    def v(verdict, origins=12, pairs=40, mean=0.0, lo=-0.001, hi=0.001):
+        return {"origins": origins, "pairs": pairs, "mean": mean, "lo": lo, "hi": hi,
+                "verdict": verdict}
+
+    coverage = SimpleNamespace(forecasts=40, stated=38, pooled=0.8125, layers=(0.7, 0.9),
+                               experts=(0.5, 1.0), error_ratio=1.5, rank_correlation=None)
+    ranked = peers.Cell(1000, "stable", 0.0150, {
+        "last": (0.0200, v("better")), "ewma(0.2)": (0.0151, v("no clear difference")),
+        "ewma(0.3)": (0.0152, v("no clear difference")), "ets": (0.0170, v("better")),
+        "mean(2)": (0.0190, v("better")),
+        "mean(9)": (0.0140, v("worse", mean=0.001, lo=0.0002, hi=0.0018))}, coverage)
+    few = peers.Cell(2000, "transient", 0.2, {name: (0.2, v(TOO_FEW, origins=1, pairs=1))
+                                              for name in ranked.peers}, None)
+    text = peers.table({"demo-real.parquet": [ranked, few]})
+    lines, flat = text.splitlines(), " ".join(text.split())  # flat: wrapped lines joined
+    assert lines[2] == ("| demo-real | 1,000 | stable | 12 / 40 | 1.50% | 2.00% b | 1.51% = | "
+                        "1.52% = | 1.70% b | mean(9) 1.40% W | mean(9) | 81.2% |")
+    assert "Left out, too few origins to judge: demo-real, 2,000 steps, transient (1 origin)." \
+        in flat
+    assert ("- demo-real, 1,000 steps, stable: auto 1.50% against mean(9) 1.40%; difference "
+            "+0.100 points, 95% interval +0.020 to +0.180") in flat
+    assert ("| demo-real | 1,000 | stable | 40 (38) | 81.2% | 70-90% | 50-100% | 1.50x | n/a |"
+            in lines)
+    assert sum(line.startswith("| demo-real") for line in lines) == 2  # one row per table
