@@ -536,8 +536,9 @@ def run(names: list[str], check: bool) -> int:
     differ = 0
     for name in names or list(FIGURES):
         figure = FIGURES[name]
-        if figure.missing():
-            print(f"{name}: skipped ({figure.missing()})")
+        missing = figure.missing()
+        if missing:
+            print(f"{name}: skipped ({missing})")
             continue
         if name not in known:
             print(f"{name}: no block in {figure.file}")

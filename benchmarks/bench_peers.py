@@ -185,6 +185,7 @@ class Cell:
     auto: float
     peers: dict  # name -> (error, paired(...))
     coverage: object  # moetrace.calibrate.Coverage, or None
+    mask: np.ndarray  # (origins, layers) the cell's scored pairs
 
     @property
     def evidence(self) -> dict:
@@ -249,7 +250,7 @@ def cells(path: str) -> tuple[list[Cell], dict, object, object]:
                             {name: (float(estimate(e[h], mask).centre),
                                     paired(a, e[h], mask, result.origins, h))
                              for name, e in errors.items()},
-                            state_coverage(result, "auto", h, state)))
+                            state_coverage(result, "auto", h, state), mask))
     return out, seconds, result, data.trace
 
 
@@ -262,8 +263,6 @@ def run(label: str, path: str) -> list[Cell]:
           f"{len(result.origins)} origins; seconds: "
           + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ")")
     for cell in found:
-        mask = (result.stable if cell.state == "stable" else ~result.stable) & \
-            np.isfinite(result.scores[("auto", cell.horizon)].metrics["error_rate"])
         v = cell.evidence
         print(f"\n  {cell.horizon:,} steps, {cell.state}: {v['origins']} origins, "
               f"{v['pairs']} pairs; auto {100 * cell.auto:.3f}%; auto worse than: "
@@ -275,7 +274,7 @@ def run(label: str, path: str) -> list[Cell]:
             tag = "  (best trailing mean)" if name == cell.best_mean else ""
             print(f"    {name:<10} {100 * error:7.3f}%   auto - peer {100 * v['mean']:+7.3f} "
                   f"[{100 * v['lo']:+7.3f}, {100 * v['hi']:+7.3f}]  {v['verdict']}{tag}")
-        print(f"    auto: {coverage_line(result.scores[('auto', cell.horizon)], mask)}")
+        print(f"    auto: {coverage_line(result.scores[('auto', cell.horizon)], cell.mask)}")
     print(f"\n  calibration: {calibration_verdict(result)}")
     return found
 
@@ -337,15 +336,18 @@ def intervals_table(found: dict[str, list[Cell]]) -> str:
     """auto's 80% intervals in every judged cell (:func:`table`'s): coverage over every
     forecast, its spread over layers and experts, and the expected error against the
     realised one (moetrace.calibrate.coverage_of)."""
+    def num(x, form):
+        return "n/a" if x is None else form.format(x)
+
+    def spread(p):
+        return "n/a" if p is None else f"{100 * p[0]:.0f}-{100 * p[1]:.0f}%"
+
     rows = []
     for label in (label for label in DOC_LABELS if label in found):
         for c in found[label]:
             v = c.coverage
             if not c.ranked or v is None:
                 continue
-            num = lambda x, f: "n/a" if x is None else f.format(x)  # noqa: E731
-            spread = lambda p: "n/a" if p is None else \
-                f"{100 * p[0]:.0f}-{100 * p[1]:.0f}%"  # noqa: E731
             rows.append(f"| {DOC_LABELS[label]} | {c.horizon:,} | {c.state} | {v.forecasts:,} "
                         f"({v.stated:,}) | {100 * v.pooled:.1f}% | {spread(v.layers)} | "
                         f"{spread(v.experts)} | {num(v.error_ratio, '{:.2f}x')} | "

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from benchmarks import bench_docs_figures as figures
@@ -105,9 +106,11 @@ def test_the_peers_table_shows_verdicts_the_cells_left_out_and_every_miss():
         "last": (0.0200, v("better")), "ewma(0.2)": (0.0151, v("no clear difference")),
         "ewma(0.3)": (0.0152, v("no clear difference")), "ets": (0.0170, v("better")),
         "mean(2)": (0.0190, v("better")),
-        "mean(9)": (0.0140, v("worse", mean=0.001, lo=0.0002, hi=0.0018))}, coverage)
+        "mean(9)": (0.0140, v("worse", mean=0.001, lo=0.0002, hi=0.0018))}, coverage,
+        np.ones((12, 4), dtype=bool))
     few = peers.Cell(2000, "transient", 0.2, {name: (0.2, v(TOO_FEW, origins=1, pairs=1))
-                                              for name in ranked.peers}, None)
+                                              for name in ranked.peers}, None,
+                      np.ones((1, 4), dtype=bool))
     text = peers.table({"demo-real.parquet": [ranked, few]})
     lines, flat = text.splitlines(), " ".join(text.split())  # flat: wrapped lines joined
     assert lines[2] == ("| demo-real | 1,000 | stable | 12 / 40 | 1.50% | 2.00% b | 1.51% = | "

@@ -230,5 +230,49 @@ def test_the_movement_trend_recovers_a_steady_slowing_and_shrinks_old_residuals(
     assert TREND_POSITIONS >= 3 and abs(slope[0] + r) < 0.05 * r
     factor = decay(buckets, origins, 10, np.array([0]), cap=100.0)[:, 0]
     np.testing.assert_allclose(np.log(factor), -r * (n - origins), rtol=0.05)
-    # a stable layer whose onset leaves fewer than 3 positions: no trend
-    assert np.isnan(movement_trend(buckets, origins, 10, np.array([395]))[0])
+    # a stable layer whose onset leaves 2 positions with a known movement (x - 2w >= onset
+    # for the last two of 240, 250.7, ..., 400): no trend
+    assert np.isnan(movement_trend(buckets, origins, 10, np.array([369]))[0])
+
+
+def test_decay_averages_the_ratio_at_the_origin_and_the_trend_in_log(monkeypatch):
+    """On a noisy settling trace the two estimates differ; decay() with the trend's weight at
+    0 is the ratio alone, at 1 the trend alone, and at the default 0.5 their geometric mean
+    (inside the caps)."""
+    from moetrace.predictors import inner
+
+    rng = np.random.default_rng(5)
+    n, experts = 400, 8
+    steps = rng.normal(0, 1, (n, experts)) * np.exp(-0.006 * np.arange(n))[:, None] * 2e-3
+    shares = np.clip(1 / experts + np.cumsum(steps, axis=0), 1e-3, None)
+    buckets = (shares / shares.sum(axis=1, keepdims=True))[None]
+    origins, start = np.array([380, 340, 300, 260]), np.array([0])
+    factor = {}
+    for weight in (0.0, 1.0, 0.5):
+        monkeypatch.setattr(inner, "TREND_WEIGHT", weight)
+        factor[weight] = inner.decay(buckets, origins, 10, start, cap=1e6)[:, 0]
+    assert not np.allclose(factor[0.0], factor[1.0], rtol=0.05)  # they do differ here
+    np.testing.assert_allclose(factor[0.5], np.sqrt(factor[0.0] * factor[1.0]), rtol=1e-12)
+    slope = inner.movement_trend(buckets, origins, 10, start)[0]
+    np.testing.assert_allclose(np.log(factor[1.0]), slope * (n - origins), rtol=1e-12)
+
+
+def test_movement_reads_only_the_span_its_positions_need_and_respects_the_onset():
+    """movement(): per position the median over experts of |mean of the last w buckets - mean
+    of the w before| on the binomial scale, NaN where the 2w buckets reach before a stable
+    layer's onset; buckets before the earliest position's 2w are never read."""
+    from moetrace.predictors.inner import binomial_scale, movement
+
+    rng = np.random.default_rng(8)
+    buckets = rng.dirichlet(np.ones(4), (2, 100))  # (2, 100, 4)
+    positions, w, start = np.array([60, 80, 100]), 5, np.array([-1, 65])
+    seen = buckets.copy()
+    seen[:, :50] = np.nan
+    got = movement(seen, positions, w, start)
+    for i, x in enumerate(positions):
+        recent = buckets[:, x - w:x].mean(axis=1)
+        before = buckets[:, x - 2 * w:x - w].mean(axis=1)
+        want = np.median(np.abs(recent - before) / binomial_scale(recent), axis=1)
+        want[1] = want[1] if x - 2 * w >= 65 else np.nan
+        np.testing.assert_allclose(got[i], want, rtol=1e-10)
+    assert np.isnan(got[0, 1]) and np.isfinite(got[1:, 1]).all()

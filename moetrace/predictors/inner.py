@@ -136,13 +136,20 @@ def movement(buckets: np.ndarray, positions: np.ndarray, w: int,
     the median over experts of |mean of the last w buckets - mean of the w before| on the
     binomial scale; NaN where the 2w buckets do not fit, or reach back before a stable
     layer's onset ``start`` (-1: transient, no limit)."""
-    cum = np.concatenate([np.zeros_like(buckets[:, :1]), np.cumsum(buckets, axis=1)], axis=1)
     out = np.full((len(positions), buckets.shape[0]), np.nan)
+    fits = positions[positions - 2 * w >= 0]
+    if len(fits) == 0:
+        return out
+    # the running sum over the span the positions read, not the whole history
+    lo = int(fits.min()) - 2 * w
+    cum = np.concatenate([np.zeros_like(buckets[:, :1]),
+                          np.cumsum(buckets[:, lo:int(fits.max())], axis=1)], axis=1)
     for i, x in enumerate(positions):
         if x - 2 * w < 0:
             continue
-        recent = (cum[:, x] - cum[:, x - w]) / w
-        before = (cum[:, x - w] - cum[:, x - 2 * w]) / w
+        at = x - lo  # x in the running sum
+        recent = (cum[:, at] - cum[:, at - w]) / w
+        before = (cum[:, at - w] - cum[:, at - 2 * w]) / w
         g = np.median(np.abs(recent - before) / binomial_scale(recent), axis=1)
         out[i] = np.where((x - 2 * w >= np.maximum(start, 0)) & (g > 0), g, np.nan)
     return out
@@ -159,10 +166,10 @@ def decay(buckets: np.ndarray, origins: np.ndarray, w: int, start: np.ndarray,
     fitted, the ratio alone; where only the ratio is unknown, 1 in its place). The ratio
     alone is noisy (two measurements of a median over experts), the trend alone assumes a
     steady slowing. A stable layer's (``start`` >= 0) factor is bounded by ``cap`` either
-    way; a transient layer's is the ratio alone, taken at a shorter lag (half the origin's
-    buckets) where w does not fit before the origin, and bounded by ``transient_cap`` (a
-    layer that has just settled, which the online detector confirms only later, moves a
-    tenth as much as in its transient). Each layer's factor is its own, so a forecast of a
+    way; a transient layer's by ``transient_cap`` (a layer that has just settled, which the
+    online detector confirms only later, moves a tenth as much as in its transient), and at
+    an origin before which w does not fit it is the ratio alone, taken at a shorter lag
+    (half the origin's buckets). Each layer's factor is its own, so a forecast of a
     chunk of layers is that of the whole trace (moetrace/scale).
 
     On real training the shares' drift slows for thousands of steps after the transient
@@ -198,10 +205,9 @@ def movement_trend(buckets: np.ndarray, origins: np.ndarray, w: int,
         return out
     first = max(2 * w, int(origins.min()))
     positions = np.unique(np.linspace(first, n, TREND_POSITIONS).astype(np.int64))
-    if len(positions) < 3:
+    if first >= n or len(positions) < 3:
         return out
-    with np.errstate(divide="ignore"):
-        y = np.log(movement(buckets, positions, w, start))  # (P, L)
+    y = np.log(movement(buckets, positions, w, start))  # (P, L), never log 0 (movement > 0)
     known = np.isfinite(y)
     count = known.sum(axis=0)
     x = np.where(known, positions[:, None].astype(np.float64), 0.0)
@@ -210,8 +216,7 @@ def movement_trend(buckets: np.ndarray, origins: np.ndarray, w: int,
     my = np.where(known, y, 0.0).sum(axis=0)[fit] / count[fit]
     dx = np.where(known[:, fit], positions[:, None] - mx, 0.0)
     dy = np.where(known[:, fit], y[:, fit] - my, 0.0)
-    sxx = (dx * dx).sum(axis=0)
-    out[fit] = np.where(sxx > 0, (dx * dy).sum(axis=0) / np.where(sxx > 0, sxx, 1.0), np.nan)
+    out[fit] = (dx * dy).sum(axis=0) / (dx * dx).sum(axis=0)  # > 0: 3 distinct positions
     return out
 
 
