@@ -106,11 +106,10 @@ def moves_table(cases) -> str:
                "from-scratch replay: moves | balancedness | from scratch |")
     out.append("|---|---|---|---|---|---|---|---|")
     for label, path, gpus, redundant, extra in cases:
-        little = pipeline.replay(path, Cluster(gpus=gpus, redundant=redundant),
-                                 ["window", "forecast", "hindsight"], **extra)
-        fresh = pipeline.replay(path, Cluster(gpus=gpus, redundant=redundant,
-                                              move_tolerance=None),
-                                ["window", "forecast", "hindsight"], **extra)
+        little = _replayed(path, gpus, redundant, tuple(POLICIES), tuple(extra.items()),
+                           planner="balanced")  # the planner and seconds tables' replay
+        fresh = _replayed(path, gpus, redundant, ("window", "forecast", "hindsight"),
+                          tuple(extra.items()), planner="balanced", move_tolerance=None)
         a, b = _overall(little), _overall(fresh)
         for name in ("window", "forecast", "hindsight"):
             out.append(f"| {label} | {gpus}, {little.slots} | {name} | {a[name]['moves']:,} | "
