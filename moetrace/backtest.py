@@ -350,15 +350,19 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
                 done += 1
                 continue
             fallbacks[name].append(model.fallback)
-            _check_forecast(forecast, name, t, (n_layers, reach, loads.n_experts))
-            held = held_steps(forecast)  # (L, reach): each step the same as the first
             for h in horizons:
                 if not fits[h][i]:
                     continue
+                # the forecast made for this horizon: a predictor that tunes itself per
+                # horizon (auto, drift) makes a shorter one with another tuning, not as
+                # a prefix of the longest (moetrace.predictors.template)
+                made = forecast if h == reach else np.asarray(model.forecast(h))
+                _check_forecast(made, name, t, (n_layers, h, loads.n_experts))
                 rows = loads.rows(t, t + h)
                 ahead = steps[rows] - t - 1
-                values = score(forecast[:, ahead], shares[:, rows])
-                values["constant"] = held[:, ahead].all(axis=1).astype(np.float64)
+                values = score(made[:, ahead], shares[:, rows])
+                # 1 where every step is the same as the first
+                values["constant"] = held_steps(made)[:, ahead].all(axis=1).astype(np.float64)
                 stated = _calibration(model.uncertainty(h), shares[:, rows])
                 if stated is not None:
                     inside[(name, h)][i] = stated.pop("inside")
@@ -367,7 +371,7 @@ def backtest(loads: Loads, predictors: Sequence[str | Predictor], horizons: Sequ
                     metrics[(name, h)][key][i] = value
                 scored[(name, h)][i] = rows.stop - rows.start
                 if keep_means:
-                    means[(name, h)][0][i] = forecast[:, ahead].mean(axis=1)
+                    means[(name, h)][0][i] = made[:, ahead].mean(axis=1)
                     means[(name, h)][1][i] = shares[:, rows].mean(axis=1)
             if i == example_at:
                 example.forecasts[name] = forecast[example_layer].copy()

@@ -74,7 +74,7 @@ def test_constant_offset_gives_hand_computed_errors():
     assert m["error_rate"].shape == (4, 2)
 
 
-def test_shorter_horizons_are_scored_on_the_prefix_of_one_forecast():
+def test_each_horizon_is_scored_on_the_forecast_made_for_it():
     loads = constant_loads(40, 1)
     calls = []
 
@@ -84,9 +84,25 @@ def test_shorter_horizons_are_scored_on_the_prefix_of_one_forecast():
             return super().forecast(horizon)
 
     result = backtest(loads, [Counting(loads)], [3, 8], origins=[10, 35])
-    assert calls == [8, 3]  # origin 35 only has room for the 3-step horizon
+    # origin 10: the longest forecast, then the 3-step one; 35 only has room for 3 steps
+    assert calls == [8, 3, 3]
     assert result.scores[("oracle", 8)].fits.tolist() == [True, False]
     assert result.scores[("oracle", 3)].steps_scored.tolist() == [3, 3]
+
+
+def test_a_forecast_tuned_per_horizon_is_credited_at_its_own_horizon():
+    """auto and drift tune themselves per horizon: their 3-step forecast is not the first 3
+    steps of their 8-step one, and each horizon's error is that of its own forecast."""
+    loads = constant_loads(40, 1)
+
+    class Tuned(Oracle):  # exact for 3 steps, off by 0.02 on two experts for longer ones
+        def forecast(self, horizon):
+            off = 0.0 if horizon <= 3 else np.array([0.02, -0.02, 0.0, 0.0])
+            return super().forecast(horizon) + off
+
+    result = backtest(loads, [Tuned(loads)], [3, 8], origins=[10, 20])
+    assert np.allclose(result.scores[("oracle", 3)].metrics["error_rate"], 0.0)
+    assert np.allclose(result.scores[("oracle", 8)].metrics["error_rate"], 0.04)
 
 
 def test_gaps_in_the_trace_are_skipped_when_scoring():

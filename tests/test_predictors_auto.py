@@ -10,7 +10,8 @@ from scipy.stats import norm
 from moetrace.backtest import backtest
 from moetrace.calibrate import state_coverage
 from moetrace.predictors import PredictorOptions, make_predictor
-from moetrace.predictors.inner import conformal_interval, inner_origins, valid_origins
+from moetrace.predictors.inner import (conformal_interval, inner_origins, rule_scores,
+                                       valid_origins)
 from moetrace.trace.shares import Loads
 
 N = 200_000  # tokens per step
@@ -276,3 +277,41 @@ def test_movement_reads_only_the_span_its_positions_need_and_respects_the_onset(
         want[1] = want[1] if x - 2 * w >= 65 else np.nan
         np.testing.assert_allclose(got[i], want, rtol=1e-10)
     assert np.isnan(got[0, 1]) and np.isfinite(got[1:, 1]).all()
+
+
+def test_rules_are_ranked_by_the_geometric_mean_of_their_inner_errors():
+    """An early origin where every rule errs many times more than now does not choose the
+    rules: rule 0 is the better at two of three origins and loses only at the old one."""
+    errors = np.array([[[0.05], [0.05], [0.80]],   # rule 0 at origins (newest first)
+                       [[0.20], [0.20], [0.20]]])  # rule 1
+    scores = rule_scores(errors, None)
+    assert scores[:, 0] == pytest.approx([(0.05 * 0.05 * 0.80) ** (1 / 3), 0.20])
+    assert scores[0, 0] < scores[1, 0]  # the arithmetic mean (0.30 against 0.20) says otherwise
+    valid = np.array([[True], [True], [False]])
+    assert rule_scores(errors, valid)[:, 0] == pytest.approx([0.05, 0.20])
+    assert np.isnan(rule_scores(errors, np.zeros((3, 1), dtype=bool))).all()
+    assert np.isfinite(rule_scores(np.zeros((2, 3, 1)), None)).all()  # an exact rule ranks
+
+
+@pytest.mark.parametrize("name", ["auto", "drift"])
+def test_a_forecast_for_each_asked_horizon_is_the_one_fitted_for_that_horizon_alone(name):
+    """The report's 1,000-step row is what `predict --horizon 1000` forecasts: fitted for
+    (1,000, 2,000) steps, each horizon's forecast (and auto's interval) is that of a fit for
+    it alone, and a horizon between them gets the longer one's tuning. On a slow wave the
+    tunings differ: a trend that follows it for 1,000 steps overshoots over 2,000."""
+    t = np.arange(8000)
+    wave = 0.5 * np.sin(2 * np.pi * t / 3000)[:, None] * [1, -1, 0.5, -0.5]
+    shares = np.exp(np.log([0.4, 0.3, 0.2, 0.1]) + wave)
+    loads = sampled((shares / shares.sum(axis=1, keepdims=True))[None], seed=5).upto(5999)
+    both = make_predictor(name, PredictorOptions(horizons=(1000, 2000))).fit(loads)
+    alone = {h: make_predictor(name, PredictorOptions(horizons=(h,))).fit(loads)
+             for h in (1000, 2000)}
+    for h in (1000, 2000):
+        np.testing.assert_array_equal(both.forecast(h), alone[h].forecast(h))
+    assert np.abs(both.forecast(1000) - both.forecast(2000)[:, :1000]).max() > 0.01
+    np.testing.assert_array_equal(both.forecast(1500), alone[2000].forecast(1500))
+    if name == "auto":
+        for h in (1000, 2000):
+            mine, theirs = both.uncertainty(h), alone[h].uncertainty(h)
+            np.testing.assert_array_equal(mine.lower, theirs.lower)
+            np.testing.assert_array_equal(mine.expected_error, theirs.expected_error)

@@ -4,10 +4,11 @@ history, with intervals calibrated on the same history.
 At every fit, for every layer, ``auto`` asks the online detector (moetrace/states/online.py,
 fed only the history, incrementally across successive fits) whether the layer is stable and
 since when, then scores a set of cheap rules by an inner rolling-origin evaluation on the
-layer's own past at the horizon asked for (moetrace/predictors/inner.py) and averages the
-:data:`COMBINE` best (forecast combination: an average of a few good forecasts is rarely far
-behind the best of them and often ahead, where picking one is at the mercy of a few noisy
-inner origins):
+layer's own past at each horizon asked for (moetrace/predictors/inner.py; a forecast for h
+steps is made with the combination for the shortest asked horizon of at least h) and
+averages the :data:`COMBINE` best (forecast combination: an average of a few good forecasts
+is rarely far behind the best of them and often ahead, where picking one is at the mercy of
+a few noisy inner origins):
 
 * **drift rules**: the mean of the last 100 steps plus a damped, shrunk linear trend of the
   last 500 (shrink 0 .. 1, damping horizons 500 .. 2,000 steps; moetrace/predictors/drift.py):
@@ -45,8 +46,8 @@ from moetrace.predictors.inner import (
     evaluate,
     expected_step_error,
     inner_origins,
-    masked_mean,
     mean_residuals,
+    rule_scores,
     score_quantiles,
     valid_origins,
 )
@@ -134,10 +135,10 @@ def allowed(names: list[str], bucket: int, start: np.ndarray) -> np.ndarray:
 def combine(make: Callable[[np.ndarray], list[tuple[str, Rule]]], buckets: np.ndarray,
             k: int, start: np.ndarray, bucket: int,
             count: int = COMBINE) -> tuple[np.ndarray, np.ndarray]:
-    """(C, L) weights of the candidates ``make(start)`` and the (C, L) inner errors they were
+    """(C, L) weights of the candidates ``make(start)`` and the (C, L) inner scores they were
     ranked by. Per layer, equal weights on the ``count`` allowed candidates with the smallest
-    mean inner error over the inner origins valid for the layer, at the horizon of k buckets
-    or, for a stable layer without such an origin, the longest of k / d
+    inner score (inner.rule_scores) over the inner origins valid for the layer, at the
+    horizon of k buckets or, for a stable layer without such an origin, the longest of k / d
     (:data:`HORIZON_DIVISORS`) with one; a layer without any: :data:`FALLBACK`."""
     n_layers = buckets.shape[0]
     names = [name for name, _ in make(start)]
@@ -155,7 +156,7 @@ def combine(make: Callable[[np.ndarray], list[tuple[str, Rule]]], buckets: np.nd
             continue
         errors = evaluate([rule for _, rule in make(start[todo])], buckets[todo], origins,
                           kk)[0]
-        part = np.stack([masked_mean(e, valid) for e in errors])  # (C, layers to do)
+        part = rule_scores(errors, valid)  # (C, layers to do)
         judged = ~np.isnan(part).any(axis=0)
         rows = np.flatnonzero(todo)[judged]
         score[:, rows] = np.where(usable[:, rows], part[:, judged], np.inf)
@@ -179,6 +180,7 @@ class AutoPredictor(BucketPredictor):
     #: each fit is a function of the history alone (the online detector, fed incrementally,
     #: labels as a fresh one fed the whole history does)
     stateful = False
+    tuned = True  # a combination per asked horizon (moetrace.predictors.template)
     default_bucket = DEFAULT_BUCKET
     min_buckets = 2
 
@@ -214,11 +216,12 @@ class AutoPredictor(BucketPredictor):
                                 for s in self.onsets])
         self._buckets, self._history = buckets, history
         self.candidates = self._make(self._start)
-        horizons = self.options.horizons or (HORIZON,)
-        self.weights, self.errors = combine(self._make, buckets, self._k(max(horizons)),
-                                            self._start, self.step_bucket)
-        path = self._forecast_buckets(self._k(max(horizons)))
-        self.intervals = {int(h): self._interval(h, path) for h in horizons}
+        #: per tuning (buckets): the (C, L) weights and the inner scores they come from
+        self.combinations = {k: combine(self._make, buckets, k, self._start, self.step_bucket)
+                             for k in self.tunings()}
+        self.weights, self.errors = self.combinations[self.tunings()[-1]]  # the longest's
+        self.intervals = {int(h): self._interval(h)
+                          for h in self.options.horizons or (HORIZON,)}
 
     def _make(self, start: np.ndarray) -> list[tuple[str, Rule]]:
         return candidates(self.step_bucket, start)
@@ -226,11 +229,11 @@ class AutoPredictor(BucketPredictor):
     def _k(self, horizon: int) -> int:
         return max(1, -(-int(horizon) // self.step_bucket))
 
-    def _rule(self, layers: np.ndarray | None = None) -> Rule:
-        """The combination of ``layers`` (bool, default all) as one rule: the weighted sum
-        of the candidates any of them uses."""
+    def _rule(self, k: int, layers: np.ndarray | None = None) -> Rule:
+        """The combination that forecasts ``k`` buckets (:meth:`tuning`) of ``layers`` (bool,
+        default all) as one rule: the weighted sum of the candidates any of them uses."""
         layers = np.ones(len(self._start), dtype=bool) if layers is None else layers
-        weights = self.weights[:, layers]
+        weights = self.combinations[self.tuning(k)][0][:, layers]
         rules = self._make(self._start[layers])
         active = np.flatnonzero(weights.any(axis=1))
 
@@ -246,9 +249,10 @@ class AutoPredictor(BucketPredictor):
         holds no inner origin to calibrate from)."""
         return self.intervals.get(int(horizon))
 
-    def _interval(self, horizon: int, path: np.ndarray) -> Uncertainty | None:
-        """Bounds of every expert's mean share over ``horizon`` around the forecast (its
-        bucket ``path`` averaged) and each layer's expected per-step error rate.
+    def _interval(self, horizon: int) -> Uncertainty | None:
+        """Bounds of every expert's mean share over ``horizon`` around the forecast (the
+        combination's for the horizon, averaged over it) and each layer's expected per-step
+        error rate.
 
         Split-conformal from the combination's residuals at the layer's most recent valid
         inner origins (:data:`CALIBRATION_ORIGINS`), at the horizon or, for a layer without
@@ -263,7 +267,7 @@ class AutoPredictor(BucketPredictor):
         k = self._k(horizon)
         buckets, start = self._buckets, self._start
         n_layers, n, n_experts = buckets.shape
-        forecast = path[:, :k].mean(axis=1)  # (L, E)
+        forecast = self._rule(k)(buckets, k).mean(axis=1)  # (L, E)
         lo, hi = np.full(n_layers, np.nan), np.full(n_layers, np.nan)
         residuals = np.full((CALIBRATION_ORIGINS, n_layers, n_experts), np.nan)
         todo = np.ones(n_layers, dtype=bool)
@@ -280,8 +284,8 @@ class AutoPredictor(BucketPredictor):
                 layers = valid.any(axis=0)
                 if not layers.any():
                     continue
-                past_f, past_a = mean_residuals(self._rule(layers), buckets[layers], origins,
-                                                kk)
+                past_f, past_a = mean_residuals(self._rule(k, layers), buckets[layers],
+                                                origins, kk)
                 scale = (k / kk) ** HORIZON_POWER * decay(buckets, origins, max(1, kk // 4),
                                                           start)
                 errors = np.where(valid[:, layers, None], past_a - past_f, np.nan) * \
@@ -324,9 +328,10 @@ class AutoPredictor(BucketPredictor):
 
     @property
     def chosen(self) -> list[str]:
-        """The rules each layer averages, by name ("+" between them)."""
+        """The rules each layer averages at the longest asked horizon, by name ("+" between
+        them)."""
         return ["+".join(self.candidates[c][0] for c in np.flatnonzero(self.weights[:, layer]))
                 for layer in range(self.weights.shape[1])]
 
     def _forecast_buckets(self, k: int) -> np.ndarray:
-        return self._rule()(self._buckets, k)
+        return self._rule(k)(self._buckets, k)

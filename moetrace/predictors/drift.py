@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from moetrace.defaults import HORIZON
 from moetrace.predictors.buckets import normalize_shares
 from moetrace.predictors.inner import (
     Rule,
     evaluate,
     inner_origins,
-    masked_mean,
+    rule_scores,
     valid_origins,
 )
 from moetrace.predictors.template import BucketPredictor
@@ -35,7 +34,6 @@ LEVEL_STEPS = 100
 TREND_STEPS = 500
 SHRINKS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TAUS = (500, 1000, 2000)  # damping horizons in training steps
-DEFAULT_HORIZON = HORIZON  # the horizon tuned for when none is given: predict's default
 
 
 def level_and_slope(buckets: np.ndarray, level_b: int, trend_b: int,
@@ -103,17 +101,17 @@ def drift_grid(bucket: int, start: np.ndarray | None = None) -> list[tuple[str, 
 def choose(candidates: list[tuple[str, Rule]], buckets: np.ndarray, k: int,
            fallback: int = 0, start: np.ndarray | None = None,
            allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per layer, the candidate with the smallest inner error at horizon k buckets (ties:
-    the earlier one), and the (C, L) errors; ``fallback`` for a layer without an inner origin
-    (``start``: per layer the bucket of its stable onset, see inner.valid_origins;
-    ``allowed``: (C, L) which candidates a layer may use)."""
+    """Per layer, the candidate with the smallest inner score at horizon k buckets
+    (inner.rule_scores; ties: the earlier one), and the (C, L) scores; ``fallback`` for a
+    layer without an inner origin (``start``: per layer the bucket of its stable onset, see
+    inner.valid_origins; ``allowed``: (C, L) which candidates a layer may use)."""
     origins = inner_origins(buckets.shape[1], k)
     nothing = np.full((len(candidates), buckets.shape[0]), np.nan)
     if len(origins) == 0:
         return np.full(buckets.shape[0], fallback), nothing
     valid = valid_origins(origins, start)
-    errors = np.stack([masked_mean(e, valid) for e in
-                       evaluate([rule for _, rule in candidates], buckets, origins, k)[0]])
+    errors = rule_scores(evaluate([rule for _, rule in candidates], buckets, origins, k)[0],
+                         valid)
     if allowed is not None:
         errors = np.where(allowed, errors, np.inf)
     known = ~np.isnan(errors).any(axis=0)
@@ -126,24 +124,26 @@ class DriftPredictor(BucketPredictor):
 
     name = "drift"
     stateful = False  # each fit is a function of the history alone
+    tuned = True  # a rule per asked horizon (moetrace.predictors.template)
     default_bucket = DEFAULT_BUCKET
     min_buckets = 2
 
     def _fit(self, buckets: np.ndarray, history) -> None:
         self._candidates = drift_grid(self.step_bucket)
-        horizon = max(self.options.horizons or (DEFAULT_HORIZON,))
-        k = max(1, -(-horizon // self.step_bucket))
-        self.choice, self.errors = choose(self._candidates, buckets, k)
+        #: per tuning (buckets): each layer's candidate and the (C, L) inner scores
+        self.choices = {k: choose(self._candidates, buckets, k) for k in self.tunings()}
+        self.choice, self.errors = self.choices[self.tunings()[-1]]  # the longest horizon's
         self._buckets = buckets
 
     @property
     def chosen(self) -> list[str]:
-        """The candidate each layer uses, by name."""
+        """The candidate each layer uses at the longest asked horizon, by name."""
         return [self._candidates[c][0] for c in self.choice]
 
     def _forecast_buckets(self, k: int) -> np.ndarray:
         out = np.empty((self._buckets.shape[0], k, self._buckets.shape[2]))
-        for c in np.unique(self.choice):
-            layers = self.choice == c
+        choice = self.choices[self.tuning(k)][0]
+        for c in np.unique(choice):
+            layers = choice == c
             out[layers] = self._candidates[c][1](self._buckets[layers], k)
         return out

@@ -237,6 +237,21 @@ def expected_step_error(residuals: np.ndarray, recent: np.ndarray) -> np.ndarray
         return np.where(count > 0, out / np.maximum(count, 1), np.nan)
 
 
+def rule_scores(errors: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """(C, O, L) inner errors (:func:`evaluate`) -> (C, L) what ranks the rules for each
+    layer: the geometric mean of a rule's errors over the layer's valid inner origins (NaN
+    for a layer with none).
+
+    The mean of the logs, not of the errors: each origin weighs by how a rule's error
+    compares with the other rules' there, not by its size. A layer's oldest inner origins
+    are often in its early, fast-moving past, where every rule errs several times more than
+    now; an arithmetic mean lets those few origins choose the rules (short windows, which
+    follow fast moves) for a present that has calmed down (demo-sampled's layer 0: errors of
+    35-87% at the two oldest origins against 12-19% at the newest five)."""
+    logs = np.log(np.maximum(errors, np.finfo(np.float64).tiny))
+    return np.exp(np.stack([masked_mean(e, valid) for e in logs]))
+
+
 def masked_mean(values: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     """(O, L) -> (L,) mean over the valid origins (NaN for a layer with none)."""
     if valid is None:

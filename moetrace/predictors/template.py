@@ -3,8 +3,14 @@
 Subclasses implement ``_fit(buckets)`` on the (L, n, E) bucket means of the history and
 ``_forecast_buckets(k)`` for the next k buckets. Public ``fit``/``forecast`` check their inputs
 once; the longest bucket forecast is cached, so forecast(1000) after forecast(2000) (or the
-reverse) from the same fit costs nothing: every predictor here forecasts recursively, so a
-shorter forecast is a prefix of a longer one.
+reverse) from the same fit costs nothing: a predictor that forecasts recursively makes a
+shorter forecast as a prefix of a longer one.
+
+A predictor that tunes itself for the horizons it is asked for (``options.horizons``: auto's
+combination of rules, drift's rule, each chosen by how it did at that horizon on the
+history's past) says so with ``tuned = True``: its forecast for h steps is then made with the
+tuning for the shortest asked horizon of at least h (:meth:`BucketPredictor.tuning`), one
+cached path per tuning, and is not a prefix of its forecast for a longer horizon.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from moetrace.defaults import HORIZON
 from moetrace.errors import ParameterError
 from moetrace.predictors.base import PredictorOptions
 from moetrace.progress import Progress
@@ -74,6 +81,8 @@ class BucketPredictor:
     #: history alone
     stateful = True
     min_buckets = 1  # fewest complete buckets of history the predictor can work with
+    #: whether the fit tunes itself for each of ``options.horizons`` (see the module doc)
+    tuned = False
 
     def __init__(self, options: PredictorOptions | None = None, *, train: Loads | None = None,
                  progress: Progress | None = None):
@@ -88,7 +97,7 @@ class BucketPredictor:
         #: why the last fit fell back to a simpler forecast (None: it did not); see Predictor
         self.fallback: str | None = None
         self.step_bucket = self.bucket
-        self._cache: np.ndarray | None = None
+        self._cache: dict[int, np.ndarray] = {}  # tuning (buckets) -> its path forecast
 
     def fit(self, history: Loads) -> "BucketPredictor":
         """Fit on ``history``; every step of it is at or before the origin (its last step).
@@ -101,7 +110,7 @@ class BucketPredictor:
                         f"{self.name} ({self.min_buckets} bucket(s) of {self.step_bucket} steps)")
         self._fit(bucket_means(history, self.step_bucket), history)
         self.origin = int(history.steps[-1])
-        self._cache = None
+        self._cache = {}
         return self
 
     def buckets_in(self, steps: int) -> int:
@@ -116,9 +125,25 @@ class BucketPredictor:
             raise ParameterError(f"{self.name}: horizon must be a positive number of steps, "
                                  f"got {horizon}")
         k = n_buckets(int(horizon), self.step_bucket)
-        if self._cache is None or self._cache.shape[1] < k:
-            self._cache = normalize_shares(self._forecast_buckets(k))
-        return expand_buckets(self._cache[:, :k], self.step_bucket, int(horizon))
+        path = self._cache.get(self.tuning(k))
+        if path is None or path.shape[1] < k:
+            path = self._cache[self.tuning(k)] = normalize_shares(self._forecast_buckets(k))
+        return expand_buckets(path[:, :k], self.step_bucket, int(horizon))
+
+    def tunings(self) -> list[int]:
+        """The horizons a ``tuned`` predictor tunes itself for, in buckets, shortest first:
+        ``options.horizons`` (default: ``predict``'s default horizon)."""
+        horizons = self.options.horizons or (HORIZON,)
+        return sorted({n_buckets(int(h), self.step_bucket) for h in horizons})
+
+    def tuning(self, k: int) -> int:
+        """The tuning a forecast of ``k`` buckets is made with: the shortest of
+        :meth:`tunings` of at least k buckets (the longest if none is); 0 for a predictor
+        that is not ``tuned`` (one tuning for every horizon)."""
+        if not self.tuned:
+            return 0
+        ks = self.tunings()
+        return next((t for t in ks if t >= k), ks[-1])
 
     def uncertainty(self, horizon: int):
         """None: this predictor makes no calibration of its own (see Predictor)."""
