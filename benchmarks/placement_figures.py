@@ -211,6 +211,8 @@ def main() -> None:
                                      description=__doc__)
     parser.add_argument("--smartmoe", metavar="PATH", help="the imported SmartMoE trace")
     parser.add_argument("--draws", type=int, default=200, help="random simulated traces")
+    parser.add_argument("--seed", type=int, default=7,
+                        help="of the random traces (7: the docs' table; others: fresh sets)")
     parser.add_argument("--only", metavar="NAMES",
                         help="planner, moves, seconds, recommend, random (comma-separated)")
     args = parser.parse_args()
@@ -223,7 +225,7 @@ def main() -> None:
                 print(table(cases), end="")
     if "random" in only:
         print(f"\n### {RANDOM_TITLE.format(draws=args.draws)}\n")
-        print(random_traces(args.draws), end="")
+        print(random_traces(args.draws, args.seed), end="")
 
 
 if __name__ == "__main__":

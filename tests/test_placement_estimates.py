@@ -147,3 +147,29 @@ def test_a_relabelled_plan_keeps_the_planners_slot_order():
             slots = moved.log2phy[layer, expert]
             assert (moved.phy2log[layer, slots[slots >= 0]] == expert).all()
             assert (slots >= 0).sum() == moved.logcnt[layer, expert]
+
+
+def test_a_forecasts_samples_are_two_scenarios_of_the_recent_steps_by_hand():
+    """The recent steps' variation around the forecast's level, then the steps as they were;
+    a plan must win in the blocks of each (sample_blocks)."""
+    from moetrace.placement.estimates import sample_blocks
+
+    counts = np.array([[[3, 1], [1, 3], [2, 2], [3, 1]]])  # shares .75/.25, .25/.75, .5, .75
+    estimates = Estimates(Loads(np.arange(4), counts, (0,)), replan_interval=2)
+    samples = estimates.samples("forecast", 3, predictor="naive")  # naive: the last step
+    # recent steps 2, 3 (mean .625/.375), deviations -/+.125 carried onto .75/.25
+    np.testing.assert_allclose(samples[0], [[0.625, 0.375], [0.875, 0.125],
+                                            [0.5, 0.5], [0.75, 0.25]])
+    assert (sample_blocks("forecast"), sample_blocks("window"), sample_blocks("hindsight"),
+            sample_blocks("oracle")) == (32, 16, 1, 1)
+
+
+def test_adaptive_samples_put_a_transient_layers_short_window_in_each_scenario():
+    from moetrace.placement.policies import _mixed
+
+    forecast = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3)  # 2 scenarios x 2
+    short = np.full((2, 2, 3), -1.0, dtype=np.float32)
+    short[:, 1] = -2.0
+    mixed = _mixed(short, forecast, np.array([True, False]))
+    np.testing.assert_array_equal(mixed[0, :, 0], [-1, -2, -1, -2])  # its blocks as alone
+    np.testing.assert_array_equal(mixed[1], forecast[1])

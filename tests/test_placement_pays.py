@@ -115,9 +115,16 @@ def _traces(draw):
             gpus, nodes, groups, slots - experts)
 
 
-#: the most a window or forecast policy of the default planner was measured below EPLB's
-#: planner on random 2,000-step simulated traces (docs/placement.md, "What is guaranteed")
-MEASURED_WORST = 0.0025
+#: the most the window policy of the default planner may fall below EPLB's planner on the
+#: draws below. Measured, not a bound: the window's samples are the steps before the plan;
+#: on three sets of 200 random draws of this domain it fell below on 3, 3 and 5, by up to
+#: 0.01, 0.82 and 0.01 points (docs/placement.md, "What is guaranteed")
+WINDOW_WORST = 0.0025
+#: the same for the forecast policy, which replaces EPLB's plan only where it wins in both of
+#: its sample scenarios (moetrace.placement.estimates.SCENARIOS): on the same three sets it
+#: fell below on 0, 1 and 2 draws, by up to 0.02 points (with the forecast's level alone:
+#: 14, 12 and 24, by up to 0.55 points); on the draws here, not measurably
+FORECAST_WORST = 1e-5
 
 
 @pytest.mark.slow
@@ -127,7 +134,7 @@ def test_replay_default_planner_against_eplbs(trace):
     """In replay, with the same estimates: the hindsight plan is never below EPLB's planner
     (its samples are the very steps it is held for: a guarantee, to float32 rounding), and
     the window and forecast policies, whose steps to come are unknown, are measured: never
-    more than MEASURED_WORST below it."""
+    more than WINDOW_WORST and FORECAST_WORST below it."""
     loads, gpus, nodes, groups, redundant = trace
     names = ["window", "forecast:sw_avg", "hindsight"]
     out = {planner: replay(loads, Cluster(gpus=gpus, nodes=nodes, groups=groups,
@@ -135,8 +142,8 @@ def test_replay_default_planner_against_eplbs(trace):
                            make_policies(names), interval=500, window=500)
            for planner in ("eplb", "balanced")}
     assert _mean(out["balanced"], "hindsight") >= _mean(out["eplb"], "hindsight") - 1e-6
-    for name in ("window", "forecast:sw_avg"):
-        assert _mean(out["balanced"], name) >= _mean(out["eplb"], name) - MEASURED_WORST
+    for name, worst in (("window", WINDOW_WORST), ("forecast:sw_avg", FORECAST_WORST)):
+        assert _mean(out["balanced"], name) >= _mean(out["eplb"], name) - worst, name
 
 
 @pytest.mark.slow

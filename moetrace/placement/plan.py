@@ -14,8 +14,7 @@ from moetrace.defaults import LOAD_WINDOW, REPLAN_INTERVAL
 from moetrace.errors import ParameterError
 from moetrace.placement.cluster import Cluster, expected_balancedness
 from moetrace.placement.document import SCHEMA, SCHEMA_VERSION, PlacementPlan
-from moetrace.placement.estimates import SOURCES, Estimates, canonical
-from moetrace.placement.rebalance import BLOCKS
+from moetrace.placement.estimates import SOURCES, Estimates, canonical, sample_blocks
 from moetrace.trace.shares import Loads
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "SOURCES", "PlacementPlan", "plan_trace"]
@@ -47,8 +46,7 @@ def plan_trace(loads: Loads, cluster: Cluster, *, source: str = "forecast",
     estimates = Estimates(loads, interval)
     shares = estimates.estimate(source, at, window=window, predictor=predictor)
     samples = estimates.samples(source, at, window=window, predictor=predictor)
-    layout = cluster.layout(shares, samples=samples,
-                            blocks=1 if source == "hindsight" else BLOCKS)
+    layout = cluster.layout(shares, samples=samples, blocks=sample_blocks(source))
     static = cluster.static(loads.n_layers, loads.n_experts)
     return PlacementPlan.of(
         layout, at=at, interval=interval, source=source,

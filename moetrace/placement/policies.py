@@ -34,7 +34,8 @@ import numpy as np
 from moetrace.defaults import LOAD_WINDOW, REPLAN_GAIN, TRANSIENT_SPLITS
 from moetrace.errors import ParameterError
 from moetrace.placement.cluster import Cluster
-from moetrace.placement.estimates import RENAMED, Estimates, canonical
+from moetrace.placement.estimates import (RENAMED, SCENARIOS, Estimates, canonical,
+                                          sample_blocks)
 from moetrace.placement.rebalance import BLOCKS, SELECT_SAMPLES
 from moetrace.placement.scoring import mean_balancedness, spread_rows
 from moetrace.trace.shares import Loads
@@ -108,8 +109,7 @@ def _all(ctx: ReplayContext) -> np.ndarray:
 def _from(ctx: ReplayContext, source: str, t: int, **options) -> Replan:
     """Every layer re-planned from estimate ``source`` at ``t`` (with its samples)."""
     return Replan(ctx.estimates.estimate(source, t, **options), _all(ctx),
-                  ctx.estimates.samples(source, t, **options),
-                  1 if source == "hindsight" else BLOCKS)
+                  ctx.estimates.samples(source, t, **options), sample_blocks(source))
 
 
 @dataclass
@@ -174,10 +174,13 @@ class Decision:
     #: compared them (stable layers on the grid after the first plan), else None
     in_force: np.ndarray | None = None
     fresh: np.ndarray | None = None
+    #: in how many blocks of ``samples`` a plan must beat EPLB's (estimates.sample_blocks)
+    blocks: int = BLOCKS
 
     def as_policy(self) -> Replan | None:
         """What :meth:`PlacementPolicy.decide` returns."""
-        return Replan(self.shares, self.replan, self.samples) if self.replan.any() else None
+        return (Replan(self.shares, self.replan, self.samples, self.blocks)
+                if self.replan.any() else None)
 
 
 @dataclass
@@ -233,23 +236,28 @@ class Adaptive:
             shares[chosen] = forecast[chosen]
             replan |= chosen
             decision.samples = _mixed(short_samples, forecast_samples, transient)
+            decision.blocks = sample_blocks("forecast")
         return decision
 
 
 def _mixed(short: np.ndarray | None, forecast: np.ndarray, transient: np.ndarray
            ) -> np.ndarray:
     """Per layer, the transient layers' samples from ``short`` and the others' from
-    ``forecast``, both brought to one number of steps (rows spread evenly, repeated where
-    there are fewer)."""
+    ``forecast``, both brought to one number of steps per scenario (rows spread evenly,
+    repeated where there are fewer): the short window stands in each of the forecast's
+    scenarios (estimates.SCENARIOS), so its blocks are those it would have alone."""
     if short is None or not transient.any():
         return forecast
-    steps = max(short.shape[1], forecast.shape[1])
+    scenarios = SCENARIOS["forecast"] if forecast.shape[1] > 1 else 1
+    steps = max(short.shape[1], forecast.shape[1] // scenarios)
 
     def stretch(rows: np.ndarray) -> np.ndarray:
         at = np.linspace(0, rows.shape[1] - 1, steps).round().astype(np.int64)
         return np.asarray(rows[:, at], dtype=np.float32)
 
-    return np.where(transient[:, None, None], stretch(short), stretch(forecast))
+    parts = np.split(forecast, scenarios, axis=1)
+    return np.where(transient[:, None, None], np.tile(stretch(short), (1, scenarios, 1)),
+                    np.concatenate([stretch(p) for p in parts], axis=1))
 
 
 def on_grid(t: int, previous: int, start: int, replan_interval: int) -> bool:
@@ -264,7 +272,7 @@ def forecast_balancedness(forecast: np.ndarray, current: np.ndarray, cluster: Cl
     """([L], [L]): the balancedness of the plan in force and of a new plan (the re-plan the
     cluster would make from it), both as the forecast expects them: the mean over its
     ``samples`` [L, S, E] (Estimates.samples), or under the ``forecast`` shares alone."""
-    fresh = cluster.plan(forecast, current, samples)
+    fresh = cluster.plan(forecast, current, samples, sample_blocks("forecast"))
     judged = (np.asarray(forecast, dtype=np.float32)[:, None, :] if samples is None
               else np.asarray(samples)[:, spread_rows(samples.shape[1], SELECT_SAMPLES)])
     return mean_balancedness(judged, current), mean_balancedness(judged, fresh)

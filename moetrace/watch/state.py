@@ -172,7 +172,8 @@ class WatchState:
         if not which.any():
             return []
         made = cluster.layout(decision.shares[which], self.current[which],
-                              None if decision.samples is None else decision.samples[which])
+                              None if decision.samples is None else decision.samples[which],
+                              decision.blocks)
         moved = int(moved_replicas(self.current[which], made.replicas).sum())
         self._apply(which, made, decision.shares)
         self.plan_balance = expected_balancedness(fit.shares, self.current)
