@@ -37,6 +37,7 @@ import numpy as np
 
 from moetrace.defaults import HORIZON
 from moetrace.predictors.base import Uncertainty
+from moetrace.predictors.buckets import n_buckets
 from moetrace.predictors.drift import LEVEL_STEPS, drift_grid
 from moetrace.predictors.inner import (
     Rule,
@@ -219,15 +220,21 @@ class AutoPredictor(BucketPredictor):
         #: per tuning (buckets): the (C, L) weights and the inner scores they come from
         self.combinations = {k: combine(self._make, buckets, k, self._start, self.step_bucket)
                              for k in self.tunings()}
-        self.weights, self.errors = self.combinations[self.tunings()[-1]]  # the longest's
         self.intervals = {int(h): self._interval(h)
                           for h in self.options.horizons or (HORIZON,)}
 
     def _make(self, start: np.ndarray) -> list[tuple[str, Rule]]:
         return candidates(self.step_bucket, start)
 
-    def _k(self, horizon: int) -> int:
-        return max(1, -(-int(horizon) // self.step_bucket))
+    @property
+    def weights(self) -> np.ndarray:
+        """(C, L) the combination's weights at the longest asked horizon."""
+        return self.combinations[self.tunings()[-1]][0]
+
+    @property
+    def errors(self) -> np.ndarray:
+        """(C, L) the inner scores those weights come from."""
+        return self.combinations[self.tunings()[-1]][1]
 
     def _rule(self, k: int, layers: np.ndarray | None = None) -> Rule:
         """The combination that forecasts ``k`` buckets (:meth:`tuning`) of ``layers`` (bool,
@@ -264,7 +271,7 @@ class AutoPredictor(BucketPredictor):
         pooled over the layer's experts and origins, and the bounds their 10th and 90th
         percentiles (inner.score_quantiles). A layer with no residual at all gets NaN
         bounds (too little history; a backtest counts it as not covered)."""
-        k = self._k(horizon)
+        k = n_buckets(int(horizon), self.step_bucket)
         buckets, start = self._buckets, self._start
         n_layers, n, n_experts = buckets.shape
         forecast = self._rule(k)(buckets, k).mean(axis=1)  # (L, E)

@@ -132,8 +132,17 @@ class DriftPredictor(BucketPredictor):
         self._candidates = drift_grid(self.step_bucket)
         #: per tuning (buckets): each layer's candidate and the (C, L) inner scores
         self.choices = {k: choose(self._candidates, buckets, k) for k in self.tunings()}
-        self.choice, self.errors = self.choices[self.tunings()[-1]]  # the longest horizon's
         self._buckets = buckets
+
+    @property
+    def choice(self) -> np.ndarray:
+        """(L,) each layer's candidate at the longest asked horizon."""
+        return self.choices[self.tunings()[-1]][0]
+
+    @property
+    def errors(self) -> np.ndarray:
+        """(C, L) the inner scores it was chosen by."""
+        return self.choices[self.tunings()[-1]][1]
 
     @property
     def chosen(self) -> list[str]:

@@ -125,9 +125,10 @@ class BucketPredictor:
             raise ParameterError(f"{self.name}: horizon must be a positive number of steps, "
                                  f"got {horizon}")
         k = n_buckets(int(horizon), self.step_bucket)
-        path = self._cache.get(self.tuning(k))
+        key = self.tuning(k)
+        path = self._cache.get(key)
         if path is None or path.shape[1] < k:
-            path = self._cache[self.tuning(k)] = normalize_shares(self._forecast_buckets(k))
+            path = self._cache[key] = normalize_shares(self._forecast_buckets(k))
         return expand_buckets(path[:, :k], self.step_bucket, int(horizon))
 
     def tunings(self) -> list[int]:
